@@ -1,0 +1,91 @@
+"""Batches for training: random access into the store's memory-mapped level, no decoding.
+
+Images stay uint8 until they reach the model's device; `to_model_range` converts them there.
+Each epoch is a fresh permutation of the data set, split across ranks so that no image repeats
+within an epoch on any rank (the sharding DistributedDataParallel expects).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from progan.data.store import Store
+
+
+class BatchLoader:
+    """Draws minibatches at any level of a store.
+
+    The permutation and mirror flips come from one NumPy generator seeded by `seed`, and its
+    state round-trips through `state_dict`, so a resumed run reads the same batches as an
+    uninterrupted one.
+    """
+
+    def __init__(
+        self, store: Store, seed: int = 0, mirror: bool = False, rank: int = 0, world_size: int = 1
+    ) -> None:
+        self.store = store
+        self.mirror = mirror
+        self.rank = rank
+        self.world_size = world_size
+        self.rng = np.random.default_rng(seed)
+        self._levels: dict[int, np.ndarray] = {}
+        labels = store.labels
+        self._labels = None if labels is None else torch.from_numpy(np.array(labels, dtype=np.float32))
+        self._order = np.empty(0, dtype=np.int64)
+        self._pos = 0
+
+    def _level(self, resolution: int) -> np.ndarray:
+        if resolution not in self._levels:
+            self._levels[resolution] = self.store.images(resolution)
+        return self._levels[resolution]
+
+    def _next_indices(self, batch_size: int) -> np.ndarray:
+        out = []
+        need = batch_size
+        while need > 0:
+            if self._pos >= len(self._order):
+                # Every rank draws the same permutation (same seed, same call sequence) and takes
+                # its own stride of it: disjoint shards that together cover the data set.
+                perm = self.rng.permutation(self.store.count)
+                self._order = perm[self.rank :: self.world_size]
+                if len(self._order) == 0:  # fewer images than ranks: share rather than starve
+                    self._order = perm
+                self._pos = 0
+            take = self._order[self._pos : self._pos + need]
+            self._pos += len(take)
+            need -= len(take)
+            out.append(take)
+        return np.concatenate(out)
+
+    def next(self, resolution: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A (uint8 images (B, C, r, r), float labels (B, L) or None) pair, on the CPU."""
+        idx = self._next_indices(batch_size)
+        # Sorted fancy indexing reads the memory map in file order; the batch order does not matter
+        # because the indices are already a random draw.
+        idx.sort()
+        images = self._level(resolution)[idx]
+        if self.mirror:
+            flip = self.rng.random(batch_size) < 0.5
+            images[flip] = images[flip, :, :, ::-1]
+        images_t = torch.from_numpy(images)
+        labels_t = None if self._labels is None else self._labels[torch.from_numpy(idx)]
+        return images_t, labels_t
+
+    def state_dict(self) -> dict:
+        return {
+            "rng": self.rng.bit_generator.state,
+            "order": self._order.tolist(),
+            "pos": self._pos,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self._order = np.asarray(state["order"], dtype=np.int64)
+        self._pos = int(state["pos"])
+
+
+def to_model_range(images: torch.Tensor, device: torch.device | str, dtype=torch.float32) -> torch.Tensor:
+    """uint8 [0, 255] on the CPU -> float [-1, 1] on `device`; the copy travels as uint8."""
+    x = images.to(device, non_blocking=True)
+    return x.to(dtype) * (2.0 / 255.0) - 1.0
