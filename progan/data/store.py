@@ -12,10 +12,15 @@ Layout of a store directory::
 NCHW so that a batch goes to the model without a transpose. Lower levels are 2x2 box averages of
 the level above, as the official dataset tool makes them, so every training phase reads images
 at its own size without resizing.
+
+The manifest records a SHA-256 of every array's data bytes ("hashes"), one "content_hash" over
+them, and how the store was made ("prepare": source kind, options, skipped files), so that
+`verify_store` (`progan prepare --verify DEST`) can check a store end to end.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -119,6 +124,214 @@ def open_store(path: str | os.PathLike) -> Store:
     return store
 
 
+# --------------------------------------------------------------------------------------------
+# Writing: a streaming writer that fills memory-mapped levels chunk by chunk in a temporary
+# directory beside DEST and renames it into place at the end.
+
+
+def _npy_data_offset(path: Path) -> tuple[int, tuple, np.dtype]:
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read(f)
+        if fortran:
+            raise ValueError(f"{path} is Fortran-ordered; stores are C-ordered")
+        return f.tell(), shape, dtype
+
+
+def _shrink_npy(path: Path, count: int) -> None:
+    """Cut a C-order .npy file down to its first `count` rows in place (rewrites the header)."""
+    offset, shape, dtype = _npy_data_offset(path)
+    new_shape = (count, *shape[1:])
+    if new_shape == tuple(shape):
+        return
+    header = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": new_shape})
+    with open(path, "r+b") as f:
+        version = np.lib.format.read_magic(f)
+        prefix = 10 if version == (1, 0) else 12
+        room = offset - prefix
+        text = header.encode("latin1")
+        text = text + b" " * (room - len(text) - 1) + b"\n"
+        f.seek(prefix)
+        f.write(text)
+        f.truncate(offset + count * int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
+
+
+def file_data_hash(path: Path, chunk_bytes: int = 1 << 24) -> str:
+    """SHA-256 of a .npy file's data bytes (the header is left out, so it is layout-independent)."""
+    offset, _, _ = _npy_data_offset(path)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while block := f.read(chunk_bytes):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def content_hash(hashes: dict[str, str]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(hashes):
+        h.update(f"{name} {hashes[name]}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
+class StoreWriter:
+    """Streams images into a new store without holding the data set in memory.
+
+    Levels are allocated as memory-mapped .npy files for `capacity` images in a temporary
+    directory beside `dest`; `add(batch)` writes a chunk of top-level images and its box-averaged
+    lower levels and feeds the running hashes; `finish()` trims the arrays to the images actually
+    written, writes labels and the manifest and renames the directory into place. Leaving the
+    `with` block by an exception removes the temporary directory: nothing half-written is left.
+    """
+
+    def __init__(
+        self,
+        dest: str | os.PathLike,
+        capacity: int,
+        resolution: int,
+        channels: int,
+        overwrite: bool = False,
+    ) -> None:
+        self.dest = Path(dest)
+        check_destination(self.dest, overwrite)
+        check_resolution(resolution)
+        if channels not in (1, 2, 3, 4):
+            raise ValueError(f"channels must be 1..4, got {channels}")
+        self.capacity = int(capacity)
+        self.resolution = int(resolution)
+        self.channels = int(channels)
+        self.overwrite = overwrite
+        self.count = 0
+        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.tmp-", dir=self.dest.parent))
+        self._levels: dict[int, np.ndarray] = {}
+        self._hashers = {res: hashlib.sha256() for res in levels_up_to(resolution)}
+        try:
+            for res in levels_up_to(resolution):
+                self._levels[res] = np.lib.format.open_memmap(
+                    self.tmp / level_file(res),
+                    mode="w+",
+                    dtype=np.uint8,
+                    shape=(max(self.capacity, 1), channels, res, res),
+                )
+        except BaseException:
+            self.abort()
+            raise
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def add(self, batch: np.ndarray) -> None:
+        """Append uint8 images (B, C, R, R) at the top resolution."""
+        batch = np.ascontiguousarray(batch)
+        r, c = self.resolution, self.channels
+        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != (c, r, r):
+            raise ValueError(f"expected uint8 (B, {c}, {r}, {r}), got {batch.dtype} {batch.shape}")
+        b = batch.shape[0]
+        if self.count + b > self.capacity:
+            raise ValueError(f"store capacity {self.capacity} exceeded")
+        level = batch
+        for res in reversed(levels_up_to(r)):
+            self._levels[res][self.count : self.count + b] = level
+            self._hashers[res].update(level.data)
+            if res > 4:
+                level = box_downsample(level)
+        self.count += b
+
+    def finish(
+        self,
+        labels: np.ndarray | None = None,
+        label_names: list[str] | None = None,
+        source: str = "",
+        extra: dict | None = None,
+        files: dict[str, bytes] | None = None,
+    ) -> Store:
+        """Trim, write labels, hashes and manifest, and move the store into place.
+
+        `files` are extra small files (name -> bytes, e.g. a report) written into the store; they
+        are not part of the content hash.
+        """
+        from progan import __version__
+
+        try:
+            n = self.count
+            if n == 0:
+                raise UserError(f"no images to write to {self.dest}; check the source")
+            for arr in self._levels.values():
+                arr.flush()
+            self._levels.clear()
+            hashes = {}
+            for res in levels_up_to(self.resolution):
+                _shrink_npy(self.tmp / level_file(res), n)
+                hashes[level_file(res)] = "sha256:" + self._hashers[res].hexdigest()
+            manifest = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "tool_version": __version__,
+                "count": int(n),
+                "resolution": self.resolution,
+                "channels": self.channels,
+                "label_size": 0,
+                "label_names": [],
+                "source": source,
+            }
+            if labels is not None:
+                labels = np.ascontiguousarray(labels, dtype=np.float32)
+                if labels.ndim != 2 or labels.shape[0] != n:
+                    raise ValueError(f"labels must be (N, L) with N={n}, got {labels.shape}")
+                np.save(self.tmp / "labels.npy", labels)
+                hashes["labels.npy"] = "sha256:" + hashlib.sha256(labels.data).hexdigest()
+                manifest["label_size"] = int(labels.shape[1])
+                manifest["label_names"] = list(label_names or [str(i) for i in range(labels.shape[1])])
+            manifest.update(extra or {})
+            manifest["hashes"] = hashes
+            manifest["content_hash"] = content_hash(hashes)
+            for name, data in (files or {}).items():
+                (self.tmp / name).write_bytes(data)
+            (self.tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+            if self.dest.exists():
+                if not self.overwrite:
+                    raise UserError(f"{self.dest} appeared while preparing; pass --overwrite to replace it")
+                if self.dest.is_dir() and not self.dest.is_symlink():
+                    shutil.rmtree(self.dest)
+                else:
+                    self.dest.unlink()
+            os.replace(self.tmp, self.dest)
+        except BaseException:
+            self.abort()
+            raise
+        return open_store(self.dest)
+
+    def abort(self) -> None:
+        self._levels.clear()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def check_resolution(resolution: int) -> None:
+    r = int(resolution)
+    if r < 4 or r & (r - 1):
+        raise UserError(f"resolution {r} is not a power of two >= 4; pick one such as 32 or 128")
+
+
+def check_destination(dest: Path, overwrite: bool) -> None:
+    if dest.exists() and not overwrite:
+        raise UserError(f"{dest} already exists; choose another destination or pass --overwrite")
+    if dest.exists() and overwrite and not dest.is_dir():
+        raise UserError(f"{dest} exists and is not a directory; remove it or choose another destination")
+    if dest.exists() and overwrite and any(dest.iterdir()) and not (dest / MANIFEST).is_file():
+        raise UserError(
+            f"{dest} is a non-empty folder that is not a progan store; --overwrite only replaces "
+            f"stores, so remove it yourself or choose another destination"
+        )
+
+
 def write_store(
     dest: str | os.PathLike,
     images: np.ndarray,
@@ -130,10 +343,9 @@ def write_store(
 ) -> Store:
     """Write in-memory uint8 NCHW images (square, power-of-two side) as a store, atomically.
 
-    For data that fits in memory (the demo, tests). `progan prepare` streams larger sets.
+    For data that fits in memory (the demo, tests). `progan prepare` streams larger sets through
+    `StoreWriter`.
     """
-    from progan import __version__
-
     dest = Path(dest)
     images = np.asarray(images)
     if images.ndim != 4 or images.dtype != np.uint8 or images.shape[2] != images.shape[3]:
@@ -141,42 +353,88 @@ def write_store(
     n, c, r, _ = images.shape
     if n == 0:
         raise UserError(f"no images to write to {dest}; check the source")
-    if r < 4 or r & (r - 1):
-        raise UserError(f"resolution {r} is not a power of two >= 4; pick one such as 32 or 128")
-    if dest.exists() and not overwrite:
-        raise UserError(f"{dest} already exists; choose another destination or pass --overwrite")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:
-        level = np.ascontiguousarray(images)
-        for res in reversed(levels_up_to(r)):
-            np.save(tmp / level_file(res), level)
-            if res > 4:
-                level = box_downsample(level)
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "tool_version": __version__,
-            "count": int(n),
-            "resolution": int(r),
-            "channels": int(c),
-            "label_size": 0,
-            "label_names": [],
-            "source": source,
-        }
-        if labels is not None:
-            labels = np.asarray(labels, dtype=np.float32)
-            if labels.ndim != 2 or labels.shape[0] != n:
-                raise ValueError(f"labels must be (N, L) with N={n}, got {labels.shape}")
-            np.save(tmp / "labels.npy", labels)
-            manifest["label_size"] = int(labels.shape[1])
-            manifest["label_names"] = list(label_names or [str(i) for i in range(labels.shape[1])])
-        manifest.update(extra or {})
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return open_store(dest)
+    check_resolution(r)
+    if labels is not None:
+        labels = np.asarray(labels, dtype=np.float32)
+        if labels.ndim != 2 or labels.shape[0] != n:
+            raise ValueError(f"labels must be (N, L) with N={n}, got {labels.shape}")
+    with StoreWriter(dest, n, r, c, overwrite=overwrite) as writer:
+        chunk = max(1, (1 << 26) // (c * r * r))
+        for start in range(0, n, chunk):
+            writer.add(images[start : start + chunk])
+        return writer.finish(labels, label_names, source=source, extra=extra)
+
+
+# --------------------------------------------------------------------------------------------
+# Verification
+
+
+def verify_store(path: str | os.PathLike, check_hashes: bool = True, chunk_bytes: int = 1 << 26) -> str:
+    """Check a store end to end; return a one-line summary or raise UserError naming the problem.
+
+    Checks the manifest, every level's shape and dtype, the recorded SHA-256 of every array, that
+    every level is the 2x2 box average of the level above, and the labels' shape and values.
+    """
+    store = open_store(path)
+    path = Path(path)
+    problems: list[str] = []
+    n, c = store.count, store.channels
+    hashes = store.manifest.get("hashes") or {}
+    arrays: dict[int, np.ndarray] = {}
+    for res in store.levels:
+        f = path / level_file(res)
+        if not f.is_file():
+            problems.append(f"{f.name} is missing")
+            continue
+        try:
+            arr = np.load(f, mmap_mode="r")
+        except Exception as e:  # noqa: BLE001 - any failure to parse is a corrupt file
+            problems.append(f"{f.name} is not a readable .npy ({type(e).__name__}: {e})")
+            continue
+        if arr.dtype != np.uint8 or arr.shape != (n, c, res, res):
+            problems.append(f"{f.name} is {arr.dtype} {arr.shape}, expected uint8 {(n, c, res, res)}")
+            continue
+        arrays[res] = arr
+        if check_hashes and f.name in hashes and file_data_hash(f) != hashes[f.name]:
+            problems.append(f"{f.name} does not match its recorded hash (modified or corrupt)")
+    for res in store.levels[1:]:
+        hi, lo = arrays.get(res), arrays.get(res // 2)
+        if hi is None or lo is None:
+            continue
+        step = max(1, chunk_bytes // (c * res * res))
+        for start in range(0, n, step):
+            if not np.array_equal(
+                box_downsample(np.asarray(hi[start : start + step])), lo[start : start + step]
+            ):
+                problems.append(f"{level_file(res // 2)} is not the box average of {level_file(res)}")
+                break
+    if store.label_size:
+        f = path / "labels.npy"
+        try:
+            labels = np.load(f, mmap_mode="r")
+            if labels.dtype != np.float32 or labels.shape != (n, store.label_size):
+                problems.append(
+                    f"labels.npy is {labels.dtype} {labels.shape}, expected float32 ({n}, {store.label_size})"
+                )
+            elif not np.isfinite(labels).all():
+                problems.append("labels.npy holds non-finite values")
+            elif check_hashes and "labels.npy" in hashes and file_data_hash(f) != hashes["labels.npy"]:
+                problems.append("labels.npy does not match its recorded hash (modified or corrupt)")
+        except FileNotFoundError:
+            problems.append("labels.npy is missing")
+        except Exception as e:  # noqa: BLE001
+            problems.append(f"labels.npy is not a readable .npy ({type(e).__name__}: {e})")
+    if hashes and store.manifest.get("content_hash") != content_hash(hashes):
+        problems.append("dataset.json's content_hash does not match its per-file hashes (manifest edited)")
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise UserError(f"store {path} is corrupt: {problems[0]}{more}; prepare it again")
+    what = f"{n} images, {c} channel(s), levels 4..{store.resolution}"
+    if store.label_size:
+        what += f", {store.label_size} label(s)"
+    checked = "hashes, shapes and box averages" if hashes and check_hashes else "shapes and box averages"
+    if not hashes:
+        checked += " (no hashes recorded: written by an older tool)"
+    return (
+        f"store {path} is OK: {what}; {checked} check out ({store.manifest.get('content_hash', 'no hash')})"
+    )
