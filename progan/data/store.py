@@ -207,6 +207,9 @@ class StoreWriter:
         self.count = 0
         self.dest.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.tmp-", dir=self.dest.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o777 & ~umask)  # mkdtemp makes it private; a store is an ordinary folder
         self._levels: dict[int, np.ndarray] = {}
         self._hashers = {res: hashlib.sha256() for res in levels_up_to(resolution)}
         try:

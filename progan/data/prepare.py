@@ -1,0 +1,820 @@
+"""`progan prepare`: any folder, archive, MNIST idx pair or CelebA -> a multi-resolution store.
+
+Pipeline: enumerate the source in a fixed (sorted) order; decode, normalise and resize every
+image in a pool of worker processes (in order, with a bounded number of images in flight);
+stream the results in chunks into memory-mapped levels that `StoreWriter` fills in a temporary
+directory; trim, hash and rename at the end. Memory use is bounded by the chunk size and the
+number of images in flight, not by the size of the data set.
+
+Image normalisation (in the workers):
+  * EXIF orientation is applied; 16-bit images are scaled to 8 bits (v / 257); palette, CMYK,
+    YCbCr, LAB and bilevel images are converted; alpha (RGBA, LA, PA, palette or greyscale with a
+    transparent colour) is composited on `background` (white by default).
+  * The stored channel count is `channels` (1 or 3); by default 1 when the first images are all
+    greyscale, else 3.
+  * Non-square images are centre-cropped (default), padded (reflect) or stretched to a square,
+    then resized to the resolution with Pillow's Lanczos filter, which widens with the reduction
+    factor (a proper antialiasing filter). Large JPEGs are first decoded at a reduced DCT scale
+    (never below twice the target side).
+Files that fail (empty, not an image, truncated, corrupt, no label, no face) are skipped and listed
+with the reason in the store's report.json; the run fails only when nothing usable is left.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import sys
+import tarfile
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
+
+from progan.data import align
+from progan.data.store import MANIFEST, Store, StoreWriter, check_destination, check_resolution, levels_up_to
+from progan.errors import UserError
+
+GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+FASHION_MNIST = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+
+
+@dataclass
+class Options:
+    resolution: int
+    channels: int | None = None  # None: inferred
+    fit: str = "crop"  # crop | pad | stretch
+    background: str = "white"
+    labels: str | None = None  # a CSV/JSON file, "from-folders", "none", or None (source default)
+    celeba: bool = False
+    align_faces: bool = False
+    celebahq_deltas: str | None = None
+    workers: int = field(default_factory=lambda: min(os.cpu_count() or 1, 8))
+    limit: int | None = None
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass
+class Item:
+    """One unit of work. Exactly one of path / data / array holds the image."""
+
+    name: str
+    path: str | None = None
+    data: bytes | None = None
+    array: np.ndarray | None = None
+    landmarks: np.ndarray | None = None
+    delta: dict | None = None
+
+
+@dataclass
+class Result:
+    store: Store
+    skipped: list[tuple[str, str]]
+    warnings: list[str]
+    seconds: float
+    kind: str
+
+    @property
+    def images_per_second(self) -> float:
+        return (self.store.count + len(self.skipped)) / max(self.seconds, 1e-9)
+
+
+# --------------------------------------------------------------------------------------------
+# Sources
+
+
+def _is_hidden(rel: Path) -> bool:
+    return any(part.startswith(".") or part == "__MACOSX" for part in rel.parts)
+
+
+def source_kind(source: Path, options: Options) -> str:
+    if not source.exists():
+        raise UserError(f"source {source} does not exist; give a folder, a .zip/.tar archive or an idx file")
+    if options.celeba:
+        if not source.is_dir():
+            raise UserError(f"--celeba needs the CelebA folder, and {source} is a file")
+        return "celebahq" if options.celebahq_deltas else "celeba"
+    if options.celebahq_deltas:
+        raise UserError("--celebahq-deltas applies to CelebA only; add --celeba and point SOURCE at CelebA")
+    if source.is_dir():
+        return "folder"
+    name = source.name.lower()
+    if "idx3" in name:
+        return "idx"
+    if zipfile.is_zipfile(source):
+        return "zip"
+    if name.endswith(TAR_SUFFIXES) or tarfile.is_tarfile(source):
+        return "tar"
+    raise UserError(
+        f"{source} is neither a folder, a .zip or .tar archive, nor an MNIST idx images file; "
+        f"point SOURCE at one of those"
+    )
+
+
+def _folder_items(source: Path, exclude: list[Path]) -> list[Item]:
+    items = []
+    for root, dirs, files in os.walk(source):
+        rootp = Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (rootp / d).resolve() not in exclude)
+        for f in sorted(files):
+            p = rootp / f
+            rel = p.relative_to(source)
+            if not _is_hidden(rel) and p.is_file():
+                items.append(Item(name=rel.as_posix(), path=str(p)))
+    return items
+
+
+def _strip_common_top(names: list[str]) -> dict[str, str]:
+    tops = {n.split("/", 1)[0] for n in names}
+    if len(tops) == 1 and all("/" in n for n in names):
+        return {n: n.split("/", 1)[1] for n in names}
+    return {n: n for n in names}
+
+
+def _zip_items(source: Path) -> Iterator[Item]:
+    with zipfile.ZipFile(source) as z:
+        infos = [i for i in z.infolist() if not i.is_dir() and not _is_hidden(Path(i.filename))]
+        short = _strip_common_top([i.filename for i in infos])
+        for info in sorted(infos, key=lambda i: i.filename):
+            try:
+                data = z.read(info)
+            except Exception as e:  # noqa: BLE001 - a damaged member is reported, not fatal
+                yield Item(
+                    name=short[info.filename], data=None, delta={"error": f"unreadable archive member ({e})"}
+                )
+                continue
+            yield Item(name=short[info.filename], data=data)
+
+
+def _tar_members(source: Path) -> list[tarfile.TarInfo]:
+    try:
+        with tarfile.open(source, "r:*") as t:
+            return [m for m in t.getmembers() if m.isfile() and not _is_hidden(Path(m.name))]
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise UserError(f"{source} is not a readable tar archive ({e}); check the file") from e
+
+
+def _tar_items(source: Path, members: list[tarfile.TarInfo]) -> Iterator[Item]:
+    short = _strip_common_top([m.name for m in members])
+    with tarfile.open(source, "r:*") as t:
+        for m in members:  # archive order: a compressed tar is read once, front to back
+            try:
+                f = t.extractfile(m)
+                data = f.read() if f is not None else b""
+            except (tarfile.TarError, OSError, EOFError) as e:
+                yield Item(name=short[m.name], delta={"error": f"unreadable archive member ({e})"})
+                continue
+            yield Item(name=short[m.name], data=data)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An idx file (MNIST's format, optionally gzipped) as a NumPy array."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise UserError(f"{path} is not a readable idx file ({e})") from e
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise UserError(f"{path} is not an idx file of unsigned bytes (bad magic); give MNIST's idx files")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    start = 4 + 4 * ndim
+    size = int(np.prod(dims))
+    if len(raw) - start < size:
+        raise UserError(f"{path} is truncated ({len(raw) - start} of {size} bytes); download it again")
+    return np.frombuffer(raw, dtype=np.uint8, count=size, offset=start).reshape(dims)
+
+
+def _idx_labels_path(images: Path) -> Path | None:
+    name = images.name
+    cands = [name.replace("images", "labels").replace("idx3", "idx1")]
+    cands += [c[:-3] if c.endswith(".gz") else c + ".gz" for c in cands]
+    return next((images.parent / c for c in cands if (images.parent / c).is_file()), None)
+
+
+# --------------------------------------------------------------------------------------------
+# Labels
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def read_label_file(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    """CSV or JSON labels -> (file name -> float32 vector, label names).
+
+    JSON: {"name": class_index | [attributes...]}, or {"labels": that dict or [[name, label], ...],
+    "names": [...]} (the latter is StyleGAN2-ADA's dataset.json). CSV: rows `name,class` or
+    `name,a1,a2,...`, with an optional header row naming the columns. A single integer per file
+    is a class index (stored one-hot); several values are attributes (multi-hot; -1/1 read as 0/1).
+    """
+    if not path.is_file():
+        raise UserError(
+            f"label file {path} does not exist; give a CSV or JSON file, or --labels from-folders"
+        )
+    names: list[str] | None = None
+    raw: dict[str, object] = {}
+    try:
+        if path.suffix.lower() == ".json":
+            obj = json.loads(path.read_text())
+            if isinstance(obj, dict) and "labels" in obj:
+                names = obj.get("names") or obj.get("label_names")
+                obj = obj["labels"]
+            if isinstance(obj, list):
+                obj = {str(k): v for k, v in obj}
+            if not isinstance(obj, dict):
+                raise ValueError("expected an object mapping file names to labels")
+            raw = {str(k): v for k, v in obj.items()}
+        else:
+            with open(path, newline="") as f:
+                rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+            if rows and not all(_is_number(c) for c in rows[0][1:]):
+                names, rows = [c.strip() for c in rows[0][1:]], rows[1:]
+            for r in rows:
+                vals = [float(c) for c in r[1:]]
+                raw[r[0].strip()] = int(vals[0]) if len(vals) == 1 and vals[0].is_integer() else vals
+    except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read labels from {path} ({e}); see docs/data.md for the format") from e
+    if not raw:
+        raise UserError(f"{path} holds no labels; see docs/data.md for the format")
+    values = list(raw.values())
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        if min(values) < 0:
+            raise UserError(f"{path}: class indices must be >= 0")
+        size = max(values) + 1
+        eye = np.eye(size, dtype=np.float32)
+        out = {k: eye[v] for k, v in raw.items()}
+        class_names = [str(i) for i in range(size)]
+        if names and len(names) == size:
+            class_names = list(names)
+        return _normalise_keys(out), class_names
+    vecs = {k: np.atleast_1d(np.asarray(v, dtype=np.float32)) for k, v in raw.items()}
+    sizes = {v.shape for v in vecs.values()}
+    if len(sizes) != 1 or len(next(iter(sizes))) != 1:
+        raise UserError(f"{path}: every file needs the same number of attributes, found {sorted(sizes)}")
+    if any((v < 0).any() for v in vecs.values()):  # CelebA-style -1/1
+        vecs = {k: (v > 0).astype(np.float32) for k, v in vecs.items()}
+    size = next(iter(sizes))[0]
+    attr_names = list(names) if names and len(names) == size else [f"attr{i}" for i in range(size)]
+    return _normalise_keys(vecs), attr_names
+
+
+def _normalise_keys(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = {}
+    for k, v in d.items():
+        k = k.replace("\\", "/")
+        while k.startswith("./"):
+            k = k[2:]
+        out[k] = v
+    return out
+
+
+def _lookup(labels: dict[str, np.ndarray], name: str) -> np.ndarray | None:
+    if name in labels:
+        return labels[name]
+    return labels.get(name.rsplit("/", 1)[-1])
+
+
+# --------------------------------------------------------------------------------------------
+# Workers
+
+
+_W: dict = {}
+
+
+def _init_worker(options: Options, channels: int) -> None:
+    _W.clear()
+    _W.update(options=options, channels=channels, zips={}, landmarker=None)
+    _W["background"] = ImageColor.getrgb(options.background)[:3]
+
+
+def _describe(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, UnidentifiedImageError):
+        return "not an image (unrecognised format)"
+    if isinstance(e, Image.DecompressionBombError):
+        return f"too many pixels ({msg})"
+    if isinstance(e, OSError) and "truncated" in msg.lower():
+        return f"truncated image ({msg})"
+    if isinstance(e, FileNotFoundError):
+        return "file not found"
+    return f"corrupt image ({type(e).__name__}: {msg})"
+
+
+def _open(item: Item, draft_side: int | None) -> Image.Image:
+    if item.path is not None:
+        if os.path.getsize(item.path) == 0:
+            raise _Skip("empty file (0 bytes)")
+        img = Image.open(item.path)
+    else:
+        if not item.data:
+            raise _Skip("empty file (0 bytes)")
+        img = Image.open(io.BytesIO(item.data))
+    if draft_side and img.format == "JPEG" and img.mode in ("RGB", "L"):
+        w, h = img.size
+        k = draft_side / min(w, h)
+        if k < 0.5:  # decode at 1/2, 1/4 or 1/8 scale, never below draft_side on the short side
+            img.draft(img.mode, (math.ceil(w * k), math.ceil(h * k)))
+    img.load()
+    return ImageOps.exif_transpose(img)
+
+
+class _Skip(Exception):
+    pass
+
+
+def normalise_mode(img: Image.Image, channels: int, background: tuple[int, int, int]) -> Image.Image:
+    """Any Pillow mode -> "L" (channels 1) or "RGB" (channels 3); alpha composited on background."""
+    mode = img.mode
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        a = np.asarray(img).astype(np.float64)
+        if mode == "F":
+            a = a * 255.0 if a.size and a.max() <= 1.0 else a
+        elif mode != "I" or (a.size and a.max() > 255):
+            a = a / 257.0  # 16-bit range -> 8 bits
+        img = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+    elif mode == "1":
+        img = img.convert("L")
+    elif mode in ("P", "PA"):
+        img = img.convert("RGBA")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        img = img.convert("RGB")
+    elif mode in ("L", "RGB") and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "RGBa", "La"):
+        bg = Image.new("RGBA", img.size, (*background, 255))
+        img = Image.alpha_composite(bg, img.convert("RGBA")).convert("RGB")
+    target = "L" if channels == 1 else "RGB"
+    return img if img.mode == target else img.convert(target)
+
+
+def fit_square(img: Image.Image, fit: str) -> Image.Image:
+    w, h = img.size
+    if w == h or fit == "stretch":
+        return img
+    if fit == "crop":
+        s = min(w, h)
+        left, top = (w - s) // 2, (h - s) // 2
+        return img.crop((left, top, left + s, top + s))
+    a = np.asarray(img)
+    s = max(w, h)
+    py, px = s - h, s - w
+    pads = [(py // 2, py - py // 2), (px // 2, px - px // 2)] + [(0, 0)] * (a.ndim - 2)
+    return Image.fromarray(np.pad(a, pads, mode="reflect" if min(w, h) > 1 else "edge"), img.mode)
+
+
+def to_chw(img: Image.Image) -> np.ndarray:
+    a = np.asarray(img, dtype=np.uint8)
+    return a[None] if a.ndim == 2 else np.ascontiguousarray(a.transpose(2, 0, 1))
+
+
+def _process(item: Item) -> tuple[np.ndarray | None, str | None, dict]:
+    opts: Options = _W["options"]
+    channels: int = _W["channels"]
+    r = opts.resolution
+    try:
+        if item.delta and "error" in item.delta:
+            raise _Skip(item.delta["error"])
+        if item.array is not None:  # idx: MNIST's 28x28 are padded to 32x32 as the official tool does
+            a = item.array
+            if a.shape == (28, 28):
+                a = np.pad(a, 2)
+            img = Image.fromarray(a, "L")
+            img = normalise_mode(img, channels, _W["background"])
+            if img.size != (r, r):
+                img = fit_square(img, opts.fit).resize((r, r), Image.LANCZOS)
+            return to_chw(img), None, {}
+        if item.delta is not None:
+            return _process_celebahq(item)
+        aligning = item.landmarks is not None or opts.align_faces
+        img = _open(item, None if aligning else 2 * r)
+        if aligning:
+            img = normalise_mode(img, 3, _W["background"])
+            lm = item.landmarks
+            if lm is None:
+                if _W["landmarker"] is None:
+                    _W["landmarker"] = align.FaceLandmarker()
+                lm = _W["landmarker"](np.asarray(img))
+                if lm is None:
+                    raise _Skip("no face detected")
+            img = align.align_face(img, lm, size=r)
+            return to_chw(normalise_mode(img, channels, _W["background"])), None, {}
+        img = normalise_mode(img, channels, _W["background"])
+        img = fit_square(img, opts.fit)
+        if img.size != (r, r):
+            img = img.resize((r, r), Image.LANCZOS)
+        return to_chw(img), None, {}
+    except _Skip as e:
+        return None, str(e), {}
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - every bad file becomes a report line
+        return None, _describe(e), {}
+
+
+def _process_celebahq(item: Item) -> tuple[np.ndarray | None, str | None, dict]:
+    opts: Options = _W["options"]
+    d = item.delta
+    with open(item.path, "rb") as f:
+        orig_bytes = f.read()
+    img = Image.open(io.BytesIO(orig_bytes))
+    img.load()
+    aligned = to_chw(align.align_face(img, item.landmarks, size=1024))
+    exact = align.md5(aligned) == d["proc_md5"]
+    zips = _W["zips"]
+    if d["zip"] not in zips:
+        if not os.path.isfile(d["zip"]):
+            raise _Skip(f"delta archive {Path(d['zip']).name} is missing")
+        zips[d["zip"]] = zipfile.ZipFile(d["zip"])
+    try:
+        delta_bytes = zips[d["zip"]].read(d["member"])
+    except KeyError as e:
+        raise _Skip(f"{d['member']} is missing from {Path(d['zip']).name}") from e
+    try:
+        delta = align.decrypt_delta(delta_bytes, orig_bytes, d["orig_file"])
+    except ValueError as e:
+        raise _Skip(str(e)) from e
+    final = align.apply_delta(aligned, delta, exact)
+    info = {"exact": exact, "final_ok": align.md5(final) == d["final_md5"]}
+    img = Image.fromarray(final.transpose(1, 2, 0), "RGB")
+    if opts.resolution != 1024:
+        img = img.resize((opts.resolution, opts.resolution), Image.LANCZOS)
+    return to_chw(normalise_mode(img, _W["channels"], _W["background"])), None, info
+
+
+def _safe_process(item: Item):
+    try:
+        return _process(item)
+    except _Skip as e:
+        return None, str(e), {}
+    except UserError as e:
+        return None, None, {"fatal": str(e)}
+    except Exception as e:  # noqa: BLE001
+        return None, _describe(e), {}
+
+
+# --------------------------------------------------------------------------------------------
+# Planning: which items, which labels, how many channels
+
+
+@dataclass
+class Plan:
+    kind: str
+    items: Iterator[Item]
+    count: int
+    labels: dict[str, np.ndarray] | None = None  # by item name
+    label_names: list[str] | None = None
+    channels: int | None = None
+    peek: list[Item] = field(default_factory=list)
+
+
+def _plan(source: Path, dest: Path, opts: Options) -> Plan:
+    kind = source_kind(source, opts)
+    exclude = [dest.resolve()]
+    if kind == "folder":
+        items = _folder_items(source, exclude)
+        if not items:
+            raise UserError(f"source folder {source} holds no files; point SOURCE at a folder of images")
+        plan = Plan(kind, iter(items), len(items), peek=items[:64])
+    elif kind == "zip":
+        with zipfile.ZipFile(source) as z:
+            n = sum(1 for i in z.infolist() if not i.is_dir() and not _is_hidden(Path(i.filename)))
+        plan = Plan(kind, _zip_items(source), n)
+    elif kind == "tar":
+        members = _tar_members(source)
+        plan = Plan(kind, _tar_items(source, members), len(members))
+    elif kind == "idx":
+        images = read_idx(source)
+        if images.ndim != 3:
+            raise UserError(f"{source} holds {images.ndim}-D data; an idx images file is (N, H, W)")
+        items = [Item(name=f"{i:06d}", array=images[i]) for i in range(len(images))]
+        plan = Plan(kind, iter(items), len(items), channels=1)
+        lpath = _idx_labels_path(source)
+        if lpath is not None and opts.labels != "none":
+            lab = read_idx(lpath)
+            if lab.shape != (len(images),):
+                raise UserError(
+                    f"{lpath} holds {lab.shape} labels for {len(images)} images; use the matching pair"
+                )
+            size = int(lab.max()) + 1
+            eye = np.eye(size, dtype=np.float32)
+            plan.labels = {it.name: eye[v] for it, v in zip(items, lab, strict=True)}
+            fashion = "fashion" in str(source.resolve()).lower() and size == 10
+            plan.label_names = FASHION_MNIST if fashion else [str(i) for i in range(size)]
+    else:
+        plan = _plan_celeba(source, opts, kind)
+    if plan.count == 0:
+        raise UserError(f"{source} holds no files; point SOURCE at a folder or archive of images")
+
+    # Labels from a file or from folder names.
+    if opts.labels and opts.labels not in ("none", "from-folders") and kind != "idx":
+        plan.labels, plan.label_names = read_label_file(Path(opts.labels))
+    elif opts.labels == "from-folders":
+        if kind not in ("folder", "zip", "tar"):
+            raise UserError("--labels from-folders needs a folder or archive with one sub-folder per class")
+        plan.labels = "from-folders"  # resolved while streaming (names are known then)
+    elif opts.labels == "none":
+        plan.labels, plan.label_names = None, None
+    return plan
+
+
+def _plan_celeba(source: Path, opts: Options, kind: str) -> Plan:
+    found = align.find_celeba(source)
+    names, landmarks = align.read_landmarks(found["landmarks"])
+    lm_by_name = dict(zip(names, landmarks, strict=True))
+    plan_labels = plan_names = None
+    if found["attributes"] is not None and opts.labels in (None, ""):
+        anames, attr_names, attrs = align.read_attributes(found["attributes"])
+        plan_labels = dict(zip(anames, attrs, strict=True))
+        plan_names = attr_names
+    if kind == "celebahq":
+        if opts.resolution > 1024:
+            raise UserError("CelebA-HQ is 1024x1024; use --resolution 1024 or less with --celebahq-deltas")
+        if found["aligned"]:
+            raise UserError(
+                "--celebahq-deltas needs CelebA's in-the-wild images (img_celeba), not img_align_celeba"
+            )
+        _ = align._need_cryptography()  # noqa: SLF001 - fail early with the install hint
+        deltas = Path(opts.celebahq_deltas)
+        if not deltas.is_dir():
+            raise UserError(f"--celebahq-deltas {deltas} is not a folder; point it at the CelebA-HQ deltas")
+        rows = align.read_image_list(deltas)
+
+        def gen() -> Iterator[Item]:
+            for row in rows:
+                zp, member = align.delta_location(deltas, row["idx"])
+                orig = row["orig_file"]
+                lm = landmarks[row["orig_idx"]] if row["orig_idx"] < len(landmarks) else lm_by_name.get(orig)
+                yield Item(
+                    name=f"{row['idx']:05d} ({orig})",
+                    path=str(found["images"] / orig),
+                    landmarks=lm,
+                    delta={
+                        "zip": str(zp),
+                        "member": member,
+                        "orig_file": orig,
+                        "proc_md5": row.get("proc_md5", ""),
+                        "final_md5": row.get("final_md5", ""),
+                    },
+                )
+
+        plan = Plan(kind, gen(), len(rows), channels=3)
+        if plan_labels is not None:
+            plan.labels = {
+                f"{r['idx']:05d} ({r['orig_file']})": plan_labels.get(r["orig_file"]) for r in rows
+            }
+            plan.labels = {k: v for k, v in plan.labels.items() if v is not None}
+            plan.label_names = plan_names
+        return plan
+    items = [
+        Item(name=n, path=str(found["images"] / n), landmarks=lm)
+        for n, lm in zip(names, landmarks, strict=True)
+    ]
+    return Plan(kind, iter(items), len(items), labels=plan_labels, label_names=plan_names, channels=3)
+
+
+def _infer_channels(plan: Plan, opts: Options) -> int:
+    if opts.channels:
+        return opts.channels
+    if opts.align_faces:
+        return 3
+    if plan.channels:
+        return plan.channels
+    if not plan.peek:  # archives: look at the first items without losing them
+        head = []
+        for it in plan.items:
+            head.append(it)
+            if len(head) >= 64:
+                break
+        plan.peek = head
+        plan.items = _chain(head, plan.items)
+    modes = []
+    for it in plan.peek:
+        try:
+            src = it.path if it.path is not None else io.BytesIO(it.data or b"")
+            with Image.open(src) as im:
+                modes.append(im.mode)
+        except Exception:  # noqa: BLE001, S112 - unreadable files are reported later
+            continue
+    return 1 if modes and all(m in GREY_MODES for m in modes) else 3
+
+
+def _chain(head: list[Item], rest: Iterator[Item]) -> Iterator[Item]:
+    yield from head
+    yield from rest
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+def prepare(source: str | os.PathLike, dest: str | os.PathLike, options: Options) -> Result:
+    """Prepare a store at `dest` from `source`; see the module docstring."""
+    t0 = time.perf_counter()
+    source, dest = Path(source), Path(dest)
+    opts = options
+    check_resolution(opts.resolution)
+    if opts.channels not in (None, 1, 3):
+        raise UserError(f"--channels must be 1 or 3, not {opts.channels}")
+    if opts.fit not in ("crop", "pad", "stretch"):
+        raise ValueError(f"fit must be crop, pad or stretch, not {opts.fit}")
+    try:
+        ImageColor.getrgb(opts.background)
+    except ValueError as e:
+        raise UserError(f"--background {opts.background!r} is not a colour; use a name or #rrggbb") from e
+    check_destination(dest, opts.overwrite)
+    if source.exists() and dest.resolve() == source.resolve():
+        raise UserError("DEST must differ from SOURCE; choose another destination")
+    if opts.align_faces:
+        align.FaceLandmarker()  # fail fast with the install hint
+    plan = _plan(source, dest, opts)
+    channels = _infer_channels(plan, opts)
+    capacity = plan.count if opts.limit is None else min(plan.count, opts.limit)
+    _check_space(dest, capacity, channels, opts.resolution)
+
+    folder_classes_mode = plan.labels == "from-folders"
+    if folder_classes_mode:
+        plan.labels = None
+
+    skipped: list[tuple[str, str]] = []
+    kept_names: list[str] = []
+    stats = {"inexact": 0, "final_mismatch": 0, "deltas": 0}
+    chunk = max(1, (1 << 26) // (channels * opts.resolution**2))  # ~64 MiB per write
+    workers = max(0, int(opts.workers))
+    in_flight = threading.Semaphore(max(16, 8 * max(workers, 1)))  # bounds memory in flight
+    stop = threading.Event()
+    pending: list[str] = []
+
+    def feed() -> Iterator[Item]:
+        sent = 0
+        for it in plan.items:
+            if sent >= capacity:
+                return
+            if plan.labels is not None and _lookup(plan.labels, it.name) is None:
+                skipped.append((it.name, f"no label for it in {opts.labels or 'the attribute file'}"))
+                continue
+            if folder_classes_mode and "/" not in it.name:
+                skipped.append((it.name, "not inside a class folder (--labels from-folders)"))
+                continue
+            in_flight.acquire()
+            if stop.is_set():
+                return
+            pending.append(it.name)
+            sent += 1
+            yield it
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=capacity, unit="img", desc="prepare", disable=not opts.progress, file=sys.stderr)
+    buffer: list[np.ndarray] = []
+    fatal = None
+    with StoreWriter(dest, capacity, opts.resolution, channels, overwrite=opts.overwrite) as writer:
+        pool = None
+        try:
+            if workers >= 2 and plan.kind != "idx":
+                pool = multiprocessing.get_context().Pool(workers, _init_worker, (opts, channels))
+                results = pool.imap(_safe_process, feed(), chunksize=4 if opts.resolution <= 256 else 1)
+            else:
+                _init_worker(opts, channels)
+                results = map(_safe_process, feed())
+            for i, (arr, reason, info) in enumerate(results):
+                in_flight.release()
+                name = pending[i]
+                bar.update(1)
+                if info.get("fatal"):
+                    fatal = info["fatal"]
+                    break
+                if arr is None:
+                    skipped.append((name, reason))
+                    continue
+                if "exact" in info:
+                    stats["deltas"] += 1
+                    stats["inexact"] += not info["exact"]
+                    stats["final_mismatch"] += not info["final_ok"]
+                buffer.append(arr)
+                kept_names.append(name)
+                if len(buffer) >= chunk:
+                    writer.add(np.stack(buffer))
+                    buffer.clear()
+            if buffer:
+                writer.add(np.stack(buffer))
+                buffer.clear()
+        finally:
+            bar.close()
+            stop.set()
+            for _ in range(64):  # unblock the feeder so that the pool can shut down
+                in_flight.release()
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+        if fatal:
+            raise UserError(fatal)
+        if writer.count == 0:
+            raise UserError(_nothing_usable(source, skipped))
+
+        labels = label_names = None
+        if folder_classes_mode:
+            folder_classes = sorted({n.split("/", 1)[0] for n in kept_names})
+            index = {c: i for i, c in enumerate(folder_classes)}
+            labels = np.eye(len(folder_classes), dtype=np.float32)[
+                [index[n.split("/", 1)[0]] for n in kept_names]
+            ]
+            label_names = folder_classes
+        elif plan.labels:
+            labels = np.stack([_lookup(plan.labels, n) for n in kept_names]).astype(np.float32)
+            label_names = plan.label_names
+
+        warnings = []
+        if stats["inexact"]:
+            warnings.append(
+                f"{stats['inexact']} of {stats['deltas']} aligned images differ from the official CelebA-HQ "
+                f"before the delta (this Pillow {Image.__version__} and its libjpeg decode and resample "
+                f"differently from Pillow 3.1.1 + libjpeg 8d); the deltas were applied as signed "
+                f"differences, so these images are within a few levels of CelebA-HQ but not bit-exact. "
+                f"For bit-exact CelebA-HQ run in an environment with pillow==3.1.1 and libjpeg 8d"
+            )
+        report = {
+            "kept": writer.count,
+            "skipped": [{"file": n, "reason": r} for n, r in skipped],
+            "warnings": warnings,
+        }
+        how = {
+            "source_kind": plan.kind,
+            "source": str(source.resolve()),
+            "options": {
+                k: v for k, v in asdict(opts).items() if k not in ("progress", "overwrite", "workers")
+            },
+            "channels_inferred": opts.channels is None,
+            "skipped": len(skipped),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "resampling": "Pillow LANCZOS; lower levels 2x2 box average of the level above",
+            "pillow": Image.__version__,
+        }
+        if stats["deltas"]:
+            how["celebahq_bit_exact"] = stats["final_mismatch"] == 0
+        store = writer.finish(
+            labels,
+            label_names,
+            source=str(source),
+            extra={"prepare": how},
+            files={"report.json": (json.dumps(report, indent=2) + "\n").encode()},
+        )
+    return Result(store, skipped, warnings, time.perf_counter() - t0, plan.kind)
+
+
+def _nothing_usable(source: Path, skipped: list[tuple[str, str]]) -> str:
+    if not skipped:
+        return f"no usable images in {source}; point SOURCE at a folder or archive of images"
+    eg = "; ".join(f"{n}: {r}" for n, r in skipped[:3])
+    return f"no usable images in {source}: all {len(skipped)} file(s) skipped (e.g. {eg}); check the source"
+
+
+def _check_space(dest: Path, count: int, channels: int, resolution: int) -> None:
+    need = store_bytes(count, channels, resolution)
+    parent = dest.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    free = shutil.disk_usage(parent).free
+    if need > free:
+        raise UserError(
+            f"the store needs about {need / 2**30:.1f} GiB and {parent} has {free / 2**30:.1f} GiB free; "
+            f"free space or choose another DEST"
+        )
+
+
+def store_bytes(count: int, channels: int, resolution: int) -> int:
+    """Disk size of a store's image levels (4x4 up to resolution), headers left out."""
+    return count * channels * sum(r * r for r in levels_up_to(resolution))
+
+
+__all__ = ["MANIFEST", "Options", "Result", "prepare", "read_idx", "read_label_file", "store_bytes"]
