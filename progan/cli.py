@@ -29,7 +29,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="progan", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="progan", description="Progressive Growing of GANs (Karras et al., 2018).")
     from progan import __version__
 
     parser.add_argument("--version", action="version", version=f"progan {__version__}")

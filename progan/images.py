@@ -1,0 +1,76 @@
+"""Turning model outputs into pictures: uint8 conversion, grids, strips, PNG files."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [-1, 1] (N, C, H, W) -> uint8 [0, 255], rounded and clamped."""
+    return ((images.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def grid_shape(n: int) -> tuple[int, int]:
+    cols = math.ceil(math.sqrt(n))
+    return math.ceil(n / cols), cols
+
+
+def make_grid(images: np.ndarray | torch.Tensor, cols: int | None = None, pad: int = 0) -> np.ndarray:
+    """uint8 (N, C, H, W) -> one uint8 (rows*H, cols*W, C) array; missing cells stay black."""
+    images = images.cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    n, c, h, w = images.shape
+    rows, cols = grid_shape(n) if cols is None else (math.ceil(n / cols), cols)
+    grid = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad, c), dtype=np.uint8)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        y, x = pad + r * (h + pad), pad + k * (w + pad)
+        grid[y : y + h, x : x + w] = images[i].transpose(1, 2, 0)
+    return grid
+
+
+def upscale_nearest(image: np.ndarray, factor: int) -> np.ndarray:
+    return image.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else image
+
+
+def save_image(array: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write an (H, W, C) uint8 array as PNG, atomically (temporary name, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    tmp = path.with_name(f".{path.name}.tmp")
+    img.save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+def save_grid(
+    images: np.ndarray | torch.Tensor, path: str | os.PathLike, cols: int | None = None, min_cell: int = 0
+) -> Path:
+    """Save uint8 NCHW images as one grid PNG; cells smaller than `min_cell` are upscaled (nearest)."""
+    grid = make_grid(images, cols)
+    h = images.shape[2]
+    if min_cell and h < min_cell:
+        grid = upscale_nearest(grid, min_cell // h)
+    return save_image(grid, path)
+
+
+def save_strip(grid_paths: list[Path], path: str | os.PathLike, gap: int = 8) -> Path:
+    """Lay grid images side by side, each scaled (nearest) to the height of the largest."""
+    grids = [np.asarray(Image.open(p)) for p in grid_paths]
+    grids = [g[..., None] if g.ndim == 2 else g for g in grids]
+    height = max(g.shape[0] for g in grids)
+    scaled = [upscale_nearest(g, max(1, height // g.shape[0])) for g in grids]
+    c = scaled[0].shape[2]
+    width = sum(g.shape[1] for g in scaled) + gap * (len(scaled) - 1)
+    strip = np.full((height, width, c), 255, dtype=np.uint8)
+    x = 0
+    for g in scaled:
+        strip[: g.shape[0], x : x + g.shape[1]] = g
+        x += g.shape[1] + gap
+    return save_image(strip, path)

@@ -1,0 +1,107 @@
+"""The paper's building blocks: equalized learning rate, pixel norm, minibatch stddev, resampling.
+
+Equalized learning rate (paper section 4.1): weights are stored as N(0, 1) and scaled at run time
+by He's constant gain / sqrt(fan_in), so Adam's per-parameter step size is the same for every layer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SQRT2 = math.sqrt(2.0)
+
+
+class EqualizedConv2d(nn.Module):
+    """Conv2d with N(0, 1) weights scaled by gain / sqrt(in_channels * k * k) at run time."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, gain: float = SQRT2) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.scale = gain / math.sqrt(in_channels * kernel_size * kernel_size)
+        self.padding = kernel_size // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+
+    def extra_repr(self) -> str:
+        o, i, k, _ = self.weight.shape
+        return f"{i}, {o}, kernel_size={k}, scale={self.scale:.5g}"
+
+
+class EqualizedLinear(nn.Module):
+    """Linear layer with N(0, 1) weights scaled by gain / sqrt(in_features) at run time."""
+
+    def __init__(self, in_features: int, out_features: int, gain: float = SQRT2) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.scale = gain / math.sqrt(in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.scale, self.bias)
+
+    def extra_repr(self) -> str:
+        o, i = self.weight.shape
+        return f"{i}, {o}, scale={self.scale:.5g}"
+
+
+def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """x / sqrt(mean over channels of x**2 + eps), computed in fp32 (paper section 4.2)."""
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.square().mean(dim=1, keepdim=True) + eps)).to(x.dtype)
+
+
+def leaky_relu(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(x, 0.2)
+
+
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour 2x upsampling."""
+    return F.interpolate(x, scale_factor=2.0, mode="nearest")
+
+
+def downsample2x(x: torch.Tensor) -> torch.Tensor:
+    """2x2 average pooling (box filter)."""
+    return F.avg_pool2d(x, 2)
+
+
+def mbstd_group_size(batch: int, group_size: int) -> int:
+    """The largest group size <= `group_size` that divides `batch`.
+
+    The official code asserts divisibility; falling back to a divisor keeps a last batch of odd
+    size, even of 1, finite (a group of 1 has zero spread, which gives sqrt(1e-8)).
+    """
+    g = max(1, min(group_size, batch))
+    while batch % g:
+        g -= 1
+    return g
+
+
+class MinibatchStdDev(nn.Module):
+    """Appends the average standard deviation over groups of samples as one feature map (section 3).
+
+    Samples i, i + M, i + 2M, ... form a group (M = batch / group size), as in the official
+    reshape; each sample gets its group's std averaged over channels and pixels.
+    """
+
+    def __init__(self, group_size: int = 4) -> None:
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = mbstd_group_size(n, self.group_size)
+        y = x.float().reshape(g, n // g, c, h, w)
+        y = y - y.mean(dim=0, keepdim=True)
+        y = torch.sqrt(y.square().mean(dim=0) + 1e-8)  # (M, C, H, W)
+        y = y.mean(dim=(1, 2, 3))  # (M,)
+        y = y.repeat(g).reshape(n, 1, 1, 1).expand(n, 1, h, w).to(x.dtype)
+        return torch.cat([x, y], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"group_size={self.group_size}"

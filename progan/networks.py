@@ -1,0 +1,218 @@
+"""Generator and discriminator of the paper (official `G_paper` / `D_paper`), growable with fade-in.
+
+Both networks are built for their final resolution from the start (as the official code does) and
+run up to `resolution`, the current stage, set with `set_stage`. While a stage fades in
+(`alpha` < 1) the output of the new block is blended with the upsampled output of the block below
+(generator) and the new block's features with the features of the downsampled image (discriminator).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from progan.layers import (
+    SQRT2,
+    EqualizedConv2d,
+    EqualizedLinear,
+    MinibatchStdDev,
+    downsample2x,
+    leaky_relu,
+    pixel_norm,
+    upsample2x,
+)
+
+
+@dataclass
+class NetworkConfig:
+    """Everything that fixes the architecture of G and D (stored in every snapshot)."""
+
+    resolution: int = 1024
+    channels: int = 3
+    latent_size: int = 512
+    label_size: int = 0
+    fmap_base: int = 8192
+    fmap_decay: float = 1.0
+    fmap_max: int = 512
+    mbstd_group_size: int = 4
+    normalize_latents: bool = True
+    use_pixelnorm: bool = True
+
+    def __post_init__(self) -> None:
+        check_resolution(self.resolution)
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+
+    def nf(self, stage: int) -> int:
+        """Feature maps at a stage (stage = log2(resolution) - 1): fmap_base / 2**(stage*decay), capped."""
+        return min(int(self.fmap_base / (2.0 ** (stage * self.fmap_decay))), self.fmap_max)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_resolution(resolution: int) -> int:
+    if not (isinstance(resolution, int) and 4 <= resolution <= 1024 and resolution & (resolution - 1) == 0):
+        raise ValueError(f"resolution {resolution} is not a power of two from 4 to 1024")
+    return resolution
+
+
+def log2(resolution: int) -> int:
+    return int(math.log2(resolution))
+
+
+class _StageMixin:
+    """Current stage (resolution, alpha) shared by G and D.
+
+    alpha lives in a tensor buffer so that changing it every step neither syncs with the device
+    nor makes torch.compile specialize on its value; `fading` is the Python-side branch flag.
+    """
+
+    config: NetworkConfig
+    alpha: torch.Tensor
+
+    def _init_stage(self) -> None:
+        self.resolution = self.config.resolution
+        self.fading = False
+        self.register_buffer("alpha", torch.ones(()), persistent=False)  # type: ignore[attr-defined]
+
+    def set_stage(self, resolution: int, alpha: float = 1.0) -> None:
+        check_resolution(resolution)
+        if resolution > self.config.resolution:
+            raise ValueError(f"stage {resolution} exceeds the network's resolution {self.config.resolution}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        self.resolution = resolution
+        self.fading = alpha < 1.0 and resolution > 4
+        self.alpha.fill_(alpha)
+
+
+class GeneratorBlock(nn.Module):
+    """Nearest 2x upsample, then two 3x3 convs, each followed by LeakyReLU and pixel norm."""
+
+    def __init__(self, in_channels: int, out_channels: int, use_pixelnorm: bool) -> None:
+        super().__init__()
+        self.conv0 = EqualizedConv2d(in_channels, out_channels, 3)
+        self.conv1 = EqualizedConv2d(out_channels, out_channels, 3)
+        self.use_pixelnorm = use_pixelnorm
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        return pixel_norm(x) if self.use_pixelnorm else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._norm(leaky_relu(self.conv0(upsample2x(x))))
+        return self._norm(leaky_relu(self.conv1(x)))
+
+
+class Generator(_StageMixin, nn.Module):
+    """G_paper: latent (+ label) -> image in [-1, 1] (linear output, no tanh)."""
+
+    def __init__(self, config: NetworkConfig | None = None, **kwargs) -> None:
+        super().__init__()
+        self.config = config = config or NetworkConfig(**kwargs)
+        self._init_stage()
+        nf = config.nf
+        in_features = config.latent_size + config.label_size
+        c4 = nf(1)
+        # The 4x4 block: a dense layer to 4x4xC (the official gain sqrt(2)/4), then one 3x3 conv.
+        self.dense = EqualizedLinear(in_features, c4 * 16, gain=SQRT2 / 4)
+        self.conv4 = EqualizedConv2d(c4, c4, 3)
+        self.blocks = nn.ModuleDict()
+        self.torgb = nn.ModuleDict({"4": EqualizedConv2d(c4, config.channels, 1, gain=1.0)})
+        for lg in range(3, log2(config.resolution) + 1):
+            res = 2**lg
+            self.blocks[str(res)] = GeneratorBlock(nf(lg - 2), nf(lg - 1), config.use_pixelnorm)
+            self.torgb[str(res)] = EqualizedConv2d(nf(lg - 1), config.channels, 1, gain=1.0)
+
+    @property
+    def latent_size(self) -> int:
+        return self.config.latent_size
+
+    @property
+    def label_size(self) -> int:
+        return self.config.label_size
+
+    @property
+    def channels(self) -> int:
+        return self.config.channels
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        return pixel_norm(x) if self.config.use_pixelnorm else x
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.config.label_size:
+            if labels is None:
+                raise ValueError("this generator is conditional: pass labels (N, label_size)")
+            z = torch.cat([z, labels.to(z.dtype)], dim=1)
+        if self.config.normalize_latents:
+            z = pixel_norm(z)
+        x = leaky_relu(self.dense(z)).reshape(z.shape[0], -1, 4, 4)
+        x = self._norm(x)
+        x = self._norm(leaky_relu(self.conv4(x)))
+        prev = x
+        for lg in range(3, log2(self.resolution) + 1):
+            prev = x
+            x = self.blocks[str(2**lg)](x)
+        out = self.torgb[str(self.resolution)](x)
+        if self.fading:
+            low = upsample2x(self.torgb[str(self.resolution // 2)](prev))
+            out = torch.lerp(low, out, self.alpha.to(out.dtype))
+        return out
+
+
+class DiscriminatorBlock(nn.Module):
+    """Two 3x3 convs with LeakyReLU, then 2x2 average pooling."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv0 = EqualizedConv2d(in_channels, in_channels, 3)
+        self.conv1 = EqualizedConv2d(in_channels, out_channels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = leaky_relu(self.conv0(x))
+        return downsample2x(leaky_relu(self.conv1(x)))
+
+
+class Discriminator(_StageMixin, nn.Module):
+    """D_paper: image -> (N, 1 + label_size): the WGAN score, then label logits when conditional."""
+
+    def __init__(self, config: NetworkConfig | None = None, **kwargs) -> None:
+        super().__init__()
+        self.config = config = config or NetworkConfig(**kwargs)
+        self._init_stage()
+        nf = config.nf
+        self.fromrgb = nn.ModuleDict()
+        self.blocks = nn.ModuleDict()
+        for lg in range(2, log2(config.resolution) + 1):
+            res = 2**lg
+            self.fromrgb[str(res)] = EqualizedConv2d(config.channels, nf(lg - 1), 1)
+            if lg >= 3:
+                self.blocks[str(res)] = DiscriminatorBlock(nf(lg - 1), nf(lg - 2))
+        c4 = nf(1)
+        self.mbstd = MinibatchStdDev(config.mbstd_group_size) if config.mbstd_group_size > 1 else None
+        self.conv4 = EqualizedConv2d(c4 + (1 if self.mbstd else 0), c4, 3)
+        self.dense0 = EqualizedLinear(c4 * 16, nf(0))
+        self.dense1 = EqualizedLinear(nf(0), 1 + config.label_size, gain=1.0)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        res = self.resolution
+        x = leaky_relu(self.fromrgb[str(res)](images))
+        if res > 4:
+            x = self.blocks[str(res)](x)
+            if self.fading:
+                low = leaky_relu(self.fromrgb[str(res // 2)](downsample2x(images)))
+                x = torch.lerp(low, x, self.alpha.to(x.dtype))
+        for lg in range(log2(res) - 1, 2, -1):
+            x = self.blocks[str(2**lg)](x)
+        if self.mbstd is not None:
+            x = self.mbstd(x)
+        x = leaky_relu(self.conv4(x))
+        x = leaky_relu(self.dense0(x.flatten(1)))
+        return self.dense1(x)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,524 @@
+"""The training loop: data -> D step -> G step -> G_ema -> tick (log, grids, snapshot).
+
+Read top to bottom: `train` sets up (or restores) everything, then runs steps until the schedule's
+total kimg. All randomness comes from one torch.Generator and the loader's NumPy generator, both
+saved in every snapshot, so a resumed run continues bit for bit where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import resource
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from progan import checkpoint as ckpt
+from progan.data.loader import BatchLoader, to_model_range
+from progan.data.store import open_store
+from progan.errors import UserError
+from progan.images import save_grid, save_strip, to_uint8
+from progan.layers import downsample2x, upsample2x
+from progan.loss import LossConfig, discriminator_loss, generator_loss
+from progan.networks import NetworkConfig
+from progan.schedule import PRESETS, Schedule, Stage
+
+
+@dataclass
+class TrainOptions:
+    """Everything that defines a run; saved as options.json and in every snapshot."""
+
+    data: str = ""
+    outdir: str = "runs"
+    name: str = ""
+    resolution: int = 0  # 0: the store's resolution
+    preset: str = "cpu"
+    training_kimg: float | None = None
+    transition_kimg: float | None = None
+    total_kimg: float | None = None
+    batch: int | None = None  # one minibatch for every resolution, overriding the preset's table
+    lr: float | None = None  # one learning rate for every resolution
+    latent_size: int = 512
+    fmap_base: int = 8192
+    fmap_decay: float = 1.0
+    fmap_max: int = 512
+    mbstd_group_size: int = 4
+    conditional: bool = True  # use the store's labels when it has any
+    mirror: bool = False
+    ema_beta: float = 0.999
+    loss: dict = field(default_factory=lambda: asdict(LossConfig()))
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    deterministic: bool = False
+    tick_kimg: float = 4.0
+    snapshot_ticks: int = 10
+    image_ticks: int = 5
+    grid_size: int = 64
+    metrics: list[str] = field(default_factory=list)
+    metrics_every: int = 0  # ticks; 0 = only with snapshots
+    metrics_num: int = 2048
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainOptions:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# Options that may change when a run is resumed; everything else is fixed by the snapshot.
+RESUME_OVERRIDABLE = {
+    "total_kimg", "tick_kimg", "snapshot_ticks", "image_ticks", "device", "precision", "progress",
+    "metrics", "metrics_every", "metrics_num", "deterministic",
+}  # fmt: skip
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name} asked for, but no CUDA GPU is available; use --device cpu")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def make_optimizer(module: torch.nn.Module, lr: float, device: torch.device) -> torch.optim.Adam:
+    # Fused Adam honours `found_inf`, which skips a step with non-finite gradients on the device
+    # itself, without reading the flag back to the host.
+    return torch.optim.Adam(
+        module.parameters(), lr=lr, betas=(0.0, 0.99), eps=1e-8, fused=device.type in ("cpu", "cuda")
+    )
+
+
+def flag_nonfinite(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """1.0 when any gradient holds inf/nan, else 0.0, as a device tensor (no host sync)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    total = torch.stack(torch._foreach_norm(grads)).sum()
+    return (~torch.isfinite(total)).float()
+
+
+def fade_reals(reals: torch.Tensor, stage: Stage) -> torch.Tensor:
+    """Blend reals with their 2x2-box-downsampled-then-upsampled copy by (1 - alpha) while fading."""
+    if not stage.fading:
+        return reals
+    return torch.lerp(upsample2x(downsample2x(reals)), reals, stage.alpha)
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
+def new_run_dir(outdir: Path, name: str) -> Path:
+    outdir.mkdir(parents=True, exist_ok=True)
+    ids = [int(m.group(1)) for p in outdir.iterdir() if (m := re.match(r"^(\d{5})-", p.name))]
+    run_dir = outdir / f"{max(ids, default=-1) + 1:05d}-{name}"
+    run_dir.mkdir()
+    return run_dir
+
+
+class Trainer:
+    """Holds the networks, optimizers and counters of one run; `run()` trains to total_kimg."""
+
+    def __init__(self, opts: TrainOptions, resume: str | None = None, overrides: dict | None = None) -> None:
+        snapshot = None
+        if resume:
+            snapshot = ckpt.resolve_snapshot(resume)
+            state = ckpt.read_state(snapshot)
+            opts = TrainOptions.from_dict(state["options"])
+            fixed = sorted(set(overrides or {}) - RESUME_OVERRIDABLE)
+            if fixed:
+                raise UserError(
+                    f"--{fixed[0].replace('_', '-')} cannot change when resuming (the snapshot fixes it); "
+                    f"drop it, or start a new run without --resume"
+                )
+            for key, value in (overrides or {}).items():
+                setattr(opts, key, value)
+        self.opts = opts
+        if opts.preset not in PRESETS:
+            raise UserError(f"unknown preset '{opts.preset}'; choose one of {', '.join(PRESETS)}")
+        if opts.precision not in ("fp32", "bf16", "fp16"):
+            raise UserError(f"unknown precision '{opts.precision}'; choose fp32, bf16 or fp16")
+        self.device = pick_device(opts.device)
+        if opts.precision == "fp16" and self.device.type != "cuda":
+            raise UserError("--precision fp16 needs a CUDA GPU; use --precision bf16 on the CPU")
+        if opts.deterministic:
+            torch.use_deterministic_algorithms(True)
+        torch.manual_seed(opts.seed)  # weight init
+
+        if not opts.data:
+            raise UserError("no dataset: pass --data STORE (make one with 'progan prepare')")
+        self.store = open_store(opts.data)
+        resolution = opts.resolution or self.store.resolution
+        if resolution & (resolution - 1) or not 4 <= resolution <= 1024:
+            raise UserError(f"--resolution {resolution} is not a power of two from 4 to 1024; try 32 or 128")
+        if resolution > self.store.resolution:
+            raise UserError(
+                f"--resolution {resolution} exceeds the store's {self.store.resolution}; "
+                f"prepare the data with --resolution {resolution}"
+            )
+        opts.resolution = resolution
+        label_size = self.store.label_size if opts.conditional else 0
+        self.config = NetworkConfig(
+            resolution=resolution, channels=self.store.channels, latent_size=opts.latent_size,
+            label_size=label_size, fmap_base=opts.fmap_base, fmap_decay=opts.fmap_decay,
+            fmap_max=opts.fmap_max, mbstd_group_size=opts.mbstd_group_size,
+        )  # fmt: skip
+        overrides = dict(training_kimg=opts.training_kimg, transition_kimg=opts.transition_kimg,
+                         total_kimg=opts.total_kimg)  # fmt: skip
+        self.schedule = Schedule.from_preset(opts.preset, resolution, **overrides)
+        if opts.batch:
+            self.schedule.minibatch = {}
+            self.schedule.minibatch_default = opts.batch
+        if opts.lr:
+            self.schedule.lr = {}
+            self.schedule.lr_default = opts.lr
+        loss = opts.loss
+        if label_size:
+            multi_hot = bool((self.store.labels.sum(axis=1) != 1).any())
+            loss = {**loss, "multi_hot": multi_hot}
+        self.loss_cfg = LossConfig(**loss)
+
+        self.G, self.D, self.G_ema = ckpt.build_networks(self.config)
+        for m in (self.G, self.D, self.G_ema):
+            m.to(self.device)
+        stage = self.schedule.at(0)
+        self.opt_G = make_optimizer(self.G, stage.lr, self.device)
+        self.opt_D = make_optimizer(self.D, stage.lr, self.device)
+        self.loader = BatchLoader(self.store, seed=opts.seed, mirror=opts.mirror)
+        self.gen = torch.Generator(self.device).manual_seed(opts.seed)
+        labels = self.store.labels if label_size else None
+        self.all_labels = None if labels is None else torch.as_tensor(labels).float().to(self.device)
+        self.nimg = 0
+        self.tick = 0
+        self.resolution = 0  # the stage resolution of the last step, 0 before the first
+        self.skipped = torch.zeros((), device=self.device)
+
+        if snapshot is not None:
+            self._restore(snapshot, state)
+            self.run_dir = snapshot.parent
+        else:
+            name = opts.name or f"{Path(opts.data).name}-{resolution}"
+            self.run_dir = new_run_dir(Path(opts.outdir), name)
+            ckpt.write_json_atomic(self.run_dir / "options.json", self.options_dict())
+        self.ema_params = list(self.G_ema.parameters())
+        self.g_params = list(self.G.parameters())
+        self.d_params = list(self.D.parameters())
+
+    # ----------------------------------------------------------------------------------------
+    # state
+
+    def options_dict(self) -> dict:
+        return {**asdict(self.opts), "network": self.config.to_dict(), "schedule": self.schedule.to_dict()}
+
+    def _snapshot_state(self) -> dict:
+        stage = self.schedule.at(self.nimg / 1000)
+        loader = self.loader.state_dict()
+        return {
+            "tick": self.tick,
+            "resolution_trained": self.resolution,
+            "stage": {"resolution": stage.resolution, "alpha": stage.alpha},
+            "network": self.config.to_dict(),
+            "options": asdict(self.opts),
+            "schedule": self.schedule.to_dict(),
+            "label_names": self.store.label_names if self.config.label_size else [],
+            "loader": {"rng": loader["rng"], "pos": loader["pos"]},
+            "torch_version": torch.__version__,
+        }
+
+    def save(self) -> Path:
+        loader_order = torch.as_tensor(self.loader.state_dict()["order"], dtype=torch.int64)
+        extra = {
+            "rng.train": self.gen.get_state(),
+            "loader.order": loader_order,
+            "counters.skipped": self.skipped.detach().cpu().reshape(1),
+        }
+        return ckpt.save_snapshot(
+            self.run_dir, self.nimg,
+            models={"G": self.G, "D": self.D, "G_ema": self.G_ema},
+            optimizers={"G_opt": self.opt_G, "D_opt": self.opt_D},
+            extra_tensors=extra, state=self._snapshot_state(),
+        )  # fmt: skip
+
+    def _restore(self, snapshot: Path, state: dict) -> None:
+        weights = ckpt.load_tensors(snapshot / ckpt.MODEL_FILE)
+        for name, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
+            ckpt.load_module(module, name, weights, snapshot / ckpt.MODEL_FILE)
+        extra = ckpt.load_tensors(snapshot / ckpt.OPTIM_FILE)
+        groups = state["optimizer_groups"]
+        ckpt.load_optimizer("G_opt", self.opt_G, extra, groups["G_opt"])
+        ckpt.load_optimizer("D_opt", self.opt_D, extra, groups["D_opt"])
+        self.gen.set_state(extra["rng.train"])
+        self.loader.load_state_dict(
+            {
+                "rng": state["loader"]["rng"],
+                "pos": state["loader"]["pos"],
+                "order": extra["loader.order"].numpy(),
+            }
+        )
+        self.skipped = extra["counters.skipped"].to(self.device).reshape(())
+        self.nimg = int(state["nimg"])
+        self.tick = int(state["tick"])
+        self.resolution = int(state["resolution_trained"])
+
+    # ----------------------------------------------------------------------------------------
+    # one step
+
+    def _set_stage(self, stage: Stage) -> None:
+        if stage.resolution != self.resolution:
+            if self.resolution:
+                self._on_grow(self.resolution)
+                # Adam's moments are reset when a new resolution starts fading in (paper, TF code).
+                self.opt_G = make_optimizer(self.G, stage.lr, self.device)
+                self.opt_D = make_optimizer(self.D, stage.lr, self.device)
+            self.resolution = stage.resolution
+        for opt in (self.opt_G, self.opt_D):
+            for group in opt.param_groups:
+                group["lr"] = stage.lr
+        for m in (self.G, self.D, self.G_ema):
+            m.set_stage(stage.resolution, stage.alpha)
+
+    def _latents(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.config.latent_size, generator=self.gen, device=self.device)
+
+    def _random_labels(self, n: int) -> torch.Tensor | None:
+        if self.all_labels is None:
+            return None
+        idx = torch.randint(len(self.all_labels), (n,), generator=self.gen, device=self.device)
+        return self.all_labels[idx]
+
+    def step(self, stage: Stage, stats: dict[str, torch.Tensor]) -> None:
+        """One D update and one G update on a minibatch of `stage.minibatch` images."""
+        n = stage.minibatch
+        amp = autocast(self.device, self.opts.precision)
+        images, labels = self.loader.next(stage.resolution, n)
+        reals = fade_reals(to_model_range(images, self.device), stage)
+        labels = None if self.all_labels is None else labels.to(self.device, non_blocking=True)
+
+        # Discriminator.
+        with torch.no_grad(), amp:
+            fakes = self.G(self._latents(n), labels)
+        mix = torch.rand(n, 1, 1, 1, generator=self.gen, device=self.device)
+        with amp:
+            loss_D, d_stats = discriminator_loss(self.D, reals, fakes.float(), labels, mix, self.loss_cfg)
+        self.opt_D.zero_grad(set_to_none=True)
+        loss_D.backward()
+        found = flag_nonfinite(self.d_params)
+        self.opt_D.found_inf = found
+        self.opt_D.step()
+        skipped = found
+
+        # Generator (D's weights frozen so that no gradient is computed for them).
+        self.D.requires_grad_(False)
+        g_labels = self._random_labels(n)
+        with amp:
+            fakes = self.G(self._latents(n), g_labels)
+            loss_G, g_stats = generator_loss(self.D, fakes, g_labels, self.loss_cfg)
+        self.opt_G.zero_grad(set_to_none=True)
+        loss_G.backward()
+        self.D.requires_grad_(True)
+        found = flag_nonfinite(self.g_params)
+        self.opt_G.found_inf = found
+        self.opt_G.step()
+        skipped = skipped + found
+
+        # G_ema <- lerp(G, G_ema, beta), once per G update.
+        with torch.no_grad():
+            torch._foreach_lerp_(self.ema_params, self.g_params, 1.0 - self.opts.ema_beta)
+
+        self.skipped += skipped
+        for key, value in {**d_stats, **g_stats}.items():
+            stats[key] = stats.get(key, 0.0) + value
+        stats["count"] = stats.get("count", 0) + 1
+
+    # ----------------------------------------------------------------------------------------
+    # pictures
+
+    @torch.no_grad()
+    def _fakes_uint8(self) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.opts.seed + 12345)
+        n = self.opts.grid_size
+        z = torch.randn(n, self.config.latent_size, generator=g).to(self.device)
+        labels = None
+        if self.all_labels is not None:
+            labels = self.all_labels[torch.arange(n) % len(self.all_labels)]
+        out = []
+        with autocast(self.device, self.opts.precision):
+            for i in range(0, n, 32):
+                out.append(
+                    to_uint8(self.G_ema(z[i : i + 32], None if labels is None else labels[i : i + 32]))
+                )
+        return torch.cat(out).cpu()
+
+    def save_fakes(self, path: Path) -> tuple[Path, torch.Tensor]:
+        images = self._fakes_uint8()
+        return save_grid(images, path, min_cell=self.config.resolution), images
+
+    def _on_grow(self, finished_resolution: int) -> None:
+        """Keep one grid per resolution, taken just before the next one starts fading in."""
+        self.save_fakes(self.run_dir / f"growth-{finished_resolution:04d}.png")
+
+    def save_growth_strip(self) -> Path:
+        grids = sorted(self.run_dir.glob("growth-*.png"))
+        return save_strip(grids, self.run_dir / "growth.png")
+
+    # ----------------------------------------------------------------------------------------
+    # the loop
+
+    def run(self) -> Path:
+        opts = self.opts
+        total_nimg = int(self.schedule.total_kimg * 1000)
+        writer = _summary_writer(self.run_dir)
+        if not (self.run_dir / "reals.png").exists():
+            n = min(opts.grid_size, self.store.count)
+            reals = torch.from_numpy(self.store.images(self.config.resolution)[:n].copy())
+            save_grid(reals, self.run_dir / "reals.png")
+        bar = tqdm(total=round(self.schedule.total_kimg, 3), initial=round(self.nimg / 1000, 3), unit="kimg",
+                   disable=not opts.progress, dynamic_ncols=True, bar_format=BAR_FORMAT)  # fmt: skip
+        stats: dict = {}
+        tick_start_nimg, tick_start_time = self.nimg, time.time()
+        next_tick_nimg = self.nimg + int(opts.tick_kimg * 1000)
+        interrupted = False
+        shown, last_rate = (0, -1.0), ""
+        print(f"Training run: {self.run_dir}", flush=True)
+        try:
+            while self.nimg < total_nimg:
+                stage = self.schedule.at(self.nimg / 1000)
+                self._set_stage(stage)
+                self.step(stage, stats)
+                self.nimg += stage.minibatch
+                bar.update(stage.minibatch / 1000)
+                if stage.resolution != shown[0] or abs(stage.alpha - shown[1]) >= 0.01:
+                    shown = (stage.resolution, stage.alpha)
+                    bar.set_postfix_str(
+                        f"res {stage.resolution} alpha {stage.alpha:.2f} {last_rate}", refresh=False
+                    )
+                if self.nimg >= next_tick_nimg or self.nimg >= total_nimg:
+                    self.tick += 1
+                    elapsed = time.time() - tick_start_time
+                    record = self._end_tick(stats, stage, elapsed, self.nimg - tick_start_nimg, writer, bar)
+                    last_rate = f"{record['img_per_sec']:.0f} img/s"
+                    bar.set_postfix_str(
+                        f"res {stage.resolution} alpha {stage.alpha:.2f} {last_rate}", refresh=False
+                    )
+                    stats = {}
+                    next_tick_nimg = self.nimg + int(opts.tick_kimg * 1000)
+                    tick_start_nimg, tick_start_time = self.nimg, time.time()
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            bar.close()
+        snap = self.save()
+        if interrupted:
+            print(
+                f"Interrupted: snapshot written to {snap}; resume with 'progan train --resume {self.run_dir}'"
+            )
+        else:
+            final = self.run_dir / "fakes-final.png"
+            self.save_fakes(final)
+            self.save_fakes(self.run_dir / f"growth-{self.resolution:04d}.png")
+            strip = self.save_growth_strip()
+            print(f"Done: {self.nimg / 1000:.1f} kimg. Samples: {final}  Growth: {strip}  Snapshot: {snap}")
+        if writer is not None:
+            writer.close()
+        return self.run_dir
+
+    def _end_tick(self, stats: dict, stage: Stage, elapsed: float, images: int, writer, bar) -> dict:
+        count = max(stats.pop("count", 1), 1)
+        values = {k: float(v) / count for k, v in stats.items()}  # the one host sync per tick
+        kimg = self.nimg / 1000
+        record = {
+            "tick": self.tick,
+            "kimg": round(kimg, 3),
+            "resolution": stage.resolution,
+            "alpha": round(stage.alpha, 4),
+            "minibatch": stage.minibatch,
+            "lr": stage.lr,
+            "loss_G": values.get("G/loss"),
+            "loss_D": values.get("D/loss"),
+            "gradient_penalty": values.get("D/gradient_penalty"),
+            "wasserstein": values.get("D/wasserstein"),
+            "img_per_sec": round(images / max(elapsed, 1e-9), 2),
+            "sec_per_kimg": round(elapsed / max(images / 1000, 1e-9), 3),
+            "skipped_updates": int(self.skipped.item()),
+            "peak_memory_gb": round(peak_memory_gb(self.device), 3),
+            "timestamp": time.time(),
+        }
+        opts = self.opts
+        is_last = self.nimg >= int(self.schedule.total_kimg * 1000)
+        snapshot_now = opts.snapshot_ticks > 0 and self.tick % opts.snapshot_ticks == 0 and not is_last
+        if opts.metrics and (
+            (opts.metrics_every and self.tick % opts.metrics_every == 0)
+            or (not opts.metrics_every and snapshot_now)
+        ):
+            record.update(self._metrics())
+        with open(self.run_dir / "stats.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        bar.write(
+            f"tick {self.tick:<4d} kimg {kimg:<8.1f} res {stage.resolution:<4d} alpha {stage.alpha:<5.3f} "
+            f"G {record['loss_G']:<8.3f} D {record['loss_D']:<8.3f} gp {record['gradient_penalty']:<7.4f} "
+            f"img/s {record['img_per_sec']:<7.1f} skipped {record['skipped_updates']} "
+            f"mem {record['peak_memory_gb']:.2f}GB"
+        )
+        if writer is not None:
+            for key in ("loss_G", "loss_D", "gradient_penalty", "wasserstein", "img_per_sec", "alpha",
+                        "resolution", "skipped_updates", "peak_memory_gb"):  # fmt: skip
+                if record.get(key) is not None:
+                    writer.add_scalar(f"progress/{key}", record[key], self.nimg)
+            for key, value in record.items():
+                if key.startswith("metric/"):
+                    writer.add_scalar(key, value, self.nimg)
+        if opts.image_ticks > 0 and self.tick % opts.image_ticks == 0:
+            path, images = self.save_fakes(self.run_dir / f"fakes{ckpt.kimg_tag(self.nimg)}.png")
+            if writer is not None:
+                writer.add_image(
+                    "fakes", np.asarray(Image.open(path).convert("RGB")), self.nimg, dataformats="HWC"
+                )
+        if snapshot_now:
+            self.save()
+        return record
+
+    def _metrics(self) -> dict:
+        from progan.metrics.evaluate import compute_metrics
+
+        results = compute_metrics(
+            self.opts.metrics,
+            self.G_ema,
+            self.opts.data,
+            self.opts.metrics_num,
+            self.device,
+            seed=self.opts.seed,
+        )
+        return {f"metric/{k}": v for k, v in results.items()}
+
+
+BAR_FORMAT = "{desc}{percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} kimg [{elapsed}<{remaining}{postfix}]"
+
+
+def _summary_writer(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency, but a stripped install should still train
+        return None
+    return SummaryWriter(str(run_dir))
+
+
+def train(opts: TrainOptions, resume: str | None = None, overrides: dict | None = None) -> Path:
+    """Train a new run from `opts`, or resume one (with `overrides` of RESUME_OVERRIDABLE options)."""
+    return Trainer(opts, resume, overrides).run()
