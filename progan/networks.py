@@ -48,7 +48,8 @@ class NetworkConfig:
 
     def nf(self, stage: int) -> int:
         """Feature maps at a stage (stage = log2(resolution) - 1): fmap_base / 2**(stage*decay), capped."""
-        return min(int(self.fmap_base / (2.0 ** (stage * self.fmap_decay))), self.fmap_max)
+        # At least one feature map, so that a small fmap_base still builds at high resolution.
+        return max(min(int(self.fmap_base / (2.0 ** (stage * self.fmap_decay))), self.fmap_max), 1)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -204,7 +204,9 @@ class Trainer:
         self.loader = BatchLoader(self.store, seed=opts.seed, mirror=opts.mirror)
         self.gen = torch.Generator(self.device).manual_seed(opts.seed)
         labels = self.store.labels if label_size else None
-        self.all_labels = None if labels is None else torch.as_tensor(labels).float().to(self.device)
+        self.all_labels = (
+            None if labels is None else torch.from_numpy(np.array(labels, dtype=np.float32)).to(self.device)
+        )
         self.nimg = 0
         self.tick = 0
         self.resolution = 0  # the stage resolution of the last step, 0 before the first
@@ -471,7 +473,7 @@ class Trainer:
         with open(self.run_dir / "stats.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         bar.write(
-            f"tick {self.tick:<4d} kimg {kimg:<8.1f} res {stage.resolution:<4d} alpha {stage.alpha:<5.3f} "
+            f"tick {self.tick:<4d} kimg {kimg:<9.3f} res {stage.resolution:<4d} alpha {stage.alpha:<5.3f} "
             f"G {record['loss_G']:<8.3f} D {record['loss_D']:<8.3f} gp {record['gradient_penalty']:<7.4f} "
             f"img/s {record['img_per_sec']:<7.1f} skipped {record['skipped_updates']} "
             f"mem {record['peak_memory_gb']:.2f}GB"

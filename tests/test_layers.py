@@ -1,0 +1,99 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from progan.layers import (
+    EqualizedConv2d,
+    EqualizedLinear,
+    MinibatchStdDev,
+    downsample2x,
+    mbstd_group_size,
+    pixel_norm,
+    upsample2x,
+)
+
+
+def test_equalized_conv_scales_weights_at_run_time():
+    torch.manual_seed(0)
+    conv = EqualizedConv2d(8, 5, 3)
+    assert conv.scale == pytest.approx(math.sqrt(2) / math.sqrt(8 * 9))
+    x = torch.randn(2, 8, 6, 6)
+    expected = F.conv2d(x, conv.weight * math.sqrt(2) / math.sqrt(72), conv.bias, padding=1)
+    torch.testing.assert_close(conv(x), expected)
+    # The stored weights are N(0, 1), the bias starts at zero.
+    big = EqualizedConv2d(64, 64, 3)
+    assert abs(big.weight.std().item() - 1) < 0.02 and abs(big.weight.mean().item()) < 0.02
+    assert torch.count_nonzero(big.bias) == 0
+
+
+def test_equalized_linear_scale_and_gain():
+    lin = EqualizedLinear(10, 4, gain=1.0)
+    assert lin.scale == pytest.approx(1 / math.sqrt(10))
+    x = torch.randn(3, 10)
+    torch.testing.assert_close(lin(x), x @ (lin.weight / math.sqrt(10)).T + lin.bias)
+    # Gradients reach the N(0, 1) weights multiplied by the scale (the point of equalization).
+    lin(x).sum().backward()
+    torch.testing.assert_close(lin.weight.grad, (x.sum(0) / math.sqrt(10)).expand(4, 10))
+
+
+def test_pixel_norm_definition():
+    x = torch.randn(4, 7, 3, 3) * 5
+    expected = x / torch.sqrt((x**2).mean(dim=1, keepdim=True) + 1e-8)
+    torch.testing.assert_close(pixel_norm(x), expected)
+    assert torch.allclose((pixel_norm(x) ** 2).mean(dim=1), torch.ones(4, 3, 3), atol=1e-5)
+
+
+def test_pixel_norm_of_zeros_is_finite():
+    assert torch.isfinite(pixel_norm(torch.zeros(2, 3, 4, 4))).all()
+
+
+def mbstd_reference(x: np.ndarray, group: int) -> np.ndarray:
+    """Straight from the definition: samples i, i+M, ... form a group of size `group`."""
+    n = x.shape[0]
+    m = n // group
+    out = np.empty(n)
+    for i in range(n):
+        members = x[[i % m + k * m for k in range(group)]]
+        std = np.sqrt(((members - members.mean(axis=0)) ** 2).mean(axis=0) + 1e-8)
+        out[i] = std.mean()
+    return out
+
+
+@pytest.mark.parametrize("n,group", [(8, 4), (4, 4), (12, 4), (6, 4), (16, 16)])
+def test_minibatch_stddev_values(n, group):
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(n, 3, 4, 4)).astype(np.float32)
+    y = MinibatchStdDev(group)(torch.from_numpy(x))
+    assert y.shape == (n, 4, 4, 4)
+    torch.testing.assert_close(y[:, :3], torch.from_numpy(x))
+    g = mbstd_group_size(n, group)
+    expected = mbstd_reference(x.astype(np.float64), g)
+    for i in range(n):
+        assert torch.allclose(y[i, 3], torch.full((4, 4), float(expected[i])), atol=1e-5)
+
+
+def test_minibatch_stddev_known_batch():
+    # Two samples in one group: constant maps 0 and 2 -> std 1 everywhere.
+    x = torch.stack([torch.zeros(2, 4, 4), torch.full((2, 4, 4), 2.0)])
+    y = MinibatchStdDev(2)(x)
+    torch.testing.assert_close(y[:, 2], torch.full((2, 4, 4), math.sqrt(1 + 1e-8)))
+
+
+@pytest.mark.parametrize("n", [1, 3, 5, 7])
+def test_minibatch_stddev_odd_batches_are_finite(n):
+    x = torch.randn(n, 3, 4, 4)
+    y = MinibatchStdDev(4)(x)
+    assert torch.isfinite(y).all()
+    assert mbstd_group_size(n, 4) in (1, n) or n % mbstd_group_size(n, 4) == 0
+
+
+def test_resampling():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    up = upsample2x(x)
+    assert up.shape == (1, 1, 8, 8) and up[0, 0, 1, 1] == x[0, 0, 0, 0] and up[0, 0, 7, 6] == x[0, 0, 3, 3]
+    down = downsample2x(x)
+    torch.testing.assert_close(down[0, 0], torch.tensor([[2.5, 4.5], [10.5, 12.5]]))
+    torch.testing.assert_close(downsample2x(upsample2x(x)), x)

@@ -1,0 +1,149 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import progan.training as training
+from progan.cli import main
+from progan.schedule import Stage
+from progan.training import Trainer, TrainOptions, fade_reals
+from tests.conftest import TINY_NET, tiny_train_args
+
+
+def run_cli(argv):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    return e.value.code
+
+
+def tiny_options(store, outdir, **kw) -> TrainOptions:
+    base = dict(data=str(store.path), outdir=str(outdir), training_kimg=0.08, transition_kimg=0.08,
+                total_kimg=0.48, batch=8, tick_kimg=0.04, snapshot_ticks=2, image_ticks=4, grid_size=8,
+                progress=False, **TINY_NET)  # fmt: skip
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+def test_resume_mid_fade_gives_identical_weights(tiny_store, tmp_path):
+    # N = 14 ticks of 40 images; the split at tick 7 (0.28 kimg) is halfway through the 16x16 fade.
+    args = tiny_train_args(tiny_store.path, tmp_path / "runs", kimg=0.56, deterministic=True)
+    assert run_cli(["train", *args, "--name", "full"]) == 0
+    assert run_cli(["train", *args, "--name", "half", "--kimg", "0.28"]) == 0
+    half = tmp_path / "runs" / "00001-half"
+    state = json.loads((half / "snapshot-000000.280" / "state.json").read_text())
+    assert state["stage"]["resolution"] == 16 and 0 < state["stage"]["alpha"] < 1
+    assert run_cli(["train", "--resume", str(half), "--kimg", "0.56", "--no-progress"]) == 0
+    a = load_file(str(tmp_path / "runs" / "00000-full" / "snapshot-000000.560" / "model.safetensors"))
+    b = load_file(str(half / "snapshot-000000.560" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    oa = load_file(str(tmp_path / "runs" / "00000-full" / "snapshot-000000.560" / "optim.safetensors"))
+    ob = load_file(str(half / "snapshot-000000.560" / "optim.safetensors"))
+    assert all(torch.equal(oa[k], ob[k]) for k in oa)
+    # Stats continue in the same run: ticks 1..14 once each.
+    ticks = [json.loads(line)["tick"] for line in (half / "stats.jsonl").read_text().splitlines()]
+    assert ticks == list(range(1, 15))
+
+
+def test_run_directory_contents(tiny_store, tmp_path):
+    run_dir = training.train(tiny_options(tiny_store, tmp_path))
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"options.json", "stats.jsonl", "reals.png", "fakes-final.png", "growth.png"} <= names
+    assert any(n.startswith("events.out.tfevents") for n in names)
+    assert not [n for n in names if n.startswith(".")], "temporary files left behind"
+    options = json.loads((run_dir / "options.json").read_text())
+    assert options["network"]["resolution"] == 16 and options["schedule"]["total_kimg"] == 0.48
+    rows = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    assert len(rows) == 12
+    for key in ("kimg", "resolution", "alpha", "loss_G", "loss_D", "gradient_penalty", "img_per_sec",
+                "sec_per_kimg", "skipped_updates", "peak_memory_gb"):  # fmt: skip
+        assert key in rows[-1]
+    assert [r["resolution"] for r in rows][:4] == [4, 4, 8, 8]
+    snap = run_dir / "snapshot-000000.480"
+    assert {p.name for p in snap.iterdir()} == {"model.safetensors", "optim.safetensors", "state.json"}
+    assert {"growth-0004.png", "growth-0008.png", "growth-0016.png"} <= names
+    tensors = load_file(str(snap / "model.safetensors"))
+    assert any(k.startswith("G.") for k in tensors) and any(k.startswith("D.") for k in tensors)
+    assert any(k.startswith("G_ema.") for k in tensors)
+
+
+def test_fade_reals_definition():
+    x = torch.randn(2, 3, 8, 8)
+    low = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(x, 2), scale_factor=2)
+    torch.testing.assert_close(fade_reals(x, Stage(8, 0.25, 8, 1e-3, 0)), 0.25 * x + 0.75 * low)
+    assert fade_reals(x, Stage(8, 1.0, 8, 1e-3, 0)) is x
+
+
+def test_ema_and_adam_reset(tiny_store, tmp_path):
+    t = Trainer(tiny_options(tiny_store, tmp_path))
+    stage4 = Stage(4, 1.0, 8, 1e-3, 0)
+    t._set_stage(stage4)
+    ema_before = [p.clone() for p in t.G_ema.parameters()]
+    t.step(stage4, {})
+    for e0, e1, g in zip(ema_before, t.G_ema.parameters(), t.G.parameters(), strict=True):
+        torch.testing.assert_close(e1, e0 + (g - e0) * 0.001)
+    t.step(stage4, {})
+    assert t.opt_G.state and t.opt_D.state
+    old = t.opt_G
+    t._set_stage(Stage(8, 0.0, 8, 1e-3, 0))  # 8x8 begins fading in: fresh Adam moments
+    assert t.opt_G is not old and not t.opt_G.state and not t.opt_D.state
+    t._set_stage(Stage(8, 0.5, 8, 2e-3, 0))  # same resolution: no reset, new lr
+    assert t.opt_G.param_groups[0]["lr"] == 2e-3
+
+
+def test_nonfinite_update_is_skipped_and_counted(tiny_store, tmp_path, monkeypatch):
+    t = Trainer(tiny_options(tiny_store, tmp_path))
+    stage = Stage(4, 1.0, 8, 1e-3, 0)
+    t._set_stage(stage)
+    t.step(stage, {})
+    d_before = [p.clone() for p in t.D.parameters()]
+    g_before = [p.clone() for p in t.G.parameters()]
+    real_loss = training.discriminator_loss
+
+    def nan_loss(*args, **kwargs):
+        loss, stats = real_loss(*args, **kwargs)
+        return loss * float("nan"), stats
+
+    monkeypatch.setattr(training, "discriminator_loss", nan_loss)
+    t.step(stage, {})
+    assert int(t.skipped) == 1
+    assert all(torch.equal(a, b) for a, b in zip(d_before, t.D.parameters(), strict=True))  # D skipped
+    assert not all(torch.equal(a, b) for a, b in zip(g_before, t.G.parameters(), strict=True))  # G went on
+
+
+def test_ctrl_c_writes_a_snapshot_and_resumes(tiny_store, tmp_path, monkeypatch, capsys):
+    t = Trainer(tiny_options(tiny_store, tmp_path))
+    calls = {"n": 0}
+    real_step = Trainer.step
+
+    def step(self, stage, stats):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        real_step(self, stage, stats)
+
+    monkeypatch.setattr(Trainer, "step", step)
+    run_dir = t.run()
+    assert "Interrupted" in capsys.readouterr().out
+    snaps = sorted(p.name for p in run_dir.glob("snapshot-*"))
+    assert snaps[-1] == "snapshot-000000.048"  # 6 completed steps of 8 images
+    monkeypatch.setattr(Trainer, "step", real_step)
+    resumed = Trainer(TrainOptions(), resume=str(run_dir))
+    assert resumed.nimg == 48
+
+
+def test_conditional_training(tmp_path):
+    from progan.data.store import write_store
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, size=(24, 1, 8, 8), dtype=np.uint8)
+    labels = np.eye(3, dtype=np.float32)[np.arange(24) % 3]
+    store = write_store(tmp_path / "labelled", images, labels=labels, label_names=["a", "b", "c"])
+    t = Trainer(tiny_options(store, tmp_path / "runs", total_kimg=0.04))
+    assert t.config.label_size == 3 and not t.loss_cfg.multi_hot
+    run_dir = t.run()
+    state = json.loads((run_dir / "snapshot-000000.040" / "state.json").read_text())
+    assert state["label_names"] == ["a", "b", "c"]
