@@ -1,0 +1,195 @@
+"""compute_metrics and `progan evaluate` with a stand-in generator and snapshots the test builds."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import progan
+from progan.cli import main
+from progan.data.store import write_store
+from progan.metrics import evaluate as E
+
+
+class FakeG(nn.Module):
+    """Smooth random images from z; `spread` scales how much they vary (0: mode collapse)."""
+
+    def __init__(self, resolution=32, channels=3, spread=1.0, label_size=0):
+        super().__init__()
+        self.resolution, self.channels, self.latent_size, self.label_size = (
+            resolution,
+            channels,
+            16,
+            label_size,
+        )
+        self.spread = spread
+        torch.manual_seed(1)
+        self.proj = nn.Linear(16, channels * 16)
+
+    def forward(self, z, labels=None):
+        if self.label_size:
+            assert labels is not None and labels.shape == (z.shape[0], self.label_size)
+        base = torch.tanh(self.proj(z * self.spread)).view(-1, self.channels, 4, 4)
+        return nn.functional.interpolate(base, size=(self.resolution,) * 2, mode="bicubic").clamp(-1, 1)
+
+
+def reals(n, channels=3, r=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(n, channels, 4, 4, generator=g)
+    x = nn.functional.interpolate(base, size=(r, r), mode="bicubic").clamp(0, 1)
+    return (x * 255).round().to(torch.uint8).numpy()
+
+
+@pytest.fixture
+def store(tmp_path):
+    return write_store(tmp_path / "store", reals(96))
+
+
+def test_compute_metrics_swd_msssim(store, tmp_path):
+    cache = tmp_path / "cache"
+    good = E.compute_metrics(["swd", "msssim"], FakeG(), store.path, 64, "cpu", seed=0, cache_dir=cache)
+    assert set(good) == {"swd_32", "swd_16", "swd_avg", "msssim"}
+    assert len(list(cache.glob("swd-*"))) == 1  # reals' descriptors cached ...
+    again = E.compute_metrics(["swd"], FakeG(), store.path, 64, "cpu", seed=0, cache_dir=cache)
+    assert again["swd_avg"] == pytest.approx(good["swd_avg"])  # ... reused, same numbers
+    assert len(list(cache.glob("swd-*"))) == 1
+    collapsed = E.compute_metrics(
+        ["swd", "msssim"], FakeG(spread=0.02), store.path, 64, "cpu", cache_dir=cache
+    )
+    assert collapsed["swd_avg"] > good["swd_avg"]
+    assert collapsed["msssim"] > good["msssim"]
+
+
+def test_compute_metrics_small_and_conditional(store, tmp_path):
+    assert E.compute_metrics(["swd", "msssim"], FakeG(resolution=8), store.path, 8, "cpu") == {}
+    out = E.compute_metrics(["msssim"], FakeG(label_size=3), None, 8, "cpu", cache_dir=tmp_path)
+    assert 0 < out["msssim"] <= 1
+    with pytest.raises(progan.errors.UserError, match="--data STORE"):
+        E.compute_metrics(["swd"], FakeG(), None, 8, "cpu")
+    with pytest.raises(progan.errors.UserError, match="unknown metric"):
+        E.compute_metrics(["swd", "bogus"], FakeG(), store.path, 8, "cpu")
+    with pytest.raises(progan.errors.UserError, match="channels"):
+        E.compute_metrics(["swd"], FakeG(channels=1), store.path, 8, "cpu")
+
+
+def test_grey_generator_and_fidelity_extractor(tmp_path):
+    from test_metrics_fidelity import TinyInception
+
+    pytest.importorskip("torchmetrics")
+    grey = write_store(tmp_path / "grey", reals(64, channels=1))
+    ext = E.fidelity.ModuleExtractor(TinyInception(), name="custom")
+    out = E.compute_metrics(
+        ["swd", "fid", "kid", "pr"],
+        FakeG(channels=1),
+        grey.path,
+        48,
+        "cpu",
+        feature_extractor=ext,
+        cache_dir=tmp_path,
+    )
+    assert {"swd_avg", "fid", "kid_mean", "precision", "recall"} <= set(out)
+    assert out["fid"] > 0 and 0 <= out["precision"] <= 1
+
+
+@pytest.fixture
+def fake_run(tmp_path, monkeypatch, store):
+    """A run with three snapshots and a stand-in progan.checkpoint (the real one is tested elsewhere)."""
+    run = tmp_path / "runs" / "00001-test"
+    spreads = {"snapshot-000010": 0.05, "snapshot-000020": 0.5, "snapshot-000030": 1.0}
+    for name in spreads:
+        (run / name).mkdir(parents=True)
+
+    def load_snapshot(path):
+        path = Path(path)
+        kimg = float(int(path.name.split("-")[1]))
+        return types.SimpleNamespace(
+            G_ema=FakeG(spread=spreads[path.name]).eval(),
+            options={"data": str(store.path)},
+            kimg=kimg,
+            path=path,
+        )
+
+    def list_snapshots(run_dir):
+        return sorted(p for p in Path(run_dir).glob("snapshot-*") if p.is_dir())
+
+    fake = types.SimpleNamespace(load_snapshot=load_snapshot, list_snapshots=list_snapshots)
+    monkeypatch.setitem(sys.modules, "progan.checkpoint", fake)
+    monkeypatch.setattr(progan, "checkpoint", fake, raising=False)
+    monkeypatch.setenv("PROGAN_CACHE_DIR", str(tmp_path / "cache"))
+    return run
+
+
+def run_cli(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def test_evaluate_run_writes_jsonl_plots_table(fake_run, capsys):
+    code, out, err = run_cli(["evaluate", str(fake_run), "--metrics", "swd,msssim", "--num", "48"], capsys)
+    assert code == 0, err
+    lines = [json.loads(x) for x in (fake_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kimg"] for r in lines] == [10.0, 20.0, 30.0]
+    assert all({"swd_avg", "swd_32", "swd_16", "msssim"} <= set(r) for r in lines)
+    assert lines[0]["msssim"] > lines[-1]["msssim"]  # the low-spread snapshot is less diverse
+    for group in ("swd", "msssim"):
+        png = fake_run / f"metrics-{group}.png"
+        assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
+    assert "snapshot-000020" in out and "swd_avg" in out and "msssim" in out
+    # one snapshot again: its record is updated in place, not duplicated
+    code, _, err = run_cli(
+        ["evaluate", str(fake_run / "snapshot-000020"), "--metrics", "swd", "--num", "32"], capsys
+    )
+    assert code == 0, err
+    lines = [json.loads(x) for x in (fake_run / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and lines[1]["num"] == 32 and "msssim" in lines[1]
+
+
+def test_evaluate_fid_with_weights_file(fake_run, tmp_path, capsys):
+    pytest.importorskip("torchmetrics")
+    from test_metrics_fidelity import tiny_torchscript
+
+    weights = tiny_torchscript(tmp_path / "inception.pt")
+    argv = ["evaluate", str(fake_run / "snapshot-000030"), "--metrics", "fid,kid,is,pr", "--num", "40"]
+    code, out, err = run_cli(argv + ["--inception-weights", str(weights)], capsys)
+    assert code == 0, err
+    rec = json.loads((fake_run / "metrics.jsonl").read_text().splitlines()[0])
+    assert {"fid", "kid_mean", "kid_std", "is_mean", "precision", "recall"} <= set(rec)
+    assert list((tmp_path / "cache" / "metrics").glob("features-*.npy"))  # reals' features cached
+    code, _, err = run_cli(argv + ["--inception-weights", str(tmp_path / "missing.pt")], capsys)
+    assert code == 2 and "missing.pt: no such file" in err and "weights-inception-2015-12-05" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_store_noise_floor(store, tmp_path, capsys):
+    code, out, err = run_cli(
+        ["evaluate", str(store.path), "--metrics", "swd", "--num", "40", "--cache-dir", str(tmp_path / "c")],
+        capsys,
+    )
+    assert code == 0, err
+    assert "reals-vs-reals" in out and "swd_avg" in out
+    code, _, err = run_cli(["evaluate", str(store.path), "--metrics", "fid", "--num", "40"], capsys)
+    assert code == 2 and "noise floor" in err
+
+
+def test_evaluate_errors(tmp_path, capsys):
+    code, _, err = run_cli(["evaluate", str(tmp_path), "--metrics", "swd,nope"], capsys)
+    assert code == 2 and "unknown metric" in err
+    code, _, err = run_cli(["evaluate", str(tmp_path / "absent"), "--metrics", "swd"], capsys)
+    assert code == 2 and "does not exist" in err
+
+
+def test_real_indices():
+    idx = E.real_indices(100, 30, seed=0)
+    other = E.real_indices(100, 30, seed=0, offset=1)
+    assert len(set(idx)) == 30 and not set(idx) & set(other)
+    assert len(E.real_indices(10, 30, seed=0)) == 30  # with replacement for small stores
+    assert np.all(np.diff(idx) > 0)
