@@ -39,7 +39,7 @@ def parse_metrics(spec: str | list[str]) -> list[str]:
 
 
 def default_batch_size(resolution: int) -> int:
-    return int(max(2, min(256, (1 << 22) // (resolution * resolution))) // 2 * 2)
+    return int(max(2, min(256, (1 << 20) // (resolution * resolution))) // 2 * 2)
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:

@@ -60,7 +60,6 @@ def line_plot(
             h - bottom - (y - y0) / ((y1 - y0) or 1) * (h - top - bottom),
         )
 
-    d.rectangle([left, top, w - right, h - bottom], outline="black")
     for t in xt:
         p = px(t, y0)
         d.line([p, (p[0], p[1] + 4)], fill="black")
@@ -69,6 +68,7 @@ def line_plot(
         p = px(x0, t)
         d.line([(p[0] - 4, p[1]), (w - right, p[1])], fill=(225, 225, 225))
         d.text((5, p[1] - 6), f"{t:.4g}", fill="black", font=font)
+    d.rectangle([left, top, w - right, h - bottom], outline="black")
     d.text((left, 12), title, fill="black", font=font)
     d.text(((w - right + left) / 2 - 12, h - 20), xlabel, fill="black", font=font)
     for i, (label, (sx, sy)) in enumerate(series.items()):

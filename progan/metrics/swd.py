@@ -52,13 +52,21 @@ def swd_resolutions(resolution: int) -> list[int]:
 
 
 def _sep_conv(x: torch.Tensor, k: torch.Tensor, stride: int = 1) -> torch.Tensor:
-    """Mirror-padded separable 5x5 convolution of (N, C, H, W), each channel on its own."""
+    """Mirror-padded separable 5x5 filter of (N, C, H, W), each channel on its own.
+
+    Written as five shifted multiply-adds per axis: for one-channel 5-tap filters this is several
+    times faster than conv2d on CPU, and `stride` keeps only the samples pyrDown needs.
+    """
     n, c, h, w = x.shape
-    k = k.to(device=x.device, dtype=x.dtype)
-    y = F.pad(x.reshape(n * c, 1, h, w), (2, 2, 2, 2), mode="reflect")  # reflect-101 = cv2 default
-    y = F.conv2d(y, k.view(1, 1, 1, 5), stride=(1, stride))
-    y = F.conv2d(y, k.view(1, 1, 5, 1), stride=(stride, 1))
-    return y.reshape(n, c, y.shape[-2], y.shape[-1])
+    taps = [float(v) for v in k]
+    y = F.pad(x.reshape(n * c, h, w), (2, 2, 2, 2), mode="reflect")  # reflect-101 = cv2 default
+    cols = y[:, :, 0:w:stride] * taps[0]
+    for i in range(1, 5):
+        cols += y[:, :, i : i + w : stride] * taps[i]
+    out = cols[:, 0:h:stride] * taps[0]
+    for i in range(1, 5):
+        out += cols[:, i : i + h : stride] * taps[i]
+    return out.reshape(n, c, out.shape[-2], out.shape[-1])
 
 
 def pyr_down(x: torch.Tensor) -> torch.Tensor:
@@ -208,7 +216,12 @@ class DescriptorSet:
     def normalized(self, i: int, start: int, stop: int) -> torch.Tensor:
         """Rows [start, stop) of level i, each channel normalized by the set's statistics."""
         mean, std = self.stats(i)
-        block = torch.from_numpy(np.array(self.raw(i)[start:stop], dtype=np.float32))
+        if self.spill_dir is None:
+            block = torch.from_numpy(np.array(self.raw(i)[start:stop], dtype=np.float32))
+        else:  # read just this block (a memory map would count the whole file as resident)
+            f = self._file(self.resolutions[i])
+            arr = np.fromfile(f, np.float32, count=(stop - start) * self.dim, offset=start * self.dim * 4)
+            block = torch.from_numpy(arr.reshape(stop - start, self.dim))
         block = block.view(block.shape[0], self.channels, -1)
         mean_t = torch.from_numpy(mean.astype(np.float32))[None, :, None]
         std_t = torch.from_numpy(std.astype(np.float32))[None, :, None]
