@@ -60,6 +60,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     g.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
     g.add_argument(
+        "--gpus",
+        type=_positive(int),
+        help="data-parallel processes on this machine (CPU ranks with --device cpu)",
+    )
+    g.add_argument(
         "--deterministic", action="store_true", default=None, help="use deterministic algorithms only"
     )
     g.add_argument(
@@ -123,15 +128,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from progan.training import TrainOptions, train
 
-    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("func", "command", "resume")}
-    if args.resume:
-        train(TrainOptions(), resume=args.resume, overrides=given)
+    runtime = ("func", "command", "resume", "gpus")
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in runtime}
+    if not args.resume and not args.data:
+        raise UserError("no dataset given: pass --data STORE (make one with 'progan prepare SOURCE STORE')")
+    opts = TrainOptions() if args.resume else TrainOptions(**given)
+    overrides = given if args.resume else None
+    if args.gpus and args.gpus > 1:
+        from progan import distributed
+
+        distributed.launch(args.gpus, train, opts, args.resume, overrides)
     else:
-        if not args.data:
-            raise UserError(
-                "no dataset given: pass --data STORE (make one with 'progan prepare SOURCE STORE')"
-            )
-        train(TrainOptions(**given))
+        train(opts, args.resume, overrides)
     return 0
 
 

@@ -20,12 +20,12 @@ DEMO_RESOLUTION = 32
 # A schedule and network sized so that 4x4 -> 32x32 fits in about 6 minutes on 2 CPU cores.
 DEMO_OPTIONS = dict(
     preset="cpu",
-    training_kimg=10,
-    transition_kimg=10,
-    total_kimg=90,
+    training_kimg=8,
+    transition_kimg=8,
+    total_kimg=70,
     latent_size=128,
     fmap_base=1024,
-    fmap_max=128,
+    fmap_max=64,
     mirror=True,
     tick_kimg=5,
     snapshot_ticks=6,

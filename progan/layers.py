@@ -85,8 +85,10 @@ def mbstd_group_size(batch: int, group_size: int) -> int:
 class MinibatchStdDev(nn.Module):
     """Appends the average standard deviation over groups of samples as one feature map (section 3).
 
-    Samples i, i + M, i + 2M, ... form a group (M = batch / group size), as in the official
-    reshape; each sample gets its group's std averaged over channels and pixels.
+    Each run of `group_size` consecutive samples forms a group; each sample gets its group's std,
+    averaged over channels and pixels. (The official reshape groups samples i, i + M, i + 2M, ...;
+    since a minibatch is in random order the two are the same in distribution, and consecutive
+    groups survive a split of the minibatch over several GPUs unchanged.)
     """
 
     def __init__(self, group_size: int = 4) -> None:
@@ -96,11 +98,11 @@ class MinibatchStdDev(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         g = mbstd_group_size(n, self.group_size)
-        y = x.float().reshape(g, n // g, c, h, w)
-        y = y - y.mean(dim=0, keepdim=True)
-        y = torch.sqrt(y.square().mean(dim=0) + 1e-8)  # (M, C, H, W)
-        y = y.mean(dim=(1, 2, 3))  # (M,)
-        y = y.repeat(g).reshape(n, 1, 1, 1).expand(n, 1, h, w).to(x.dtype)
+        y = x.float().reshape(n // g, g, c, h, w)
+        y = y - y.mean(dim=1, keepdim=True)
+        y = torch.sqrt(y.square().mean(dim=1) + 1e-8)  # (groups, C, H, W)
+        y = y.mean(dim=(1, 2, 3))  # (groups,)
+        y = y.repeat_interleave(g).reshape(n, 1, 1, 1).expand(n, 1, h, w).to(x.dtype)
         return torch.cat([x, y], dim=1)
 
     def extra_repr(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import sys
 import resource
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -21,6 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from progan import checkpoint as ckpt
+from progan import distributed
 from progan.data.loader import BatchLoader, to_model_range
 from progan.data.store import open_store
 from progan.errors import UserError
@@ -156,6 +158,10 @@ class Trainer:
         if opts.precision not in ("fp32", "bf16", "fp16"):
             raise UserError(f"unknown precision '{opts.precision}'; choose fp32, bf16 or fp16")
         self.device = pick_device(opts.device)
+        self.ctx = distributed.from_environment(self.device.type)
+        if self.ctx.distributed and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.ctx.local_rank)
+            torch.cuda.set_device(self.device)
         if opts.precision == "fp16" and self.device.type != "cuda":
             raise UserError("--precision fp16 needs a CUDA GPU; use --precision bf16 on the CPU")
         if opts.deterministic:
@@ -201,7 +207,10 @@ class Trainer:
         stage = self.schedule.at(0)
         self.opt_G = make_optimizer(self.G, stage.lr, self.device)
         self.opt_D = make_optimizer(self.D, stage.lr, self.device)
-        self.loader = BatchLoader(self.store, seed=opts.seed, mirror=opts.mirror)
+        for m in (self.G, self.D, self.G_ema):
+            distributed.broadcast_parameters(m, self.ctx)
+        ctx = self.ctx
+        self.loader = BatchLoader(self.store, opts.seed, opts.mirror, ctx.rank, ctx.world_size)
         self.gen = torch.Generator(self.device).manual_seed(opts.seed)
         labels = self.store.labels if label_size else None
         self.all_labels = (
@@ -212,13 +221,21 @@ class Trainer:
         self.resolution = 0  # the stage resolution of the last step, 0 before the first
         self.skipped = torch.zeros((), device=self.device)
 
+        for res in self.store.levels:
+            if res <= resolution and self.schedule.batch_at(res) % ctx.world_size:
+                raise UserError(
+                    f"minibatch {self.schedule.batch_at(res)} at {res}x{res} does not split over "
+                    f"{ctx.world_size} ranks; pass --batch with a multiple of {ctx.world_size}"
+                )
         if snapshot is not None:
             self._restore(snapshot, state)
             self.run_dir = snapshot.parent
-        else:
+        elif ctx.is_main:
             name = opts.name or f"{Path(opts.data).name}-{resolution}"
             self.run_dir = new_run_dir(Path(opts.outdir), name)
             ckpt.write_json_atomic(self.run_dir / "options.json", self.options_dict())
+        else:
+            self.run_dir = None  # only rank 0 writes
         self.ema_params = list(self.G_ema.parameters())
         self.g_params = list(self.G.parameters())
         self.d_params = list(self.D.parameters())
@@ -296,14 +313,23 @@ class Trainer:
         for m in (self.G, self.D, self.G_ema):
             m.set_stage(stage.resolution, stage.alpha)
 
+    # Every rank draws the random numbers of the whole global minibatch and keeps its own slice, so
+    # that a run's randomness does not depend on how many ranks share it.
+
+    def _local(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.ctx.distributed:
+            return x
+        n = x.shape[0] // self.ctx.world_size
+        return x[self.ctx.rank * n : (self.ctx.rank + 1) * n]
+
     def _latents(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.config.latent_size, generator=self.gen, device=self.device)
+        return self._local(torch.randn(n, self.config.latent_size, generator=self.gen, device=self.device))
 
     def _random_labels(self, n: int) -> torch.Tensor | None:
         if self.all_labels is None:
             return None
         idx = torch.randint(len(self.all_labels), (n,), generator=self.gen, device=self.device)
-        return self.all_labels[idx]
+        return self._local(self.all_labels[idx])
 
     def step(self, stage: Stage, stats: dict[str, torch.Tensor]) -> None:
         """One D update and one G update on a minibatch of `stage.minibatch` images."""
@@ -316,11 +342,12 @@ class Trainer:
         # Discriminator.
         with torch.no_grad(), amp:
             fakes = self.G(self._latents(n), labels)
-        mix = torch.rand(n, 1, 1, 1, generator=self.gen, device=self.device)
+        mix = self._local(torch.rand(n, 1, 1, 1, generator=self.gen, device=self.device))
         with amp:
             loss_D, d_stats = discriminator_loss(self.D, reals, fakes.float(), labels, mix, self.loss_cfg)
         self.opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
+        distributed.average_gradients(self.d_params, self.ctx)
         found = flag_nonfinite(self.d_params)
         self.opt_D.found_inf = found
         self.opt_D.step()
@@ -335,6 +362,7 @@ class Trainer:
         self.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         self.D.requires_grad_(True)
+        distributed.average_gradients(self.g_params, self.ctx)
         found = flag_nonfinite(self.g_params)
         self.opt_G.found_inf = found
         self.opt_G.step()
@@ -374,7 +402,8 @@ class Trainer:
 
     def _on_grow(self, finished_resolution: int) -> None:
         """Keep one grid per resolution, taken just before the next one starts fading in."""
-        self.save_fakes(self.run_dir / f"growth-{finished_resolution:04d}.png")
+        if self.ctx.is_main:
+            self.save_fakes(self.run_dir / f"growth-{finished_resolution:04d}.png")
 
     def save_growth_strip(self) -> Path:
         grids = sorted(self.run_dir.glob("growth-*.png"))
@@ -385,20 +414,24 @@ class Trainer:
 
     def run(self) -> Path:
         opts = self.opts
+        main = self.ctx.is_main
         total_nimg = int(self.schedule.total_kimg * 1000)
-        writer = _summary_writer(self.run_dir)
-        if not (self.run_dir / "reals.png").exists():
+        writer = _summary_writer(self.run_dir) if main else None
+        if main and not (self.run_dir / "reals.png").exists():
             n = min(opts.grid_size, self.store.count)
             reals = torch.from_numpy(self.store.images(self.config.resolution)[:n].copy())
             save_grid(reals, self.run_dir / "reals.png")
+        # Redraw often on a terminal, rarely in a log file.
+        interval = 0.5 if sys.stderr.isatty() else 30.0
         bar = tqdm(total=round(self.schedule.total_kimg, 3), initial=round(self.nimg / 1000, 3), unit="kimg",
-                   disable=not opts.progress, dynamic_ncols=True, bar_format=BAR_FORMAT)  # fmt: skip
+                   disable=not (opts.progress and main), mininterval=interval, dynamic_ncols=True, bar_format=BAR_FORMAT)  # fmt: skip
         stats: dict = {}
         tick_start_nimg, tick_start_time = self.nimg, time.time()
         next_tick_nimg = self.nimg + int(opts.tick_kimg * 1000)
         interrupted = False
         shown, last_rate = (0, -1.0), ""
-        print(f"Training run: {self.run_dir}", flush=True)
+        if main:
+            print(f"Training run: {self.run_dir}", flush=True)
         try:
             while self.nimg < total_nimg:
                 stage = self.schedule.at(self.nimg / 1000)
@@ -426,6 +459,8 @@ class Trainer:
             interrupted = True
         finally:
             bar.close()
+        if not main:
+            return self.run_dir
         snap = self.save()
         if interrupted:
             print(
@@ -443,7 +478,10 @@ class Trainer:
 
     def _end_tick(self, stats: dict, stage: Stage, elapsed: float, images: int, writer, bar) -> dict:
         count = max(stats.pop("count", 1), 1)
-        values = {k: float(v) / count for k, v in stats.items()}  # the one host sync per tick
+        keys = sorted(stats)
+        means = torch.stack([torch.as_tensor(stats[k], dtype=torch.float32) for k in keys]) / count
+        distributed.all_reduce_mean_([means], self.ctx)
+        values = dict(zip(keys, means.tolist(), strict=True))  # the one host sync per tick
         kimg = self.nimg / 1000
         record = {
             "tick": self.tick,
@@ -465,6 +503,8 @@ class Trainer:
         opts = self.opts
         is_last = self.nimg >= int(self.schedule.total_kimg * 1000)
         snapshot_now = opts.snapshot_ticks > 0 and self.tick % opts.snapshot_ticks == 0 and not is_last
+        if not self.ctx.is_main:
+            return record
         if opts.metrics and (
             (opts.metrics_every and self.tick % opts.metrics_every == 0)
             or (not opts.metrics_every and snapshot_now)

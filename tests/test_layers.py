@@ -51,12 +51,12 @@ def test_pixel_norm_of_zeros_is_finite():
 
 
 def mbstd_reference(x: np.ndarray, group: int) -> np.ndarray:
-    """Straight from the definition: samples i, i+M, ... form a group of size `group`."""
+    """Straight from the definition: each run of `group` consecutive samples is a group."""
     n = x.shape[0]
-    m = n // group
     out = np.empty(n)
     for i in range(n):
-        members = x[[i % m + k * m for k in range(group)]]
+        start = i // group * group
+        members = x[start : start + group]
         std = np.sqrt(((members - members.mean(axis=0)) ** 2).mean(axis=0) + 1e-8)
         out[i] = std.mean()
     return out

@@ -28,11 +28,18 @@ def test_epoch_covers_every_image_once(tmp_path):
     assert images.dtype == torch.uint8 and images.shape == (20, 1, 8, 8)
 
 
-def test_ranks_get_disjoint_shards(tmp_path):
+def test_ranks_get_disjoint_slices_of_the_global_batch(tmp_path):
     store = numbered_store(tmp_path)
-    a = BatchLoader(store, seed=3, rank=0, world_size=2).next(8, 10)[0]
-    b = BatchLoader(store, seed=3, rank=1, world_size=2).next(8, 10)[0]
-    assert sorted(ids(a) + ids(b)) == list(range(20))
+    single = BatchLoader(store, seed=3, mirror=True)
+    ranks = [BatchLoader(store, seed=3, mirror=True, rank=r, world_size=2) for r in (0, 1)]
+    for _ in range(3):  # crosses an epoch boundary: 12 + 12 + 12 images of 20
+        whole, labels = single.next(8, 12)
+        parts = [loader.next(8, 12) for loader in ranks]
+        assert parts[0][0].shape[0] == 6
+        assert torch.equal(torch.cat([p[0] for p in parts]), whole)
+        assert torch.equal(torch.cat([p[1] for p in parts]), labels)
+    first_epoch = [BatchLoader(store, seed=4, rank=r, world_size=2).next(8, 20)[0] for r in (0, 1)]
+    assert sorted(ids(first_epoch[0]) + ids(first_epoch[1])) == list(range(20))
 
 
 def test_mirror_flips_some_images_exactly(tmp_path):

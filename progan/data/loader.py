@@ -1,8 +1,10 @@
 """Batches for training: random access into the store's memory-mapped level, no decoding.
 
 Images stay uint8 until they reach the model's device; `to_model_range` converts them there.
-Each epoch is a fresh permutation of the data set, split across ranks so that no image repeats
-within an epoch on any rank (the sharding DistributedDataParallel expects).
+Each epoch is a fresh permutation of the data set. With several ranks, every rank draws the same
+global minibatch from that permutation and reads only its own contiguous slice of it: the ranks'
+shards are disjoint within an epoch, and N ranks x B/N images see exactly the images that one
+rank x B would, which keeps runs comparable and resumable across different rank counts.
 """
 
 from __future__ import annotations
@@ -45,12 +47,7 @@ class BatchLoader:
         need = batch_size
         while need > 0:
             if self._pos >= len(self._order):
-                # Every rank draws the same permutation (same seed, same call sequence) and takes
-                # its own stride of it: disjoint shards that together cover the data set.
-                perm = self.rng.permutation(self.store.count)
-                self._order = perm[self.rank :: self.world_size]
-                if len(self._order) == 0:  # fewer images than ranks: share rather than starve
-                    self._order = perm
+                self._order = self.rng.permutation(self.store.count)
                 self._pos = 0
             take = self._order[self._pos : self._pos + need]
             self._pos += len(take)
@@ -59,14 +56,19 @@ class BatchLoader:
         return np.concatenate(out)
 
     def next(self, resolution: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """A (uint8 images (B, C, r, r), float labels (B, L) or None) pair, on the CPU."""
+        """This rank's share of a global minibatch of `batch_size` images: (uint8 images
+        (B / world_size, C, r, r), float labels (B / world_size, L) or None), on the CPU."""
+        if batch_size % self.world_size:
+            raise ValueError(f"minibatch {batch_size} does not split evenly over {self.world_size} ranks")
         idx = self._next_indices(batch_size)
-        # Sorted fancy indexing reads the memory map in file order; the batch order does not matter
-        # because the indices are already a random draw.
-        idx.sort()
-        images = self._level(resolution)[idx]
-        if self.mirror:
-            flip = self.rng.random(batch_size) < 0.5
+        flip = self.rng.random(batch_size) < 0.5 if self.mirror else None
+        local = slice(
+            self.rank * batch_size // self.world_size, (self.rank + 1) * batch_size // self.world_size
+        )
+        idx = idx[local]
+        images = self._level(resolution)[idx]  # fancy indexing: a private, writable copy
+        if flip is not None:
+            flip = flip[local]
             images[flip] = images[flip, :, :, ::-1]
         images_t = torch.from_numpy(images)
         labels_t = None if self._labels is None else self._labels[torch.from_numpy(idx)]

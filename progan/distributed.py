@@ -1,0 +1,93 @@
+"""Data-parallel training over several processes (GPUs or CPU ranks), as the official code does it.
+
+Each rank computes its slice of the global minibatch; gradients are averaged across ranks with one
+all-reduce per network per step, so N ranks x B/N images take the same step as 1 rank x B. This is
+what DistributedDataParallel does, done by hand: DDP's autograd hooks do not support the gradient
+penalty's double backward, and the blocks of a growing network that are not yet in use would need
+`find_unused_parameters` and its per-step graph walk.
+
+Launch with torchrun (one or many machines), or `progan train --gpus N` on one machine.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Context:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def from_environment(device_type: str) -> Context:
+    """Join the process group that torchrun (or `launch`) describes in the environment, if any."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Context()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def all_reduce_mean_(tensors: list[torch.Tensor], ctx: Context) -> None:
+    """Average tensors across ranks in place, with a single flat all-reduce."""
+    if not ctx.distributed or not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= ctx.world_size
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
+def average_gradients(params: list[torch.nn.Parameter], ctx: Context) -> None:
+    # Every rank trains the same stage, so the same parameters have gradients on every rank.
+    all_reduce_mean_([p.grad for p in params if p.grad is not None], ctx)
+
+
+def broadcast_parameters(module: torch.nn.Module, ctx: Context) -> None:
+    if ctx.distributed:
+        for t in module.state_dict().values():
+            dist.broadcast(t, src=0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(local_rank: int, world_size: int, port: int, fn, args) -> None:
+    os.environ.update(
+        RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world_size),
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+    )  # fmt: skip
+    try:
+        fn(*args)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def launch(nprocs: int, fn, *args) -> None:
+    """Run fn(*args) in `nprocs` processes on this machine, one rank each (like torchrun)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_worker, args=(nprocs, free_port(), fn, args), nprocs=nprocs, join=True)
