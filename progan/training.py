@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import sys
 import resource
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -423,8 +423,15 @@ class Trainer:
             save_grid(reals, self.run_dir / "reals.png")
         # Redraw often on a terminal, rarely in a log file.
         interval = 0.5 if sys.stderr.isatty() else 30.0
-        bar = tqdm(total=round(self.schedule.total_kimg, 3), initial=round(self.nimg / 1000, 3), unit="kimg",
-                   disable=not (opts.progress and main), mininterval=interval, dynamic_ncols=True, bar_format=BAR_FORMAT)  # fmt: skip
+        bar = tqdm(
+            total=round(self.schedule.total_kimg, 3),
+            initial=round(self.nimg / 1000, 3),
+            unit="kimg",
+            disable=not (opts.progress and main),
+            mininterval=interval,
+            dynamic_ncols=True,
+            bar_format=BAR_FORMAT,
+        )
         stats: dict = {}
         tick_start_nimg, tick_start_time = self.nimg, time.time()
         next_tick_nimg = self.nimg + int(opts.tick_kimg * 1000)
