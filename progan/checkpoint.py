@@ -76,6 +76,13 @@ def load_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict, group
         idx, key = name.split(".", 1)
         state.setdefault(int(idx), {})[key] = value
     opt.load_state_dict({"state": state, "param_groups": groups})
+    # Moments must share their parameter's memory layout (channels-last convs): fused Adam walks
+    # parameter and moment storage side by side.
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for key, value in opt.state.get(p, {}).items():
+                if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                    opt.state[p][key] = torch.empty_like(p).copy_(value)
 
 
 def save_snapshot(

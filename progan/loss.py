@@ -26,17 +26,24 @@ class LossConfig:
 
 
 def gradient_penalty(
-    D: nn.Module, reals: torch.Tensor, fakes: torch.Tensor, mix: torch.Tensor, target: float = 1.0
+    D: nn.Module,
+    reals: torch.Tensor,
+    fakes: torch.Tensor,
+    mix: torch.Tensor,
+    target: float = 1.0,
+    loss_scale: torch.Tensor | float = 1.0,
 ) -> torch.Tensor:
     """Per-sample (||dD/dx at x = lerp(real, fake, mix)|| - target)**2, shape (N,).
 
     `mix` is (N, 1, 1, 1) uniform in [0, 1]. The gradient is taken of sum(D score) so each sample's
     gradient is its own; create_graph so that D's update sees the penalty's dependence on D.
+    With fp16, `loss_scale` lifts this inner gradient out of fp16's underflow range and is divided
+    out again in fp32, as the official code does.
     """
     mixed = torch.lerp(reals.detach().float(), fakes.detach().float(), mix).requires_grad_(True)
     scores = D(mixed)[:, 0]
-    (grad,) = torch.autograd.grad(scores.float().sum(), mixed, create_graph=True)
-    norms = grad.float().square().sum(dim=(1, 2, 3)).sqrt()
+    (grad,) = torch.autograd.grad(scores.float().sum() * loss_scale, mixed, create_graph=True)
+    norms = (grad.float() / loss_scale).square().sum(dim=(1, 2, 3)).sqrt()
     return (norms - target).square()
 
 
@@ -55,12 +62,18 @@ def discriminator_loss(
     labels: torch.Tensor | None,
     mix: torch.Tensor,
     cfg: LossConfig,
+    D_gp: nn.Module | None = None,
+    loss_scale: torch.Tensor | float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """D's scalar loss and detached per-term means for logging (no host sync)."""
+    """D's scalar loss and detached per-term means for logging (no host sync).
+
+    `D_gp` is the module used for the gradient penalty when `D` is a compiled wrapper: the
+    penalty's double backward needs the eager module.
+    """
     real_out = D(reals).float()
     fake_out = D(fakes.detach()).float()
     real_scores, fake_scores = real_out[:, 0], fake_out[:, 0]
-    gp = gradient_penalty(D, reals, fakes, mix, cfg.wgan_target)
+    gp = gradient_penalty(D_gp or D, reals, fakes, mix, cfg.wgan_target, loss_scale)
     drift = real_scores.square()
     loss = fake_scores - real_scores + gp * (cfg.wgan_lambda / cfg.wgan_target**2) + drift * cfg.wgan_epsilon
     if labels is not None and real_out.shape[1] > 1:

@@ -59,6 +59,8 @@ class TrainOptions:
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"
+    channels_last: bool = True
+    compile: bool = False
     deterministic: bool = False
     tick_kimg: float = 4.0
     snapshot_ticks: int = 10
@@ -78,7 +80,7 @@ class TrainOptions:
 # Options that may change when a run is resumed; everything else is fixed by the snapshot.
 RESUME_OVERRIDABLE = {
     "total_kimg", "tick_kimg", "snapshot_ticks", "image_ticks", "device", "precision", "progress",
-    "metrics", "metrics_every", "metrics_num", "deterministic",
+    "metrics", "metrics_every", "metrics_num", "deterministic", "channels_last", "compile",
 }  # fmt: skip
 
 
@@ -95,6 +97,34 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
         return contextlib.nullcontext()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     return torch.autocast(device.type, dtype=dtype)
+
+
+class CompiledOrEager:
+    """torch.compile'd forward that falls back to the eager module (once, with a warning) when
+    compilation is unavailable or fails, so that --compile never stops a run."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+        self.compiled = torch.compile(module)
+        self.failed = False
+
+    def __call__(self, *args, **kwargs):
+        if not self.failed:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - any compiler failure means: run eagerly
+                self.failed = True
+                print(f"warning: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                      "continuing without --compile", file=sys.stderr)  # fmt: skip
+        return self.module(*args, **kwargs)
+
+
+def configure_device(device: torch.device) -> None:
+    """GPU defaults: TF32 matmuls/convs (the paper's fp32 numbers hold) and cuDNN autotuning."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
 
 
 def make_optimizer(module: torch.nn.Module, lr: float, device: torch.device) -> torch.optim.Adam:
@@ -164,8 +194,10 @@ class Trainer:
             torch.cuda.set_device(self.device)
         if opts.precision == "fp16" and self.device.type != "cuda":
             raise UserError("--precision fp16 needs a CUDA GPU; use --precision bf16 on the CPU")
+        configure_device(self.device)
         if opts.deterministic:
             torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
         torch.manual_seed(opts.seed)  # weight init
 
         if not opts.data:
@@ -202,8 +234,11 @@ class Trainer:
         self.loss_cfg = LossConfig(**loss)
 
         self.G, self.D, self.G_ema = ckpt.build_networks(self.config)
+        # Channels-last is the layout oneDNN (CPU) and cuDNN (tensor cores) convolve fastest; the
+        # convolutions follow their weights' layout, so converting the modules is enough.
+        self.memory_format = torch.channels_last if opts.channels_last else torch.contiguous_format
         for m in (self.G, self.D, self.G_ema):
-            m.to(self.device)
+            m.to(self.device, memory_format=self.memory_format)
         stage = self.schedule.at(0)
         self.opt_G = make_optimizer(self.G, stage.lr, self.device)
         self.opt_D = make_optimizer(self.D, stage.lr, self.device)
@@ -220,6 +255,13 @@ class Trainer:
         self.tick = 0
         self.resolution = 0  # the stage resolution of the last step, 0 before the first
         self.skipped = torch.zeros((), device=self.device)
+        # fp16 needs loss scaling; bf16 has fp32's exponent range and does not.
+        self.scaler = None
+        if opts.precision == "fp16":
+            self.scaler = torch.amp.GradScaler("cuda")
+            self.scaler.scale(torch.zeros((), device=self.device))  # creates the scale tensor
+        self.G_fwd = CompiledOrEager(self.G) if opts.compile else self.G
+        self.D_fwd = CompiledOrEager(self.D) if opts.compile else self.D
 
         for res in self.store.levels:
             if res <= resolution and self.schedule.batch_at(res) % ctx.world_size:
@@ -331,42 +373,61 @@ class Trainer:
         idx = torch.randint(len(self.all_labels), (n,), generator=self.gen, device=self.device)
         return self._local(self.all_labels[idx])
 
+    def _update(self, opt: torch.optim.Optimizer, loss: torch.Tensor, params: list) -> torch.Tensor:
+        """Backward, average over ranks, then an Adam step unless a gradient is non-finite.
+
+        Returns the skip flag as a device tensor; nothing here waits for the device.
+        """
+        opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:  # fp16: dynamic loss scaling
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(opt)
+        else:
+            loss.backward()
+        distributed.average_gradients(params, self.ctx)
+        found = flag_nonfinite(params)
+        opt.found_inf = found
+        opt.step()
+        return found
+
     def step(self, stage: Stage, stats: dict[str, torch.Tensor]) -> None:
         """One D update and one G update on a minibatch of `stage.minibatch` images."""
         n = stage.minibatch
         amp = autocast(self.device, self.opts.precision)
         images, labels = self.loader.next(stage.resolution, n)
+        if self.device.type == "cuda":
+            images = images.pin_memory()  # so that the copy below overlaps with compute
         reals = fade_reals(to_model_range(images, self.device), stage)
         labels = None if self.all_labels is None else labels.to(self.device, non_blocking=True)
 
         # Discriminator.
         with torch.no_grad(), amp:
-            fakes = self.G(self._latents(n), labels)
+            fakes = self.G_fwd(self._latents(n), labels)
         mix = self._local(torch.rand(n, 1, 1, 1, generator=self.gen, device=self.device))
         with amp:
-            loss_D, d_stats = discriminator_loss(self.D, reals, fakes.float(), labels, mix, self.loss_cfg)
-        self.opt_D.zero_grad(set_to_none=True)
-        loss_D.backward()
-        distributed.average_gradients(self.d_params, self.ctx)
-        found = flag_nonfinite(self.d_params)
-        self.opt_D.found_inf = found
-        self.opt_D.step()
-        skipped = found
+            loss_scale = 1.0 if self.scaler is None else self.scaler._scale
+            loss_D, d_stats = discriminator_loss(
+                self.D_fwd,
+                reals,
+                fakes.float(),
+                labels,
+                mix,
+                self.loss_cfg,
+                D_gp=self.D,
+                loss_scale=loss_scale,
+            )
+        skipped = self._update(self.opt_D, loss_D, self.d_params)
 
         # Generator (D's weights frozen so that no gradient is computed for them).
         self.D.requires_grad_(False)
         g_labels = self._random_labels(n)
         with amp:
-            fakes = self.G(self._latents(n), g_labels)
-            loss_G, g_stats = generator_loss(self.D, fakes, g_labels, self.loss_cfg)
-        self.opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
+            fakes = self.G_fwd(self._latents(n), g_labels)
+            loss_G, g_stats = generator_loss(self.D_fwd, fakes, g_labels, self.loss_cfg)
+        skipped = skipped + self._update(self.opt_G, loss_G, self.g_params)
         self.D.requires_grad_(True)
-        distributed.average_gradients(self.g_params, self.ctx)
-        found = flag_nonfinite(self.g_params)
-        self.opt_G.found_inf = found
-        self.opt_G.step()
-        skipped = skipped + found
+        if self.scaler is not None:
+            self.scaler.update()
 
         # G_ema <- lerp(G, G_ema, beta), once per G update.
         with torch.no_grad():

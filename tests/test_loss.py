@@ -89,3 +89,11 @@ def test_conditional_losses_add_the_label_terms():
     g_with, _ = generator_loss(D, fakes, labels, cfg)
     g_without, _ = generator_loss(D, fakes, None, cfg)
     torch.testing.assert_close(g_with - g_without, label_loss(D(fakes)[:, 1:], labels, False).mean())
+
+
+def test_gradient_penalty_is_invariant_to_loss_scale():
+    D = make_D()
+    reals, fakes = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    mix = torch.rand(4, 1, 1, 1)
+    plain = gradient_penalty(D, reals, fakes, mix)
+    torch.testing.assert_close(gradient_penalty(D, reals, fakes, mix, loss_scale=torch.tensor(1024.0)), plain)
