@@ -81,7 +81,8 @@ def load_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict, group
     for group in opt.param_groups:
         for p in group["params"]:
             for key, value in opt.state.get(p, {}).items():
-                if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                mismatched = isinstance(value, torch.Tensor) and value.shape == p.shape
+                if mismatched and value.stride() != p.stride():
                     opt.state[p][key] = torch.empty_like(p).copy_(value)
 
 

@@ -79,7 +79,7 @@ class TrainOptions:
 
 # Options that may change when a run is resumed; everything else is fixed by the snapshot.
 RESUME_OVERRIDABLE = {
-    "total_kimg", "tick_kimg", "snapshot_ticks", "image_ticks", "device", "precision", "progress",
+    "total_kimg", "batch", "tick_kimg", "snapshot_ticks", "image_ticks", "device", "precision", "progress",
     "metrics", "metrics_every", "metrics_num", "deterministic", "channels_last", "compile",
 }  # fmt: skip
 
@@ -525,6 +525,14 @@ class Trainer:
                     tick_start_nimg, tick_start_time = self.nimg, time.time()
         except KeyboardInterrupt:
             interrupted = True
+        except torch.OutOfMemoryError as e:
+            stage = self.schedule.at(self.nimg / 1000)
+            res = stage.resolution
+            raise UserError(
+                f"out of {self.device.type.upper()} memory at {res}x{res} with minibatch {stage.minibatch}; "
+                f"resume with 'progan train --resume {self.run_dir} --batch "
+                f"{max(stage.minibatch // 2, 1)}' (or a smaller --batch)"
+            ) from e
         finally:
             bar.close()
         if not main:
