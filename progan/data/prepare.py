@@ -669,7 +669,7 @@ def prepare(source: str | os.PathLike, dest: str | os.PathLike, options: Options
     skipped: list[tuple[str, str]] = []
     kept_names: list[str] = []
     stats = {"inexact": 0, "final_mismatch": 0, "deltas": 0}
-    chunk = max(1, (1 << 26) // (channels * opts.resolution**2))  # ~64 MiB per write
+    chunk = max(1, (1 << 24) // (channels * opts.resolution**2))  # ~16 MiB per write
     workers = max(0, int(opts.workers))
     in_flight = threading.Semaphore(max(16, 8 * max(workers, 1)))  # bounds memory in flight
     stop = threading.Event()

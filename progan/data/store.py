@@ -210,16 +210,21 @@ class StoreWriter:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(self.tmp, 0o777 & ~umask)  # mkdtemp makes it private; a store is an ordinary folder
-        self._levels: dict[int, np.ndarray] = {}
+        # Each level is allocated as a (sparse) .npy of the full capacity, then filled with positioned
+        # writes: the written data goes through the page cache, which the kernel writes back and
+        # frees, so neither the process's memory nor its resident set grows with the data set (a
+        # writable memory map would keep every written page resident until it is unmapped).
+        self._files: dict[int, tuple[int, int]] = {}  # res -> (fd, data offset)
         self._hashers = {res: hashlib.sha256() for res in levels_up_to(resolution)}
         try:
             for res in levels_up_to(resolution):
-                self._levels[res] = np.lib.format.open_memmap(
-                    self.tmp / level_file(res),
-                    mode="w+",
-                    dtype=np.uint8,
-                    shape=(max(self.capacity, 1), channels, res, res),
+                path = self.tmp / level_file(res)
+                arr = np.lib.format.open_memmap(
+                    path, mode="w+", dtype=np.uint8, shape=(max(self.capacity, 1), channels, res, res)
                 )
+                offset = arr.offset
+                del arr
+                self._files[res] = (os.open(path, os.O_RDWR), offset)
         except BaseException:
             self.abort()
             raise
@@ -242,7 +247,12 @@ class StoreWriter:
             raise ValueError(f"store capacity {self.capacity} exceeded")
         level = batch
         for res in reversed(levels_up_to(r)):
-            self._levels[res][self.count : self.count + b] = level
+            fd, offset = self._files[res]
+            data = memoryview(level).cast("B")
+            pos = offset + self.count * c * res * res
+            while data:
+                written = os.pwrite(fd, data, pos)
+                data, pos = data[written:], pos + written
             self._hashers[res].update(level.data)
             if res > 4:
                 level = box_downsample(level)
@@ -267,9 +277,7 @@ class StoreWriter:
             n = self.count
             if n == 0:
                 raise UserError(f"no images to write to {self.dest}; check the source")
-            for arr in self._levels.values():
-                arr.flush()
-            self._levels.clear()
+            self._close()
             hashes = {}
             for res in levels_up_to(self.resolution):
                 _shrink_npy(self.tmp / level_file(res), n)
@@ -312,8 +320,13 @@ class StoreWriter:
             raise
         return open_store(self.dest)
 
+    def _close(self) -> None:
+        for fd, _ in self._files.values():
+            os.close(fd)
+        self._files.clear()
+
     def abort(self) -> None:
-        self._levels.clear()
+        self._close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
