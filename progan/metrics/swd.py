@@ -284,7 +284,8 @@ def _sorted_projection_distance(
             projs.append(p)
         else:
             projs.append(torch.sort(p, dim=1).values)
-    return float((projs[0] - projs[1]).abs().sum(dtype=torch.float64)) / (m * dirs.shape[1])
+    diff = projs[0].sub_(projs[1]).abs_()  # in place: no extra copies of the projections
+    return float(diff.sum(dtype=torch.float64)) / (m * dirs.shape[1])
 
 
 def sliced_wasserstein_levels(
