@@ -17,16 +17,20 @@ from progan.training import TrainOptions, train
 
 DEMO_RESOLUTION = 32
 
-# A schedule and network sized so that 4x4 -> 32x32 fits in about 6 minutes on 2 CPU cores.
+# A schedule and network sized so that 4x4 -> 32x32 fits in about 7 minutes on 2 CPU cores:
+# 8k images per phase, 12k more at 32x32, 64 feature maps at every resolution.
 DEMO_OPTIONS = dict(
     preset="cpu",
     training_kimg=8,
     transition_kimg=8,
-    total_kimg=70,
+    total_kimg=60,
     latent_size=128,
     fmap_base=1024,
     fmap_max=64,
     mirror=True,
+    # The paper's 0.999 averages over the last ~1000 updates: in a run this short that spans
+    # several resolutions, so the demo's G_ema averages over the last ~100 instead.
+    ema_beta=0.99,
     tick_kimg=5,
     snapshot_ticks=6,
     image_ticks=2,

@@ -11,6 +11,7 @@ import contextlib
 import json
 import re
 import resource
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -497,6 +498,7 @@ class Trainer:
         tick_start_nimg, tick_start_time = self.nimg, time.time()
         next_tick_nimg = self.nimg + int(opts.tick_kimg * 1000)
         interrupted = False
+        previous_sigterm = _sigterm_as_interrupt()
         shown, last_rate = (0, -1.0), ""
         if main:
             print(f"Training run: {self.run_dir}", flush=True)
@@ -535,6 +537,8 @@ class Trainer:
             ) from e
         finally:
             bar.close()
+            if previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, previous_sigterm)
         if not main:
             return self.run_dir
         snap = self.save()
@@ -627,6 +631,20 @@ class Trainer:
 
 
 BAR_FORMAT = "{desc}{percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} kimg [{elapsed}<{remaining}{postfix}]"
+
+
+def _sigterm_as_interrupt():
+    """Treat SIGTERM (what schedulers and `kill` send) like Ctrl-C: snapshot, then exit cleanly.
+
+    Returns the previous handler, or None where signals cannot be set (a non-main thread)."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
 
 
 def _summary_writer(run_dir: Path):

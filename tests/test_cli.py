@@ -138,3 +138,26 @@ def test_generate_labels_for_conditional_model(capsys, tmp_path):
     assert run_cli(["generate", run_dir, "--label", "bird", "--grid", tmp_path / "x.png"]) == 2
     one_line_error(capsys, "'bird' is not a label", "cat, dog")
     assert os.listdir(tmp_path / "dog") == ["seed0000.png"]
+
+
+def test_sigterm_writes_a_snapshot_and_exits_cleanly(tiny_store, tmp_path):
+    import signal
+
+    args = tiny_train_args(tiny_store.path, tmp_path / "runs", kimg=1000, snapshot_ticks=1000)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "progan", "train", *map(str, args)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        for line in proc.stdout:  # wait until training is under way
+            if line.startswith("tick 2"):
+                break
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and "Interrupted: snapshot written" in out
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    snaps = list(run_dir.glob("snapshot-*"))
+    assert len(snaps) == 1 and (snaps[0] / "model.safetensors").is_file()
+    state = json.loads((snaps[0] / "state.json").read_text())
+    assert state["nimg"] >= 80
