@@ -145,8 +145,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_generate(args: argparse.Namespace) -> int:
     from progan.checkpoint import load_snapshot
+    from progan.device import pick_device
     from progan.generate import generate, labels_for, parse_seeds, write_grid, write_images
-    from progan.training import pick_device
 
     if not args.outdir and not args.grid:
         raise UserError("nowhere to write: pass --outdir DIR (one PNG per seed) and/or --grid FILE.png")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from progan.device import autocast
 from progan.errors import UserError
 from progan.images import save_grid, save_image, to_uint8
 from progan.networks import Generator
@@ -73,8 +74,6 @@ def generate(
     precision: str = "fp32",
 ) -> torch.Tensor:
     """uint8 images (N, C, R, R) for the given seeds."""
-    from progan.training import autocast
-
     device = torch.device(device)
     z = latents_for_seeds(seeds, G.latent_size)
     out = []

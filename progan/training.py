@@ -7,7 +7,6 @@ saved in every snapshot, so a resumed run continues bit for bit where it stopped
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import resource
@@ -26,6 +25,7 @@ from progan import checkpoint as ckpt
 from progan import distributed
 from progan.data.loader import BatchLoader, to_model_range
 from progan.data.store import open_store
+from progan.device import CompiledOrEager, autocast, configure_device, pick_device
 from progan.errors import UserError
 from progan.images import save_grid, save_strip, to_uint8
 from progan.layers import downsample2x, upsample2x
@@ -83,49 +83,6 @@ RESUME_OVERRIDABLE = {
     "total_kimg", "batch", "tick_kimg", "snapshot_ticks", "image_ticks", "device", "precision", "progress",
     "metrics", "metrics_every", "metrics_num", "deterministic", "channels_last", "compile",
 }  # fmt: skip
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name} asked for, but no CUDA GPU is available; use --device cpu")
-    return torch.device(name)
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    return torch.autocast(device.type, dtype=dtype)
-
-
-class CompiledOrEager:
-    """torch.compile'd forward that falls back to the eager module (once, with a warning) when
-    compilation is unavailable or fails, so that --compile never stops a run."""
-
-    def __init__(self, module: torch.nn.Module) -> None:
-        self.module = module
-        self.compiled = torch.compile(module)
-        self.failed = False
-
-    def __call__(self, *args, **kwargs):
-        if not self.failed:
-            try:
-                return self.compiled(*args, **kwargs)
-            except Exception as e:  # noqa: BLE001 - any compiler failure means: run eagerly
-                self.failed = True
-                print(f"warning: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                      "continuing without --compile", file=sys.stderr)  # fmt: skip
-        return self.module(*args, **kwargs)
-
-
-def configure_device(device: torch.device) -> None:
-    """GPU defaults: TF32 matmuls/convs (the paper's fp32 numbers hold) and cuDNN autotuning."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
 
 
 def make_optimizer(module: torch.nn.Module, lr: float, device: torch.device) -> torch.optim.Adam:

@@ -58,18 +58,14 @@ def register(subparsers) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    import torch
 
+    from progan.device import pick_device
     from progan.metrics.evaluate import evaluate_path, parse_metrics
 
     names = parse_metrics(args.metrics or "")
     if args.num < 2:
         raise UserError(f"--num {args.num} is too small; use at least a few hundred images")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        torch.device(device)
-    except RuntimeError as e:
-        raise UserError(f"--device {device}: {e}") from e
+    device = pick_device(args.device or "auto")
     evaluate_path(
         args.path,
         names,
