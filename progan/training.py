@@ -283,7 +283,15 @@ class Trainer:
         groups = state["optimizer_groups"]
         ckpt.load_optimizer("G_opt", self.opt_G, extra, groups["G_opt"])
         ckpt.load_optimizer("D_opt", self.opt_D, extra, groups["D_opt"])
-        self.gen.set_state(extra["rng.train"])
+        try:
+            self.gen.set_state(extra["rng.train"])
+        except RuntimeError:  # saved on another device type (CPU <-> CUDA states differ)
+            self.gen.manual_seed(self.opts.seed + int(state["nimg"]))
+            print(
+                f"warning: {snapshot} saved its random state on another kind of device; reseeded, so "
+                "this run continues correctly but not bit for bit as it would have there",
+                file=sys.stderr,
+            )
         self.loader.load_state_dict(
             {
                 "rng": state["loader"]["rng"],
