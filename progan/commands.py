@@ -60,6 +60,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     g.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
     g.add_argument(
+        "--compile", action="store_true", default=None, help="torch.compile G and D (eager on failure)"
+    )
+    g.add_argument(
+        "--no-channels-last", dest="channels_last", action="store_false", default=None, help="NCHW layout"
+    )
+    g.add_argument(
         "--gpus",
         type=_positive(int),
         help="data-parallel processes on this machine (CPU ranks with --device cpu)",
