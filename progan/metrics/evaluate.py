@@ -22,6 +22,7 @@ import torch
 
 from progan.data.store import Store, open_store
 from progan.errors import UserError
+from progan.images import to_uint8
 from progan.metrics import fidelity, msssim, swd
 
 METRICS = ("swd", "msssim", "fid", "kid", "is", "pr")
@@ -110,7 +111,7 @@ def fake_batches(
                 )
             lab = lab.float().to(device)
         x = G(z, labels=lab)
-        yield ((x.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu()
+        yield to_uint8(x).cpu()
         done += n
 
 
