@@ -161,3 +161,19 @@ def test_two_ranks_match_one_rank(tiny_store, tmp_path):
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
     # The runs did move: G_ema differs from its initial value.
     assert any(not torch.equal(one[k], one[k.replace("G_ema.", "G.")]) for k in one if k.startswith("G_ema."))
+
+
+def test_metrics_during_training(tiny_store, tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("PROGAN_CACHE_DIR", str(tmp_path / "cache"))
+    opts = tiny_options(tiny_store, tmp_path, metrics=["swd", "msssim"], metrics_every=3, metrics_num=64)
+    run_dir = training.train(opts)
+    rows = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    with_metrics = [r for r in rows if "metric/swd_avg" in r]
+    # Every 3rd tick from the first at 16x16 on (SWD needs 16x16): ticks 9 and 12.
+    assert [r["tick"] for r in with_metrics] == [9, 12]
+    assert all(r["metric/swd_avg"] > 0 and 0 <= r["metric/msssim"] <= 1 for r in with_metrics)
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert "metric/swd_avg" in events.Tags()["scalars"]
