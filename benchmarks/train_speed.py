@@ -193,7 +193,7 @@ def worker_progan(a: argparse.Namespace) -> None:
         nf = {t.config.nf(s) for s in range(RESOLUTION.bit_length() - 1)}
         if nf != {FMAPS}:
             raise SystemExit(f"progan's feature maps are {sorted(nf)}, expected {FMAPS} everywhere")
-        stage = Stage(RESOLUTION, 1.0, BATCH, 0.001, 0)
+        stage = Stage(RESOLUTION, 1.0, BATCH, 0.001)
         t._set_stage(stage)
         stats: dict = {}
         gen = torch.Generator().manual_seed(1)

@@ -53,7 +53,6 @@ class Stage:
     alpha: float  # 1.0 when stable, 0 -> 1 while `resolution` fades in
     minibatch: int
     lr: float
-    phase: int  # index of the (train, fade) phase; a new one begins at each fade start
 
     @property
     def fading(self) -> bool:
@@ -103,12 +102,11 @@ class Schedule:
         stable = self.start_resolution * 2**phase
         if stable >= self.final_resolution:
             res, alpha = self.final_resolution, 1.0
-            phase = int(math.log2(self.final_resolution // self.start_resolution))
         elif phase_kimg < self.training_kimg:
             res, alpha = stable, 1.0
         else:
             res, alpha = stable * 2, (phase_kimg - self.training_kimg) / self.transition_kimg
-        return Stage(res, alpha, self.batch_at(res), self.lr_at(res), phase)
+        return Stage(res, alpha, self.batch_at(res), self.lr_at(res))
 
     def growth_done_kimg(self) -> float:
         """kimg at which the final resolution is fully faded in."""

@@ -85,7 +85,7 @@ def test_compiled_step_matches_eager(tiny_store, tmp_path):
         opts = TrainOptions(data=str(tiny_store.path), outdir=str(tmp_path), batch=8, progress=False,
                             compile=compile_, **TINY_NET)  # fmt: skip
         t = Trainer(opts)
-        st = Stage(8, 0.5, 8, 1e-3, 0)
+        st = Stage(8, 0.5, 8, 1e-3)
         t._set_stage(st)
         t.step(st, {})
         return torch.cat([p.detach().flatten() for p in t.G.parameters()]), t

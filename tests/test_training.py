@@ -73,13 +73,13 @@ def test_run_directory_contents(tiny_store, tmp_path):
 def test_fade_reals_definition():
     x = torch.randn(2, 3, 8, 8)
     low = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(x, 2), scale_factor=2)
-    torch.testing.assert_close(fade_reals(x, Stage(8, 0.25, 8, 1e-3, 0)), 0.25 * x + 0.75 * low)
-    assert fade_reals(x, Stage(8, 1.0, 8, 1e-3, 0)) is x
+    torch.testing.assert_close(fade_reals(x, Stage(8, 0.25, 8, 1e-3)), 0.25 * x + 0.75 * low)
+    assert fade_reals(x, Stage(8, 1.0, 8, 1e-3)) is x
 
 
 def test_ema_and_adam_reset(tiny_store, tmp_path):
     t = Trainer(tiny_options(tiny_store, tmp_path))
-    stage4 = Stage(4, 1.0, 8, 1e-3, 0)
+    stage4 = Stage(4, 1.0, 8, 1e-3)
     t._set_stage(stage4)
     ema_before = [p.clone() for p in t.G_ema.parameters()]
     t.step(stage4, {})
@@ -88,15 +88,15 @@ def test_ema_and_adam_reset(tiny_store, tmp_path):
     t.step(stage4, {})
     assert t.opt_G.state and t.opt_D.state
     old = t.opt_G
-    t._set_stage(Stage(8, 0.0, 8, 1e-3, 0))  # 8x8 begins fading in: fresh Adam moments
+    t._set_stage(Stage(8, 0.0, 8, 1e-3))  # 8x8 begins fading in: fresh Adam moments
     assert t.opt_G is not old and not t.opt_G.state and not t.opt_D.state
-    t._set_stage(Stage(8, 0.5, 8, 2e-3, 0))  # same resolution: no reset, new lr
+    t._set_stage(Stage(8, 0.5, 8, 2e-3))  # same resolution: no reset, new lr
     assert t.opt_G.param_groups[0]["lr"] == 2e-3
 
 
 def test_nonfinite_update_is_skipped_and_counted(tiny_store, tmp_path, monkeypatch):
     t = Trainer(tiny_options(tiny_store, tmp_path))
-    stage = Stage(4, 1.0, 8, 1e-3, 0)
+    stage = Stage(4, 1.0, 8, 1e-3)
     t._set_stage(stage)
     t.step(stage, {})
     d_before = [p.clone() for p in t.D.parameters()]
