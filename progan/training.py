@@ -463,7 +463,7 @@ class Trainer:
         tick_start_nimg, tick_start_time = self.nimg, time.time()
         next_tick_nimg = self.nimg + int(opts.tick_kimg * 1000)
         interrupted = False
-        previous_sigterm = _sigterm_as_interrupt()
+        stop = StopRequests().install()
         shown, last_rate = (0, -1.0), ""
         if main:
             print(f"Training run: {self.run_dir}", flush=True)
@@ -473,6 +473,9 @@ class Trainer:
                 self._set_stage(stage)
                 self.step(stage, stats)
                 self.nimg += stage.minibatch
+                if stop.requested and not self.ctx.distributed:
+                    interrupted = True
+                    break
                 bar.update(stage.minibatch / 1000)
                 if stage.resolution != shown[0] or abs(stage.alpha - shown[1]) >= 0.01:
                     shown = (stage.resolution, stage.alpha)
@@ -490,6 +493,10 @@ class Trainer:
                     stats = {}
                     next_tick_nimg = self.nimg + int(opts.tick_kimg * 1000)
                     tick_start_nimg, tick_start_time = self.nimg, time.time()
+                    # Ranks get the signal at different steps; they agree to stop at a tick boundary.
+                    if self.ctx.distributed and distributed.any_rank(stop.requested, self.ctx):
+                        interrupted = True
+                        break
         except KeyboardInterrupt:
             interrupted = True
         except torch.OutOfMemoryError as e:
@@ -502,8 +509,7 @@ class Trainer:
             ) from e
         finally:
             bar.close()
-            if previous_sigterm is not None:
-                signal.signal(signal.SIGTERM, previous_sigterm)
+            stop.uninstall()
         if not main:
             return self.run_dir
         snap = self.save()
@@ -598,18 +604,35 @@ class Trainer:
 BAR_FORMAT = "{desc}{percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} kimg [{elapsed}<{remaining}{postfix}]"
 
 
-def _sigterm_as_interrupt():
-    """Treat SIGTERM (what schedulers and `kill` send) like Ctrl-C: snapshot, then exit cleanly.
+class StopRequests:
+    """Ctrl-C (SIGINT) and SIGTERM (what schedulers and `kill` send) ask training to stop at the next
+    step boundary, where it writes a snapshot and exits cleanly.
 
-    Returns the previous handler, or None where signals cannot be set (a non-main thread)."""
+    The handler only sets a flag: raising KeyboardInterrupt from it could land inside TensorBoard's
+    writer while it holds a lock, and the final snapshot or exit would then hang. A second Ctrl-C
+    raises KeyboardInterrupt for someone who does not want to wait for the current step."""
 
-    def handler(signum, frame):
-        raise KeyboardInterrupt
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
 
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:
-        return None
+    def install(self) -> StopRequests:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                break
+        return self
+
+    def uninstall(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
 
 
 def _summary_writer(run_dir: Path):

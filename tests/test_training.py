@@ -1,4 +1,6 @@
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -6,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 import progan.training as training
+from progan import distributed
 from progan.cli import main
 from progan.schedule import Stage
 from progan.training import Trainer, TrainOptions, fade_reals
@@ -133,6 +136,42 @@ def test_ctrl_c_writes_a_snapshot_and_resumes(tiny_store, tmp_path, monkeypatch,
     monkeypatch.setattr(Trainer, "step", real_step)
     resumed = Trainer(TrainOptions(), resume=str(run_dir))
     assert resumed.nimg == 48
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_signal_stops_after_the_current_step(tiny_store, tmp_path, monkeypatch, capsys, signame):
+    # The signal arrives in the middle of step 7: that step completes, then the run snapshots and
+    # returns. (The handler must not raise from wherever it lands: inside TensorBoard's writer that
+    # left a lock held and the process hung at exit.)
+    import signal
+
+    t = Trainer(tiny_options(tiny_store, tmp_path))
+    calls = {"n": 0}
+    real_step = Trainer.step
+
+    def step(self, stage, stats):
+        calls["n"] += 1
+        real_step(self, stage, stats)
+        if calls["n"] == 7:
+            os.kill(os.getpid(), getattr(signal, signame))
+
+    monkeypatch.setattr(Trainer, "step", step)
+    previous = signal.getsignal(signal.SIGINT)
+    run_dir = t.run()
+    assert signal.getsignal(signal.SIGINT) is previous  # handlers restored
+    assert calls["n"] == 7 and "Interrupted" in capsys.readouterr().out
+    assert sorted(p.name for p in run_dir.glob("snapshot-*"))[-1] == "snapshot-000000.056"
+
+
+def _any_rank_worker(out_dir: str) -> None:
+    ctx = distributed.from_environment("cpu")
+    result = distributed.any_rank(ctx.rank == 1, ctx)
+    Path(out_dir, f"rank{ctx.rank}").write_text(str(result))
+
+
+def test_any_rank_agrees_across_ranks(tmp_path):
+    distributed.launch(2, _any_rank_worker, str(tmp_path))
+    assert (tmp_path / "rank0").read_text() == "True" and (tmp_path / "rank1").read_text() == "True"
 
 
 def test_conditional_training(tmp_path):
