@@ -202,6 +202,22 @@ def test_two_ranks_match_one_rank(tiny_store, tmp_path):
     assert any(not torch.equal(one[k], one[k.replace("G_ema.", "G.")]) for k in one if k.startswith("G_ema."))
 
 
+def test_resume_on_a_different_rank_count(tiny_store, tmp_path):
+    # Half the run on 1 rank, the other half resumed on 2 ranks == the whole run on 1 rank.
+    common = tiny_train_args(tiny_store.path, tmp_path / "runs", kimg=0.096, batch=16, device="cpu")
+    common += ["--training-kimg", "0.048", "--transition-kimg", "0.048"]
+    assert run_cli(["train", *common, "--name", "whole"]) == 0
+    assert run_cli(["train", *common, "--name", "split", "--kimg", "0.048"]) == 0
+    split = tmp_path / "runs" / "00001-split"
+    assert run_cli(["train", "--resume", str(split), "--kimg", "0.096", "--gpus", "2", "--no-progress"]) == 0
+    whole = load_file(str(tmp_path / "runs" / "00000-whole" / "snapshot-000000.096" / "model.safetensors"))
+    resumed = load_file(str(split / "snapshot-000000.096" / "model.safetensors"))
+    half = load_file(str(split / "snapshot-000000.048" / "model.safetensors"))
+    for key in whole:
+        torch.testing.assert_close(resumed[key], whole[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert any(not torch.equal(resumed[k], half[k]) for k in half)  # the resumed half did train
+
+
 def test_metrics_during_training(tiny_store, tmp_path, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
