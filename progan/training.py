@@ -462,7 +462,7 @@ class Trainer:
         stats: dict = {}
         tick_start_nimg, tick_start_time = self.nimg, time.time()
         next_tick_nimg = self.nimg + int(opts.tick_kimg * 1000)
-        interrupted = False
+        interrupted = forced = False
         stop = StopRequests().install()
         shown, last_rate = (0, -1.0), ""
         if main:
@@ -497,8 +497,8 @@ class Trainer:
                     if self.ctx.distributed and distributed.any_rank(stop.requested, self.ctx):
                         interrupted = True
                         break
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt:  # a second Ctrl-C, raised wherever the loop was
+            interrupted = forced = True
         except torch.OutOfMemoryError as e:
             stage = self.schedule.at(self.nimg / 1000)
             res = stage.resolution
@@ -523,7 +523,9 @@ class Trainer:
             self.save_fakes(self.run_dir / f"growth-{self.resolution:04d}.png")
             strip = self.save_growth_strip()
             print(f"Done: {self.nimg / 1000:.1f} kimg. Samples: {final}  Growth: {strip}  Snapshot: {snap}")
-        if writer is not None:
+        # After a forced stop TensorBoard's writer may have been interrupted holding its lock, and
+        # closing it would wait forever; its events are flushed every few seconds anyway.
+        if writer is not None and not forced:
             writer.close()
         return self.run_dir
 
