@@ -457,7 +457,7 @@ class Trainer:
             disable=not (opts.progress and main),
             mininterval=interval,
             dynamic_ncols=True,
-            bar_format=BAR_FORMAT,
+            bar_format=bar_format(self.schedule.total_kimg),
         )
         stats: dict = {}
         tick_start_nimg, tick_start_time = self.nimg, time.time()
@@ -476,7 +476,8 @@ class Trainer:
                 if stop.requested and not self.ctx.distributed:
                     interrupted = True
                     break
-                bar.update(stage.minibatch / 1000)
+                # Track nimg exactly: summing minibatch / 1000 drifts past the total in floating point.
+                bar.update(min(self.nimg / 1000, bar.total) - bar.n)
                 if stage.resolution != shown[0] or abs(stage.alpha - shown[1]) >= 0.01:
                     shown = (stage.resolution, stage.alpha)
                     bar.set_postfix_str(
@@ -603,7 +604,11 @@ class Trainer:
         return {f"metric/{k}": v for k, v in results.items()}
 
 
-BAR_FORMAT = "{desc}{percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} kimg [{elapsed}<{remaining}{postfix}]"
+def bar_format(total_kimg: float) -> str:
+    """tqdm's format: kimg done / total with as many decimals as a short run needs."""
+    digits = 1 if total_kimg >= 10 else 3
+    counts = f"{{n:.{digits}f}}/{{total:.{digits}f}} kimg"
+    return "{desc}{percentage:3.0f}%|{bar}| " + counts + " [{elapsed}<{remaining}{postfix}]"
 
 
 class StopRequests:

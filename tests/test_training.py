@@ -232,3 +232,15 @@ def test_metrics_during_training(tiny_store, tmp_path, monkeypatch):
     events = EventAccumulator(str(run_dir))
     events.Reload()
     assert "metric/swd_avg" in events.Tags()["scalars"]
+
+
+def test_progress_bar_ends_exactly_at_the_total(tiny_store, tmp_path, capsys):
+    # 60 updates of 0.008 kimg sum past 0.48 in floating point; the bar must not overshoot.
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        training.train(tiny_options(tiny_store, tmp_path, progress=True))
+    assert not [w for w in caught if "clamping frac" in str(w.message)]
+    err = capsys.readouterr().err
+    assert "100%|" in err and "| 0.480/0.480 kimg" in err and "<-" not in err
