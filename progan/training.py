@@ -345,11 +345,13 @@ class Trainer:
         Returns the skip flag as a device tensor; nothing here waits for the device.
         """
         opt.zero_grad(set_to_none=True)
+        # inputs=params: no gradient for the gradient penalty's interpolated images, a leaf that
+        # would otherwise receive one.
         if self.scaler is not None:  # fp16: dynamic loss scaling
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(loss).backward(inputs=params)
             self.scaler.unscale_(opt)
         else:
-            loss.backward()
+            loss.backward(inputs=params)
         distributed.average_gradients(params, self.ctx)
         found = flag_nonfinite(params)
         opt.found_inf = found
