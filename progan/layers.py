@@ -51,9 +51,14 @@ class EqualizedLinear(nn.Module):
 
 
 def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """x / sqrt(mean over channels of x**2 + eps), computed in fp32 (paper section 4.2)."""
-    xf = x.float()
-    return (xf * torch.rsqrt(xf.square().mean(dim=1, keepdim=True) + eps)).to(x.dtype)
+    """x / sqrt(mean over channels of x**2 + eps) (paper section 4.2).
+
+    The mean of squares is accumulated in fp32 whatever x's dtype, without an fp32 copy of x (half
+    the time of upcasting a bf16 activation); fp16 is upcast first because its squares overflow
+    above 256. The per-pixel scale is then applied in x's dtype."""
+    src = x.float() if x.dtype == torch.float16 else x
+    mean_square = src.square().sum(dim=1, keepdim=True, dtype=torch.float32) / x.shape[1]
+    return x * torch.rsqrt(mean_square + eps).to(x.dtype)
 
 
 def leaky_relu(x: torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,16 @@ def test_pixel_norm_definition():
     assert torch.allclose((pixel_norm(x) ** 2).mean(dim=1), torch.ones(4, 3, 3), atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_pixel_norm_in_half_precision(dtype):
+    # Large activations: fp16 squares of 300 overflow, so the norm must not square in fp16.
+    x = torch.randn(4, 512, 4, 4) * 300
+    expected = x / torch.sqrt((x.double() ** 2).mean(dim=1, keepdim=True)).float()
+    out = pixel_norm(x.to(dtype))
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), expected, rtol=2e-2, atol=2e-2)
+
+
 def test_pixel_norm_of_zeros_is_finite():
     assert torch.isfinite(pixel_norm(torch.zeros(2, 3, 4, 4))).all()
 
