@@ -10,6 +10,7 @@ from progan.layers import (
     EqualizedLinear,
     MinibatchStdDev,
     downsample2x,
+    leaky_relu,
     mbstd_group_size,
     pixel_norm,
     upsample2x,
@@ -54,6 +55,22 @@ def test_pixel_norm_in_half_precision(dtype):
     out = pixel_norm(x.to(dtype))
     assert out.dtype == dtype and torch.isfinite(out).all()
     torch.testing.assert_close(out.float(), expected, rtol=2e-2, atol=2e-2)
+
+
+def test_in_place_leaky_relu_matches_the_definition_to_second_order():
+    # Value, gradient and the gradient penalty's double backward (into a conv weight) are those of
+    # the out-of-place definition, exactly; inputs include exact zeros.
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 6, 6).round().requires_grad_(True)
+    w = torch.randn(4, 3, 3, 3).round().requires_grad_(True)  # integer conv outputs, many zeros
+    grads = []
+    for act in (leaky_relu, lambda h: torch.where(h > 0, h, 0.2 * h)):
+        y = act(F.conv2d(x, w, padding=1))
+        (gx,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+        (gw,) = torch.autograd.grad(gx.square().sum(), w)
+        grads.append((y.detach(), gx.detach(), gw))
+    for a, b in zip(*grads, strict=True):
+        assert torch.equal(a, b)
 
 
 def test_pixel_norm_of_zeros_is_finite():
