@@ -228,6 +228,12 @@ class Trainer:
                     f"{ctx.world_size} ranks; pass --batch with a multiple of {ctx.world_size}"
                 )
         if snapshot is not None:
+            done_kimg = int(state["nimg"]) / 1000
+            if done_kimg >= self.schedule.total_kimg:
+                raise UserError(
+                    f"{snapshot} has already trained its {done_kimg:g} kimg; to go on, resume with "
+                    f"--kimg N for a total N above {done_kimg:g}"
+                )
             self._restore(snapshot, state)
             self.run_dir = snapshot.parent
         elif ctx.is_main:
@@ -525,7 +531,7 @@ class Trainer:
             self.save_fakes(final)
             self.save_fakes(self.run_dir / f"growth-{self.resolution:04d}.png")
             strip = self.save_growth_strip()
-            print(f"Done: {self.nimg / 1000:.1f} kimg. Samples: {final}  Growth: {strip}  Snapshot: {snap}")
+            print(f"Done: {self.nimg / 1000:g} kimg. Samples: {final}  Growth: {strip}  Snapshot: {snap}")
         # After a forced stop TensorBoard's writer may have been interrupted holding its lock, and
         # closing it would wait forever; its events are flushed every few seconds anyway.
         if writer is not None and not forced:

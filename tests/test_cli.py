@@ -86,6 +86,8 @@ def test_not_a_store_and_empty_store(capsys, tmp_path):
     )
     assert run_cli(["train", "--data", empty]) == 2
     one_line_error(capsys, "holds no images")
+    assert run_cli(["train", "--data", empty / "dataset.json"]) == 2
+    one_line_error(capsys, "is a file, not a progan dataset store", f"pass its folder, {empty}")
 
 
 def test_store_resolution_too_small(capsys, tiny_store, tmp_path):
@@ -117,6 +119,13 @@ def test_resume_refuses_fixed_options_and_changes_nothing(capsys, trained_run):
     before = {p: p.stat().st_mtime_ns for p in trained_run.rglob("*")}
     assert run_cli(["train", "--resume", trained_run, "--latent-size", "64"]) == 2
     one_line_error(capsys, "--latent-size cannot change when resuming")
+    assert {p: p.stat().st_mtime_ns for p in trained_run.rglob("*")} == before
+
+
+def test_resume_of_a_finished_run_says_how_to_go_on(capsys, trained_run):
+    before = {p: p.stat().st_mtime_ns for p in trained_run.rglob("*")}
+    assert run_cli(["train", "--resume", trained_run, "--no-progress"]) == 2
+    one_line_error(capsys, "has already trained its 0.4 kimg", "--kimg N for a total N above 0.4")
     assert {p: p.stat().st_mtime_ns for p in trained_run.rglob("*")} == before
 
 

@@ -102,6 +102,9 @@ def open_store(path: str | os.PathLike) -> Store:
     """Open a store, with a one-line error when `path` is not one."""
     path = Path(path)
     manifest_path = path / MANIFEST
+    if path.is_file():
+        hint = f"pass its folder, {path.parent}" if path.name == MANIFEST else "pass a store's folder"
+        raise UserError(f"{path} is a file, not a progan dataset store; {hint}")
     if not manifest_path.is_file():
         raise UserError(
             f"{path} is not a progan dataset store (no {MANIFEST}); make one with "
