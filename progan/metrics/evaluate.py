@@ -351,7 +351,7 @@ def _merge_records(path: Path, records: list[dict]) -> list[dict]:
 def format_table(records: list[dict], keys: list[str]) -> str:
     cols = ["snapshot", "kimg", "res"] + keys
     rows = [
-        [str(r.get("snapshot", "")), f"{float(r.get('kimg', 0)):.1f}", str(r.get("resolution", ""))]
+        [str(r.get("snapshot", "")), f"{float(r.get('kimg', 0)):g}", str(r.get("resolution", ""))]
         + [(f"{r[k]:.4f}" if isinstance(r.get(k), (int, float)) else "-") for k in keys]
         for r in records
     ]
