@@ -7,6 +7,7 @@ saved in every snapshot, so a resumed run continues bit for bit where it stopped
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import resource
@@ -474,7 +475,7 @@ class Trainer:
         stats: dict = {}
         tick_start_nimg, tick_start_time = self.nimg, time.time()
         next_tick_nimg = self.nimg + int(opts.tick_kimg * 1000)
-        interrupted = forced = False
+        interrupted = forced = out_of_memory = False
         stop = StopRequests().install()
         shown, last_rate = (0, -1.0), ""
         if main:
@@ -512,17 +513,13 @@ class Trainer:
                         break
         except KeyboardInterrupt:  # a second Ctrl-C, raised wherever the loop was
             interrupted = forced = True
-        except torch.OutOfMemoryError as e:
-            stage = self.schedule.at(self.nimg / 1000)
-            res = stage.resolution
-            raise UserError(
-                f"out of {self.device.type.upper()} memory at {res}x{res} with minibatch {stage.minibatch}; "
-                f"resume with 'progan train --resume {self.run_dir} --batch "
-                f"{max(stage.minibatch // 2, 1)}' (or a smaller --batch)"
-            ) from e
+        except torch.OutOfMemoryError:
+            out_of_memory = True
         finally:
             bar.close()
             stop.uninstall()
+        if out_of_memory:
+            self._snapshot_after_out_of_memory(writer)
         if not main:
             return self.run_dir
         snap = self.save()
@@ -541,6 +538,28 @@ class Trainer:
         if writer is not None and not forced:
             writer.close()
         return self.run_dir
+
+    def _snapshot_after_out_of_memory(self, writer) -> None:
+        """Save what there is, then say which --batch to resume with.
+
+        Out of memory mostly strikes at the first step of a new resolution, possibly many ticks after
+        the last snapshot. The weights are whole (an optimizer step either ran or did not), so
+        they are saved; at worst the resumed run repeats the D update of the step that failed."""
+        stage = self.schedule.at(self.nimg / 1000)
+        res, batch = stage.resolution, stage.minibatch
+        gc.collect()  # the failed step's graph, now unreferenced
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        where = ""
+        if self.ctx.is_main:
+            where = f"snapshot written to {self.save()}; "
+            if writer is not None:
+                writer.close()
+        raise UserError(
+            f"out of {self.device.type.upper()} memory at {res}x{res} with minibatch {batch}; {where}"
+            f"resume with 'progan train --resume {self.run_dir or 'RUN'} --batch {max(batch // 2, 1)}' "
+            f"(or a smaller --batch)"
+        )
 
     def _end_tick(self, stats: dict, stage: Stage, elapsed: float, images: int, writer, bar) -> dict:
         count = max(stats.pop("count", 1), 1)

@@ -129,6 +129,31 @@ def test_resume_of_a_finished_run_says_how_to_go_on(capsys, trained_run):
     assert {p: p.stat().st_mtime_ns for p in trained_run.rglob("*")} == before
 
 
+def test_out_of_memory_snapshots_and_names_the_batch_to_resume_with(capsys, tiny_store, tmp_path, monkeypatch):
+    import torch
+
+    from progan.training import Trainer
+
+    real_step, calls = Trainer.step, {"n": 0}
+
+    def step(self, stage, stats):
+        calls["n"] += 1
+        if calls["n"] == 6:  # 5 steps of 8 images done, 1 tick of 40, no snapshot yet
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        real_step(self, stage, stats)
+
+    monkeypatch.setattr(Trainer, "step", step)
+    args = tiny_train_args(tiny_store.path, tmp_path / "runs", snapshot_ticks=100)
+    assert run_cli(["train", *args]) == 2
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    one_line_error(capsys, "out of CPU memory at 4x4 with minibatch 8", "snapshot written", "--batch 4'")
+    assert [p.name for p in run_dir.glob("snapshot-*")] == ["snapshot-000000.040"]
+    monkeypatch.setattr(Trainer, "step", real_step)
+    assert run_cli(["train", "--resume", run_dir, "--batch", "4", "--kimg", "0.08", "--no-progress"]) == 0
+    state = json.loads((run_dir / "snapshot-000000.080" / "state.json").read_text())
+    assert state["options"]["batch"] == 4
+
+
 def test_generate_labels_for_conditional_model(capsys, tmp_path):
     from progan.data.store import write_store
 
