@@ -129,7 +129,7 @@ def test_resume_of_a_finished_run_says_how_to_go_on(capsys, trained_run):
     assert {p: p.stat().st_mtime_ns for p in trained_run.rglob("*")} == before
 
 
-def test_out_of_memory_snapshots_and_names_the_batch_to_resume_with(capsys, tiny_store, tmp_path, monkeypatch):
+def test_out_of_memory_snapshots_and_names_the_batch(capsys, tiny_store, tmp_path, monkeypatch):
     import torch
 
     from progan.training import Trainer
