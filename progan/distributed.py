@@ -57,17 +57,6 @@ def all_reduce_mean_(tensors: list[torch.Tensor], ctx: Context) -> None:
         offset += t.numel()
 
 
-def any_rank(flag: bool, ctx: Context) -> bool:
-    """True on every rank when `flag` is true on at least one."""
-    if not ctx.distributed:
-        return flag
-    # NCCL only reduces CUDA tensors; gloo reduces CPU ones.
-    device = f"cuda:{ctx.local_rank}" if dist.get_backend() == "nccl" else "cpu"
-    t = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
-
-
 def average_gradients(params: list[torch.nn.Parameter], ctx: Context) -> None:
     # Every rank trains the same stage, so the same parameters have gradients on every rank.
     all_reduce_mean_([p.grad for p in params if p.grad is not None], ctx)

@@ -499,7 +499,13 @@ class Trainer:
                 if self.nimg >= next_tick_nimg or self.nimg >= total_nimg:
                     self.tick += 1
                     elapsed = time.time() - tick_start_time
-                    record = self._end_tick(stats, stage, elapsed, self.nimg - tick_start_nimg, writer, bar)
+                    # Ranks get a signal at different steps; they agree to stop at a tick boundary,
+                    # through the tick's one all-reduce (an extra collective here made gloo abort
+                    # now and then at exit).
+                    stats["stop"] = torch.tensor(float(stop.requested), device=self.device)
+                    record, stop_agreed = self._end_tick(
+                        stats, stage, elapsed, self.nimg - tick_start_nimg, writer, bar
+                    )
                     last_rate = f"{record['img_per_sec']:.0f} img/s"
                     bar.set_postfix_str(
                         f"res {stage.resolution} alpha {stage.alpha:.2f} {last_rate}", refresh=False
@@ -507,8 +513,7 @@ class Trainer:
                     stats = {}
                     next_tick_nimg = self.nimg + int(opts.tick_kimg * 1000)
                     tick_start_nimg, tick_start_time = self.nimg, time.time()
-                    # Ranks get the signal at different steps; they agree to stop at a tick boundary.
-                    if self.ctx.distributed and distributed.any_rank(stop.requested, self.ctx):
+                    if stop_agreed:
                         interrupted = True
                         break
         except KeyboardInterrupt:  # a second Ctrl-C, raised wherever the loop was
@@ -561,12 +566,16 @@ class Trainer:
             f"(or a smaller --batch)"
         )
 
-    def _end_tick(self, stats: dict, stage: Stage, elapsed: float, images: int, writer, bar) -> dict:
+    def _end_tick(
+        self, stats: dict, stage: Stage, elapsed: float, images: int, writer, bar
+    ) -> tuple[dict, bool]:
+        """Average the tick's statistics over ranks, log them; also says whether any rank asked to stop."""
         count = max(stats.pop("count", 1), 1)
         keys = sorted(stats)
         means = torch.stack([torch.as_tensor(stats[k], dtype=torch.float32) for k in keys]) / count
         distributed.all_reduce_mean_([means], self.ctx)
         values = dict(zip(keys, means.tolist(), strict=True))  # the one host sync per tick
+        stop_agreed = values.pop("stop", 0.0) > 0
         kimg = self.nimg / 1000
         record = {
             "tick": self.tick,
@@ -589,7 +598,7 @@ class Trainer:
         is_last = self.nimg >= int(self.schedule.total_kimg * 1000)
         snapshot_now = opts.snapshot_ticks > 0 and self.tick % opts.snapshot_ticks == 0 and not is_last
         if not self.ctx.is_main:
-            return record
+            return record, stop_agreed
         if opts.metrics and (
             (opts.metrics_every and self.tick % opts.metrics_every == 0)
             or (not opts.metrics_every and snapshot_now)
@@ -619,7 +628,7 @@ class Trainer:
                 )
         if snapshot_now:
             self.save()
-        return record
+        return record, stop_agreed
 
     def _metrics(self) -> dict:
         from progan.metrics.evaluate import compute_metrics

@@ -1,6 +1,5 @@
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -223,15 +222,28 @@ def test_signal_stops_after_the_current_step(tiny_store, tmp_path, monkeypatch, 
     assert sorted(p.name for p in run_dir.glob("snapshot-*"))[-1] == "snapshot-000000.056"
 
 
-def _any_rank_worker(out_dir: str) -> None:
-    ctx = distributed.from_environment("cpu")
-    result = distributed.any_rank(ctx.rank == 1, ctx)
-    Path(out_dir, f"rank{ctx.rank}").write_text(str(result))
+def _sigterm_on_rank_1_worker(store_path: str, outdir: str) -> None:
+    import signal
+    from types import SimpleNamespace
+
+    real_step, calls = Trainer.step, {"n": 0}
+
+    def step(self, stage, stats):
+        real_step(self, stage, stats)
+        calls["n"] += 1
+        if self.ctx.rank == 1 and calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    Trainer.step = step
+    training.train(tiny_options(SimpleNamespace(path=store_path), outdir, batch=16, device="cpu"))
 
 
-def test_any_rank_agrees_across_ranks(tmp_path):
-    distributed.launch(2, _any_rank_worker, str(tmp_path))
-    assert (tmp_path / "rank0").read_text() == "True" and (tmp_path / "rank1").read_text() == "True"
+def test_a_signal_on_one_rank_stops_every_rank_at_the_tick(tiny_store, tmp_path):
+    # Rank 1 alone gets SIGTERM after step 2 (32 images); both ranks stop at the end of that tick
+    # (48 images, past tick_kimg 0.04) and exit cleanly, and rank 0 writes the snapshot.
+    distributed.launch(2, _sigterm_on_rank_1_worker, str(tiny_store.path), str(tmp_path / "runs"))
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert [p.name for p in run_dir.glob("snapshot-*")] == ["snapshot-000000.048"]
 
 
 def test_conditional_training(tmp_path):
