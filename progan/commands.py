@@ -145,7 +145,13 @@ def run_train(args: argparse.Namespace) -> int:
 
         distributed.launch(args.gpus, train, opts, args.resume, overrides)
     else:
-        train(opts, args.resume, overrides)
+        try:
+            train(opts, args.resume, overrides)
+        finally:  # under torchrun: leave the process group cleanly (a no-op otherwise)
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()
     return 0
 
 

@@ -57,6 +57,17 @@ def all_reduce_mean_(tensors: list[torch.Tensor], ctx: Context) -> None:
         offset += t.numel()
 
 
+def barrier(ctx: Context) -> None:
+    """Wait until every rank gets here (at the end of a run, so that none tears down its connections
+    while rank 0 still writes the final snapshot)."""
+    if not ctx.distributed:
+        return
+    if dist.get_backend() == "nccl":
+        dist.barrier(device_ids=[ctx.local_rank])
+    else:
+        dist.barrier()
+
+
 def average_gradients(params: list[torch.nn.Parameter], ctx: Context) -> None:
     # Every rank trains the same stage, so the same parameters have gradients on every rank.
     all_reduce_mean_([p.grad for p in params if p.grad is not None], ctx)

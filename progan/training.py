@@ -526,6 +526,7 @@ class Trainer:
         if out_of_memory:
             self._snapshot_after_out_of_memory(writer)
         if not main:
+            distributed.barrier(self.ctx)
             return self.run_dir
         snap = self.save()
         if interrupted:
@@ -542,6 +543,7 @@ class Trainer:
         # closing it would wait forever; its events are flushed every few seconds anyway.
         if writer is not None and not forced:
             writer.close()
+        distributed.barrier(self.ctx)
         return self.run_dir
 
     def _snapshot_after_out_of_memory(self, writer) -> None:
