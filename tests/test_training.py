@@ -96,27 +96,7 @@ def test_ema_and_adam_reset(tiny_store, tmp_path):
     assert t.opt_G.param_groups[0]["lr"] == 2e-3
 
 
-def test_nonfinite_update_is_skipped_and_counted(tiny_store, tmp_path, monkeypatch):
-    t = Trainer(tiny_options(tiny_store, tmp_path))
-    stage = Stage(4, 1.0, 8, 1e-3)
-    t._set_stage(stage)
-    t.step(stage, {})
-    d_before = [p.clone() for p in t.D.parameters()]
-    g_before = [p.clone() for p in t.G.parameters()]
-    real_loss = training.discriminator_loss
-
-    def nan_loss(*args, **kwargs):
-        loss, stats = real_loss(*args, **kwargs)
-        return loss * float("nan"), stats
-
-    monkeypatch.setattr(training, "discriminator_loss", nan_loss)
-    t.step(stage, {})
-    assert int(t.skipped) == 1
-    assert all(torch.equal(a, b) for a, b in zip(d_before, t.D.parameters(), strict=True))  # D skipped
-    assert not all(torch.equal(a, b) for a, b in zip(g_before, t.G.parameters(), strict=True))  # G went on
-
-
-def _fp16_trainer(store, outdir, precision: str = "fp16") -> Trainer:
+def _cpu_trainer(store, outdir, precision: str = "fp16") -> Trainer:
     t = Trainer(tiny_options(store, outdir, precision=precision, device="cpu"))
     if t.scaler is not None:
         # GradScaler starts at 2**16 and halves on each overflow: on this model the first two
@@ -126,7 +106,7 @@ def _fp16_trainer(store, outdir, precision: str = "fp16") -> Trainer:
 
 
 def _grads_after_one_step(store, outdir, precision: str) -> tuple[Trainer, torch.Tensor, torch.Tensor]:
-    t = _fp16_trainer(store, outdir, precision)
+    t = _cpu_trainer(store, outdir, precision)
     stage = Stage(8, 0.5, 8, 1e-3)  # mid-fade
     t._set_stage(stage)
     t.step(stage, {})
@@ -150,25 +130,29 @@ def test_fp16_loss_scaling_step_matches_fp32(tiny_store, tmp_path, monkeypatch):
         assert (x - ref).norm() / ref.norm() < 0.03
 
 
-def test_fp16_overflow_skips_the_update_and_halves_the_scale(tiny_store, tmp_path, monkeypatch):
+@pytest.mark.parametrize("precision, bad", [("fp32", float("nan")), ("fp16", float("inf"))])
+def test_nonfinite_update_is_skipped_and_counted(tiny_store, tmp_path, monkeypatch, precision, bad):
     monkeypatch.setattr(training, "FP16_DEVICE_TYPES", ("cuda", "cpu"))
-    t = _fp16_trainer(tiny_store, tmp_path)
+    t = _cpu_trainer(tiny_store, tmp_path, precision)
     stage = Stage(4, 1.0, 8, 1e-3)
     t._set_stage(stage)
     t.step(stage, {})
     assert int(t.skipped) == 0
     d_before = [p.clone() for p in t.D.parameters()]
+    g_before = [p.clone() for p in t.G.parameters()]
     real_loss = training.discriminator_loss
 
-    def overflowing_loss(*args, **kwargs):
+    def bad_loss(*args, **kwargs):
         loss, stats = real_loss(*args, **kwargs)
-        return loss * float("inf"), stats
+        return loss * bad, stats
 
-    monkeypatch.setattr(training, "discriminator_loss", overflowing_loss)
+    monkeypatch.setattr(training, "discriminator_loss", bad_loss)
     t.step(stage, {})
     assert int(t.skipped) == 1
-    assert all(torch.equal(a, b) for a, b in zip(d_before, t.D.parameters(), strict=True))
-    assert t.scaler.get_scale() == 2048.0  # GradScaler backed off
+    assert all(torch.equal(a, b) for a, b in zip(d_before, t.D.parameters(), strict=True))  # D skipped
+    assert not all(torch.equal(a, b) for a, b in zip(g_before, t.G.parameters(), strict=True))  # G went on
+    if precision == "fp16":
+        assert t.scaler.get_scale() == 2048.0  # GradScaler backed off from 4096
 
 
 def test_fp16_is_refused_off_gpu(tiny_store, tmp_path):
