@@ -140,18 +140,15 @@ def run_train(args: argparse.Namespace) -> int:
         raise UserError("no dataset given: pass --data STORE (make one with 'progan prepare SOURCE STORE')")
     opts = TrainOptions() if args.resume else TrainOptions(**given)
     overrides = given if args.resume else None
-    if args.gpus and args.gpus > 1:
-        from progan import distributed
+    from progan import distributed
 
+    if args.gpus and args.gpus > 1:
         distributed.launch(args.gpus, train, opts, args.resume, overrides)
     else:
         try:
             train(opts, args.resume, overrides)
-        finally:  # under torchrun: leave the process group cleanly (a no-op otherwise)
-            import torch.distributed as dist
-
-            if dist.is_available() and dist.is_initialized():
-                dist.destroy_process_group()
+        finally:  # under torchrun: leave the process group cleanly
+            distributed.shutdown()
     return 0
 
 

@@ -57,6 +57,12 @@ def all_reduce_mean_(tensors: list[torch.Tensor], ctx: Context) -> None:
         offset += t.numel()
 
 
+def shutdown() -> None:
+    """Leave the process group, if this process joined one (a no-op otherwise)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def barrier(ctx: Context) -> None:
     """Wait until every rank gets here (at the end of a run, so that none tears down its connections
     while rank 0 still writes the final snapshot)."""
@@ -93,8 +99,7 @@ def _worker(local_rank: int, world_size: int, port: int, fn, args) -> None:
     try:
         fn(*args)
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        shutdown()
 
 
 def launch(nprocs: int, fn, *args) -> None:

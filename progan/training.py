@@ -79,11 +79,11 @@ class TrainOptions:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-# Options that may change when a run is resumed; everything else is fixed by the snapshot.
 # fp16 autocast and loss scaling run on the CPU too, but CPUs have no fast fp16 convolutions, so
 # users are sent to bf16 there; the tests widen this to exercise the fp16 path without a GPU.
 FP16_DEVICE_TYPES = ("cuda",)
 
+# Options that may change when a run is resumed; everything else is fixed by the snapshot.
 RESUME_OVERRIDABLE = {
     "total_kimg", "batch", "tick_kimg", "snapshot_ticks", "image_ticks", "device", "precision", "progress",
     "metrics", "metrics_every", "metrics_num", "deterministic", "channels_last", "compile",

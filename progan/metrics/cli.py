@@ -58,7 +58,6 @@ def register(subparsers) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-
     from progan.device import pick_device
     from progan.metrics.evaluate import evaluate_path, parse_metrics
 
