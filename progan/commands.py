@@ -162,7 +162,7 @@ def run_generate(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds)
     device = pick_device(args.device)
     snap = load_snapshot(args.snapshot, device=device)
-    labels = labels_for(snap.G_ema, seeds, args.label, snap.label_names)
+    labels = labels_for(snap.G_ema.label_size, seeds, args.label, snap.label_names)
     images = generate(snap.G_ema, seeds, labels, batch=args.batch, device=device, precision=args.precision)
     if args.outdir:
         paths = write_images(images, seeds, args.outdir)

@@ -1,0 +1,169 @@
+"""The one sampling path: seeds -> latents -> (edited) latents -> uint8 images.
+
+Every command that shows a face goes through here (training grids, `generate`, metrics, videos,
+the studio, describe), so the same seed gives the same image everywhere. Latents are drawn per
+seed from a generator of their own, so an image never depends on its batch or its position.
+
+Two ways of drawing a seed's latent:
+
+- ``"progan"``: ``torch.randn(latent_size, generator=torch.Generator().manual_seed(seed))``;
+- ``"official"``: ``numpy.random.RandomState(seed).randn(1, latent_size)``, as the official
+  scripts draw one latent per seed, so imported official networks reproduce their example images.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from progan.device import autocast
+from progan.errors import UserError
+from progan.images import to_uint8
+
+LATENT_METHODS = ("progan", "official")
+# Seeds are 32-bit so that every method (NumPy's RandomState included) takes them.
+MAX_SEED = 2**32 - 1
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-3,10' -> [0, 1, 2, 3, 10]."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise UserError(f"--seeds '{text}' is not a list of seeds; write e.g. 0-63 or 1,5,9")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise UserError(f"--seeds range {part} runs backwards; write {hi}-{lo}")
+        seeds.extend(range(lo, hi + 1))
+    return seeds
+
+
+def latent_for_seed(seed: int, latent_size: int, method: str = "progan") -> torch.Tensor:
+    """The latent (latent_size,) float32 of one seed."""
+    if method == "progan":
+        return torch.randn(latent_size, generator=torch.Generator().manual_seed(int(seed)))
+    if method == "official":
+        return torch.from_numpy(np.random.RandomState(int(seed)).randn(1, latent_size)[0].astype(np.float32))
+    raise ValueError(f"latent method must be one of {LATENT_METHODS}, got {method!r}")
+
+
+def latents_for_seeds(seeds: Sequence[int], latent_size: int, method: str = "progan") -> torch.Tensor:
+    """One latent per seed, (N, latent_size): the image of a seed never depends on the batch."""
+    if not len(seeds):
+        return torch.zeros(0, latent_size)
+    return torch.stack([latent_for_seed(s, latent_size, method) for s in seeds])
+
+
+def labels_for(
+    label_size: int, seeds: Sequence[int], label: str | None, label_names: Sequence[str] = ()
+) -> torch.Tensor | None:
+    """Label rows (N, label_size) for a conditional generator, None for an unconditional one.
+
+    `label` names classes or attributes ('3', 'smiling,blond'); without it each seed draws its
+    own class (from a generator seeded with seed + 1), so a seed means the same labelled face
+    everywhere.
+    """
+    if not label_size:
+        if label:
+            raise UserError("--label given, but this model is not conditional; drop --label")
+        return None
+    rows = torch.zeros(len(seeds), label_size)
+    if label is None:
+        for i, s in enumerate(seeds):
+            g = torch.Generator().manual_seed(int(s) + 1)
+            rows[i, int(torch.randint(label_size, (1,), generator=g))] = 1
+        return rows
+    for item in label.split(","):
+        item = item.strip()
+        if item.isdigit() and int(item) < label_size:
+            idx = int(item)
+        elif item in label_names:
+            idx = list(label_names).index(item)
+        else:
+            names = ", ".join(label_names) if label_names else f"0-{label_size - 1}"
+            raise UserError(f"--label '{item}' is not a label of this model; choose from {names}")
+        rows[:, idx] = 1
+    return rows
+
+
+@torch.no_grad()
+def iter_images(
+    G: torch.nn.Module,
+    latents: torch.Tensor | Iterable[torch.Tensor],
+    labels: torch.Tensor | None = None,
+    batch: int = 32,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+) -> Iterator[torch.Tensor]:
+    """Run G over latents in batches on `device`; yield uint8 (n, C, H, W) CPU batches.
+
+    `latents` is an (N, L) tensor or an iterable of (n, L) batches (streamed: nothing is built up
+    front, so a long video or a huge seed list uses memory for one batch only).
+    """
+    device = torch.device(device)
+    chunks = (
+        (latents[i : i + batch] for i in range(0, len(latents), batch))
+        if isinstance(latents, torch.Tensor)
+        else latents
+    )
+    done = 0
+    with autocast(device, precision):
+        for z in chunks:
+            lab = None if labels is None else labels[done : done + len(z)].to(device)
+            yield to_uint8(G(z.to(device), lab)).cpu()
+            done += len(z)
+
+
+def images_for_latents(
+    G: torch.nn.Module,
+    latents: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    batch: int = 32,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+) -> torch.Tensor:
+    """uint8 images (N, C, H, W) for the given latents."""
+    out = list(iter_images(G, latents, labels, batch=batch, device=device, precision=precision))
+    if not out:
+        return torch.zeros(0, G.config.channels, G.resolution, G.resolution, dtype=torch.uint8)
+    return torch.cat(out)
+
+
+def images_for_seeds(
+    G: torch.nn.Module,
+    seeds: Sequence[int],
+    labels: torch.Tensor | None = None,
+    batch: int = 32,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    method: str = "progan",
+) -> torch.Tensor:
+    """uint8 images (N, C, H, W) for the given seeds: the same seed, the same image, everywhere."""
+    z = latents_for_seeds(seeds, G.config.latent_size, method)
+    return images_for_latents(G, z, labels, batch=batch, device=device, precision=precision)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between latents a and b (..., L); t=0 gives a, t=1 gives b.
+
+    The paper's latents live on a sphere after normalization, so blending along the great circle
+    keeps every intermediate latent at the norm the generator was trained on.
+    """
+    a_n = a / a.norm(dim=-1, keepdim=True)
+    b_n = b / b.norm(dim=-1, keepdim=True)
+    t = torch.as_tensor(t, dtype=a.dtype)
+    dot = (a_n * b_n).sum(-1, keepdim=True).clamp(-1.0, 1.0)
+    omega = torch.arccos(dot)
+    so = torch.sin(omega)
+    # Nearly parallel latents: the formula divides by ~0, and the straight line is the same path.
+    near = so.abs() < 1e-6
+    safe = torch.where(near, torch.ones_like(so), so)
+    wa = torch.where(near, 1 - t, torch.sin((1 - t) * omega) / safe)
+    wb = torch.where(near, t, torch.sin(t * omega) / safe)
+    norm = torch.lerp(a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True), t)
+    return (wa * a_n + wb * b_n) * norm
