@@ -1,11 +1,20 @@
-"""Snapshots: weights and optimizer state in safetensors, everything else in JSON, written atomically.
+"""The snapshot format: its one owner. Every key of a snapshot is written and read here.
 
 A snapshot directory::
 
     snapshot-000120/
-      model.safetensors   G.*, D.*, G_ema.* weights (fp32)
-      optim.safetensors   Adam moments and steps of G and D, RNG and loader state
-      state.json          format marker, images shown, stage, network config, run options, ...
+      model.safetensors   G_ema.* weights (fp32); G.* and D.* too in training snapshots
+      optim.safetensors   training snapshots only: Adam moments and steps of G and D
+                          (G_opt.*, D_opt.*), rng.train, loader.order, counters.skipped
+      state.json          format marker and version, kind ("training" or "inference"), nimg,
+                          kimg, stage, network config, label names, run options, ...
+
+Two kinds share the format. Training writes *training* snapshots (`save_training_snapshot`,
+resumed with `load_training_snapshot`); importers, exporters and tools that make a generator
+without training it write *inference* snapshots (`save_inference_snapshot`). Everything that
+only samples reads either kind with `load_snapshot`. Snapshots written before the kind marker
+existed (format_version 1 without "kind") are training snapshots and still load
+(tests/fixtures/snapshot-v1).
 
 Nothing here ever unpickles: safetensors holds only tensors and JSON only data, so loading a
 snapshot from an untrusted source cannot run code.
@@ -17,7 +26,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,13 +34,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from progan.errors import UserError
-from progan.networks import Discriminator, Generator, NetworkConfig
+from progan.networks import Generator, NetworkConfig, build_networks  # noqa: F401
 
 SNAPSHOT_FORMAT = "progan-snapshot"
 SNAPSHOT_VERSION = 1
 STATE_FILE = "state.json"
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optim.safetensors"
+KIND_TRAINING = "training"
+KIND_INFERENCE = "inference"
 
 
 def kimg_tag(nimg: int) -> str:
@@ -86,30 +97,14 @@ def load_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict, group
                     opt.state[p][key] = torch.empty_like(p).copy_(value)
 
 
-def save_snapshot(
-    run_dir: Path,
-    nimg: int,
-    models: dict[str, torch.nn.Module],
-    optimizers: dict[str, torch.optim.Optimizer],
-    extra_tensors: dict[str, torch.Tensor],
-    state: dict,
-) -> Path:
-    """Write a snapshot into `run_dir` under a temporary name and rename it into place."""
-    final = run_dir / snapshot_name(nimg)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=run_dir))
+def _write_snapshot_dir(final: Path, files: dict[str, dict[str, torch.Tensor]], state: dict) -> Path:
+    """Write the safetensors `files` and state.json under a temporary name, then rename into place."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
-        weights: dict[str, torch.Tensor] = {}
-        for name, module in models.items():
-            weights.update(_prefixed(name, module.state_dict()))
-        save_file(weights, str(tmp / MODEL_FILE))
-        optim: dict[str, torch.Tensor] = {k: v.detach().cpu().contiguous() for k, v in extra_tensors.items()}
-        groups = {}
-        for name, opt in optimizers.items():
-            tensors, groups[name] = optimizer_tensors(name, opt)
-            optim.update(tensors)
-        save_file(optim, str(tmp / OPTIM_FILE))
-        full_state = {"format": SNAPSHOT_FORMAT, "format_version": SNAPSHOT_VERSION, "nimg": nimg,
-                      "kimg": nimg / 1000, **state, "optimizer_groups": groups}  # fmt: skip
+        for name, tensors in files.items():
+            save_file(tensors, str(tmp / name))
+        full_state = {"format": SNAPSHOT_FORMAT, "format_version": SNAPSHOT_VERSION, **state}
         (tmp / STATE_FILE).write_text(json.dumps(full_state, indent=2))
         if final.exists():
             shutil.rmtree(final)
@@ -118,6 +113,158 @@ def save_snapshot(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+@dataclass
+class TrainingState:
+    """Everything a training snapshot holds besides the weights and the Adam states: the counters,
+    the schedule position, the run's options and the random state of the run and its loader."""
+
+    nimg: int
+    tick: int
+    resolution_trained: int  # the stage resolution of the last step, 0 before the first
+    stage: dict  # {"resolution": r, "alpha": a}: where G_ema should run for sampling
+    network: NetworkConfig
+    options: dict
+    schedule: dict
+    label_names: list[str] = field(default_factory=list)
+    loader: dict = field(default_factory=dict)  # the loader's JSON state (BatchLoader.state_json)
+    loader_tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # BatchLoader.state_tensors
+    rng: torch.Tensor | None = None  # the training torch.Generator's state
+    skipped: torch.Tensor | None = None  # non-finite updates skipped so far
+
+    @property
+    def kimg(self) -> float:
+        return self.nimg / 1000
+
+
+def save_training_snapshot(
+    run_dir: Path,
+    models: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    state: TrainingState,
+) -> Path:
+    """Write a resumable snapshot `run_dir/snapshot-<kimg>`: `models` G, D, G_ema, `optimizers`
+    G_opt, D_opt, and `state`."""
+    weights: dict[str, torch.Tensor] = {}
+    for name, module in models.items():
+        weights.update(_prefixed(name, module.state_dict()))
+    optim: dict[str, torch.Tensor] = {}
+    if state.rng is not None:
+        optim["rng.train"] = state.rng.detach().cpu().contiguous()
+    optim.update(_prefixed("loader", state.loader_tensors))
+    if state.skipped is not None:
+        optim["counters.skipped"] = state.skipped.detach().cpu().reshape(1)
+    groups = {}
+    for name, opt in optimizers.items():
+        tensors, groups[name] = optimizer_tensors(name, opt)
+        optim.update(tensors)
+    json_state = {
+        "kind": KIND_TRAINING,
+        "nimg": state.nimg,
+        "kimg": state.kimg,
+        "tick": state.tick,
+        "resolution_trained": state.resolution_trained,
+        "stage": state.stage,
+        "network": state.network.to_dict(),
+        "options": state.options,
+        "schedule": state.schedule,
+        "label_names": list(state.label_names),
+        "loader": state.loader,
+        "torch_version": torch.__version__,
+        "optimizer_groups": groups,
+    }
+    return _write_snapshot_dir(
+        run_dir / snapshot_name(state.nimg), {MODEL_FILE: weights, OPTIM_FILE: optim}, json_state
+    )
+
+
+def load_training_snapshot(
+    snapshot: Path,
+    models: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+) -> TrainingState:
+    """Restore a training snapshot into built `models` (G, D, G_ema) and `optimizers` (G_opt,
+    D_opt); return the rest of its state."""
+    state = read_state(snapshot)
+    if snapshot_kind(state) != KIND_TRAINING:
+        raise UserError(
+            f"{snapshot} is an inference snapshot (no optimizer state, no data order); it can be "
+            "sampled from (progan generate) but not resumed"
+        )
+    weights = load_tensors(snapshot / MODEL_FILE)
+    for name, module in models.items():
+        load_module(module, name, weights, snapshot / MODEL_FILE)
+    extra = load_tensors(snapshot / OPTIM_FILE)
+    groups = state.get("optimizer_groups", {})
+    try:
+        for name, opt in optimizers.items():
+            load_optimizer(name, opt, extra, groups[name])
+        return TrainingState(
+            nimg=int(state["nimg"]),
+            tick=int(state["tick"]),
+            resolution_trained=int(state["resolution_trained"]),
+            stage=dict(state["stage"]),
+            network=load_config(state, snapshot),
+            options=dict(state["options"]),
+            schedule=dict(state["schedule"]),
+            label_names=list(state.get("label_names") or []),
+            loader=dict(state["loader"]),
+            loader_tensors=_unprefixed("loader", extra),
+            rng=extra["rng.train"],
+            skipped=extra["counters.skipped"].reshape(()),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{snapshot} lacks part of its training state ({e!r}); use another snapshot") from e
+
+
+def save_inference_snapshot(
+    dest: str | os.PathLike,
+    config: NetworkConfig,
+    G_ema: torch.nn.Module,
+    G: torch.nn.Module | None = None,
+    D: torch.nn.Module | None = None,
+    *,
+    nimg: int = 0,
+    label_names: list[str] | tuple[str, ...] = (),
+    options: dict | None = None,
+    info: dict | None = None,
+) -> Path:
+    """Write a snapshot for sampling (generate, metrics, studio, ...) at `dest` (a directory,
+    replaced atomically if it is already a snapshot): G_ema's weights, optionally G and D, the
+    network config and JSON `info` (where the weights came from, licence, ...).
+
+    `load_snapshot(dest)` reads it back; it runs G_ema at the config's full resolution.
+    `options` are run options (e.g. {"data": store}) that `evaluate` reads; `nimg` the images
+    the networks were trained on, when known.
+    """
+    dest = Path(dest)
+    if dest.exists() and not (dest / STATE_FILE).is_file():
+        raise UserError(f"{dest} exists and is not a progan snapshot; choose a new folder")
+    if G_ema.config != config:
+        raise ValueError("G_ema was built from another network config than the one given")
+    models = {"G_ema": G_ema, "G": G, "D": D}
+    weights: dict[str, torch.Tensor] = {}
+    for name, module in models.items():
+        if module is not None:
+            weights.update(_prefixed(name, module.state_dict()))
+    state = {
+        "kind": KIND_INFERENCE,
+        "nimg": int(nimg),
+        "kimg": int(nimg) / 1000,
+        "stage": {"resolution": config.resolution, "alpha": 1.0},
+        "network": config.to_dict(),
+        "label_names": list(label_names),
+        "options": dict(options or {}),
+        "info": dict(info or {}),
+        "torch_version": torch.__version__,
+    }
+    return _write_snapshot_dir(dest, {MODEL_FILE: weights}, state)
+
+
+def snapshot_kind(state: dict) -> str:
+    """ "training" or "inference"; snapshots from before the marker are training snapshots."""
+    return str(state.get("kind", KIND_TRAINING))
 
 
 def list_snapshots(run_dir: str | os.PathLike) -> list[Path]:
@@ -203,6 +350,15 @@ class Snapshot:
     def label_names(self) -> list[str]:
         return list(self.state.get("label_names") or [])
 
+    @property
+    def kind(self) -> str:
+        return snapshot_kind(self.state)
+
+    @property
+    def info(self) -> dict:
+        """Free-form JSON an inference snapshot's writer stored (source, licence, ...)."""
+        return dict(self.state.get("info") or {})
+
 
 def load_config(state: dict, snapshot: Path) -> NetworkConfig:
     try:
@@ -224,12 +380,3 @@ def load_snapshot(path: str | os.PathLike, device: str | torch.device = "cpu") -
     G_ema.set_stage(int(stage.get("resolution", config.resolution)), float(stage.get("alpha", 1.0)))
     G_ema.to(device).eval().requires_grad_(False)
     return Snapshot(path=snap, state=state, config=config, G_ema=G_ema)
-
-
-def build_networks(config: NetworkConfig) -> tuple[Generator, Discriminator, Generator]:
-    G = Generator(config)
-    D = Discriminator(config)
-    G_ema = Generator(config)
-    G_ema.load_state_dict(G.state_dict())
-    G_ema.eval().requires_grad_(False)
-    return G, D, G_ema

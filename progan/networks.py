@@ -215,5 +215,15 @@ class Discriminator(_StageMixin, nn.Module):
         return self.dense1(x)
 
 
+def build_networks(config: NetworkConfig) -> tuple[Generator, Discriminator, Generator]:
+    """G, D and G_ema of a config; G_ema starts as a copy of G and never takes gradients."""
+    G = Generator(config)
+    D = Discriminator(config)
+    G_ema = Generator(config)
+    G_ema.load_state_dict(G.state_dict())
+    G_ema.eval().requires_grad_(False)
+    return G, D, G_ema
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

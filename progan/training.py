@@ -31,7 +31,7 @@ from progan.errors import UserError
 from progan.images import save_grid, save_strip, to_uint8
 from progan.layers import downsample2x, upsample2x
 from progan.loss import LossConfig, discriminator_loss, generator_loss
-from progan.networks import NetworkConfig
+from progan.networks import NetworkConfig, build_networks
 from progan.schedule import PRESETS, Schedule, Stage
 
 
@@ -196,7 +196,7 @@ class Trainer:
             loss = {**loss, "multi_hot": multi_hot}
         self.loss_cfg = LossConfig(**loss)
 
-        self.G, self.D, self.G_ema = ckpt.build_networks(self.config)
+        self.G, self.D, self.G_ema = build_networks(self.config)
         # Channels-last is the layout oneDNN (CPU) and cuDNN (tensor cores) convolve fastest; the
         # convolutions follow their weights' layout, so converting the modules is enough.
         self.memory_format = torch.channels_last if opts.channels_last else torch.contiguous_format
@@ -239,7 +239,7 @@ class Trainer:
                     f"{snapshot} has already trained its {done_kimg:g} kimg; to go on, resume with "
                     f"--kimg N for a total N above {done_kimg:g}"
                 )
-            self._restore(snapshot, state)
+            self._restore(snapshot)
             self.run_dir = snapshot.parent
         elif ctx.is_main:
             name = opts.name or f"{Path(opts.data).name}-{resolution}"
@@ -257,63 +257,50 @@ class Trainer:
     def options_dict(self) -> dict:
         return {**asdict(self.opts), "network": self.config.to_dict(), "schedule": self.schedule.to_dict()}
 
-    def _snapshot_state(self) -> dict:
+    def training_state(self) -> ckpt.TrainingState:
         stage = self.schedule.at(self.nimg / 1000)
-        loader = self.loader.state_dict()
-        return {
-            "tick": self.tick,
-            "resolution_trained": self.resolution,
-            "stage": {"resolution": stage.resolution, "alpha": stage.alpha},
-            "network": self.config.to_dict(),
-            "options": asdict(self.opts),
-            "schedule": self.schedule.to_dict(),
-            "label_names": self.store.label_names if self.config.label_size else [],
-            "loader": {"rng": loader["rng"], "pos": loader["pos"]},
-            "torch_version": torch.__version__,
-        }
+        return ckpt.TrainingState(
+            nimg=self.nimg,
+            tick=self.tick,
+            resolution_trained=self.resolution,
+            stage={"resolution": stage.resolution, "alpha": stage.alpha},
+            network=self.config,
+            options=asdict(self.opts),
+            schedule=self.schedule.to_dict(),
+            label_names=self.store.label_names if self.config.label_size else [],
+            loader=self.loader.state_json(),
+            loader_tensors=self.loader.state_tensors(),
+            rng=self.gen.get_state(),
+            skipped=self.skipped,
+        )
+
+    def _models(self) -> dict[str, torch.nn.Module]:
+        return {"G": self.G, "D": self.D, "G_ema": self.G_ema}
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"G_opt": self.opt_G, "D_opt": self.opt_D}
 
     def save(self) -> Path:
-        loader_order = torch.as_tensor(self.loader.state_dict()["order"], dtype=torch.int64)
-        extra = {
-            "rng.train": self.gen.get_state(),
-            "loader.order": loader_order,
-            "counters.skipped": self.skipped.detach().cpu().reshape(1),
-        }
-        return ckpt.save_snapshot(
-            self.run_dir, self.nimg,
-            models={"G": self.G, "D": self.D, "G_ema": self.G_ema},
-            optimizers={"G_opt": self.opt_G, "D_opt": self.opt_D},
-            extra_tensors=extra, state=self._snapshot_state(),
-        )  # fmt: skip
+        return ckpt.save_training_snapshot(
+            self.run_dir, self._models(), self._optimizers(), self.training_state()
+        )
 
-    def _restore(self, snapshot: Path, state: dict) -> None:
-        weights = ckpt.load_tensors(snapshot / ckpt.MODEL_FILE)
-        for name, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
-            ckpt.load_module(module, name, weights, snapshot / ckpt.MODEL_FILE)
-        extra = ckpt.load_tensors(snapshot / ckpt.OPTIM_FILE)
-        groups = state["optimizer_groups"]
-        ckpt.load_optimizer("G_opt", self.opt_G, extra, groups["G_opt"])
-        ckpt.load_optimizer("D_opt", self.opt_D, extra, groups["D_opt"])
+    def _restore(self, snapshot: Path) -> None:
+        state = ckpt.load_training_snapshot(snapshot, self._models(), self._optimizers())
         try:
-            self.gen.set_state(extra["rng.train"])
+            self.gen.set_state(state.rng)
         except RuntimeError:  # saved on another device type (CPU <-> CUDA states differ)
-            self.gen.manual_seed(self.opts.seed + int(state["nimg"]))
+            self.gen.manual_seed(self.opts.seed + state.nimg)
             print(
                 f"warning: {snapshot} saved its random state on another kind of device; reseeded, so "
                 "this run continues correctly but not bit for bit as it would have there",
                 file=sys.stderr,
             )
-        self.loader.load_state_dict(
-            {
-                "rng": state["loader"]["rng"],
-                "pos": state["loader"]["pos"],
-                "order": extra["loader.order"].numpy(),
-            }
-        )
-        self.skipped = extra["counters.skipped"].to(self.device).reshape(())
-        self.nimg = int(state["nimg"])
-        self.tick = int(state["tick"])
-        self.resolution = int(state["resolution_trained"])
+        self.loader.load_state(state.loader, state.loader_tensors)
+        self.skipped = state.skipped.to(self.device)
+        self.nimg = state.nimg
+        self.tick = state.tick
+        self.resolution = state.resolution_trained
 
     # ----------------------------------------------------------------------------------------
     # one step

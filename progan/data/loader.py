@@ -75,16 +75,26 @@ class BatchLoader:
         return images_t, labels_t
 
     def state_dict(self) -> dict:
-        return {
-            "rng": self.rng.bit_generator.state,
-            "order": self._order.tolist(),
-            "pos": self._pos,
-        }
+        """The whole state as plain Python (JSON-able; the order as a list)."""
+        return {**self.state_json(), "order": self._order.tolist()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.rng.bit_generator.state = state["rng"]
-        self._order = np.asarray(state["order"], dtype=np.int64)
-        self._pos = int(state["pos"])
+        order = state["order"]
+        self.load_state(state, {"order": torch.as_tensor(np.asarray(order, dtype=np.int64))})
+
+    # A snapshot stores the state split in two: the small JSON part (generator state, position)
+    # in state.json and the epoch's permutation, which grows with the data set, as a tensor.
+
+    def state_json(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "pos": self._pos}
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {"order": torch.from_numpy(self._order.astype(np.int64, copy=True))}
+
+    def load_state(self, json_part: dict, tensors: dict[str, torch.Tensor]) -> None:
+        self.rng.bit_generator.state = json_part["rng"]
+        self._order = np.asarray(tensors["order"].numpy(), dtype=np.int64).copy()
+        self._pos = int(json_part["pos"])
 
 
 def to_model_range(images: torch.Tensor, device: torch.device | str, dtype=torch.float32) -> torch.Tensor:
