@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "progan.commands",  # train, generate, demo
     "progan.data.cli",  # prepare
     "progan.metrics.cli",  # evaluate
+    "progan.studio.cli",  # video, export, serve
 ]
 
 

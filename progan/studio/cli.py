@@ -1,0 +1,84 @@
+"""The studio's commands: `video`, `export`, `serve` (argument parsing only; the work is elsewhere)."""
+
+from __future__ import annotations
+
+import argparse
+
+from progan.commands import _positive
+from progan.errors import UserError
+
+VIDEO_HELP = """examples:
+  progan video runs/00003-faces --out faces.mp4                         # official 60 s interpolation loop
+  progan video runs/00003-faces --out wall.mp4 --grid 3x4 --seconds 20 --smoothing 2
+  progan video runs/00003-faces --out picked.gif --kind morph --seeds 3,17,42
+  progan video runs/00003-faces --out growth.mp4 --kind training        # time-lapse of the run's grids"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "video",
+        help="interpolation loop, morph through chosen faces, or training time-lapse (mp4/gif/webp)",
+        epilog=VIDEO_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("source", help="snapshot or run directory (a run directory for --kind training)")
+    p.add_argument("--out", required=True, help="FILE.mp4 (H.264), FILE.gif or FILE.webp")
+    p.add_argument("--kind", choices=["interpolation", "morph", "training"], default="interpolation")
+    p.add_argument(
+        "--seconds",
+        type=_positive(float),
+        help="length (default: 60 for interpolation, 2 per seed for morph, 0.5 per grid for training)",
+    )
+    p.add_argument("--fps", type=_positive(float), default=30.0)
+    p.add_argument("--grid", default="1x1", help="interpolation: ROWSxCOLS faces per frame (default 1x1)")
+    p.add_argument("--smoothing", type=_positive(float), default=1.0,
+                   help="interpolation: sigma of the temporal Gaussian, in seconds (default 1)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="interpolation: random seed of the latents")
+    p.add_argument("--seeds", help="morph: the faces to loop through, e.g. 3,17,42")
+    p.add_argument("--label", help="conditional models: class index/name or attributes")
+    p.add_argument("--zoom", type=_positive(int), help="enlarge frames (default: to >= 256 pixels)")
+    p.add_argument("--batch", type=_positive(int), default=32, help="faces generated per batch")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=run_video)
+
+
+def run_video(args: argparse.Namespace) -> int:
+    from progan import video
+
+    path = video.check_output(args.out)
+    if args.kind == "training":
+        per_grid = 0.5
+        if args.seconds:
+            from pathlib import Path
+
+            run = Path(args.source)
+            n = len(video.training_grids(run)) if run.is_dir() else 0
+            per_grid = args.seconds / max(n, 1)
+        total, frames = video.training_video(args.source, per_grid, args.fps, args.zoom)
+    else:
+        from progan.checkpoint import load_snapshot
+        from progan.device import pick_device
+        from progan.sampling import labels_for, parse_seeds
+
+        device = pick_device(args.device)
+        snap = load_snapshot(args.source, device=device)
+        G = snap.G_ema
+        common = dict(batch=args.batch, zoom=args.zoom, device=device, precision=args.precision)
+        if args.kind == "interpolation":
+            rows, cols = video.parse_grid(args.grid)
+            labels = video.cell_labels(G.label_size, rows * cols, args.seed, args.label, snap.label_names)
+            total, frames = video.interpolation_video(
+                G, args.seconds or 60.0, args.fps, (rows, cols), args.smoothing, args.seed, labels, **common
+            )
+        else:
+            if not args.seeds:
+                raise UserError("--kind morph needs --seeds, e.g. --seeds 3,17,42")
+            seeds = parse_seeds(args.seeds)
+            labels = labels_for(G.label_size, seeds, args.label, snap.label_names)
+            seconds = args.seconds or 2.0 * len(seeds)
+            total, frames = video.morph_video(G, seeds, seconds, args.fps, labels, **common)
+    out = video.write_video(frames, path, args.fps, total=total, progress=args.progress)
+    print(f"wrote {out} ({total} frames at {args.fps:g} fps)")
+    return 0
