@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from progan.commands import _positive
 from progan.errors import UserError
@@ -43,6 +44,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=run_video)
 
+    p = subparsers.add_parser(
+        "export",
+        help="write G_ema as ONNX for game engines and other runtimes (checked in onnxruntime)",
+        epilog="example:\n  progan export runs/00003-faces --out g.onnx --uint8 --opset 15",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("snapshot", help="a snapshot directory, or a run directory (its newest snapshot)")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--out", required=True, help="FILE.onnx")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 11 to 20 (default 17)")
+    p.add_argument(
+        "--uint8", action="store_true", help="output ready pixels (uint8 0-255) instead of [-1, 1]"
+    )
+    p.add_argument("--resolution", type=int, help="export a lower stage than the snapshot's")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        help="largest accepted |onnxruntime - PyTorch| (default 1e-3; 1 with --uint8)",
+    )
+    p.add_argument("--no-check", dest="check", action="store_false", help="skip the onnxruntime check")
+    p.set_defaults(func=run_export)
+
 
 def run_video(args: argparse.Namespace) -> int:
     from progan import video
@@ -81,4 +104,28 @@ def run_video(args: argparse.Namespace) -> int:
             total, frames = video.morph_video(G, seeds, seconds, args.fps, labels, **common)
     out = video.write_video(frames, path, args.fps, total=total, progress=args.progress)
     print(f"wrote {out} ({total} frames at {args.fps:g} fps)")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from progan.checkpoint import load_snapshot
+    from progan.export import ExportMismatch, export_onnx
+
+    snap = load_snapshot(args.snapshot, device="cpu")
+    try:
+        result = export_onnx(
+            snap.G_ema, args.out, opset=args.opset, uint8=args.uint8,
+            resolution=args.resolution, check=args.check, tolerance=args.tolerance,
+        )  # fmt: skip
+    except ExportMismatch as e:
+        print(f"progan export: check failed: {e}", file=sys.stderr)
+        return 1
+    c, r = snap.config.channels, result.resolution
+    shapes = ", ".join(f"{n} [N, {snap.config.latent_size if n == 'latent' else snap.config.label_size}]"
+                       for n in result.inputs)  # fmt: skip
+    kind = "uint8 0..255" if args.uint8 else "float32 in [-1, 1]"
+    print(f"wrote {result.path}: inputs {shapes}; output image [N, {c}, {r}, {r}] {kind}; opset {args.opset}")
+    if result.max_difference is not None:
+        print(f"onnxruntime vs PyTorch: largest difference {result.max_difference:.3g} "
+              f"(tolerance {result.tolerance:g})")  # fmt: skip
     return 0
