@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import bz2
 import hashlib
-import importlib.util
 import os
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from progan.errors import UserError
+from progan.faces.landmarks import dlib_available, find_dlib_model, landmarks_68, load_dlib  # noqa: F401 (re-exported)
 
 DELTA_SHAPE = (3, 1024, 1024)
 PBKDF2_ITERATIONS = 100_000
@@ -158,71 +158,19 @@ def landmarks_from_68(points: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# dlib landmarks for --align-faces
-
-DLIB_MODEL = "shape_predictor_68_face_landmarks.dat"
-DLIB_HINT = (
-    "install the optional face extra: pip install 'progan[faces]' (dlib-bin and "
-    "face-recognition-models), or Debian's libdlib-data with dlib, or point "
-    "PROGAN_DLIB_LANDMARKS at shape_predictor_68_face_landmarks.dat"
-)
-
-
-def find_dlib_model() -> Path | None:
-    candidates = []
-    if os.environ.get("PROGAN_DLIB_LANDMARKS"):
-        candidates.append(Path(os.environ["PROGAN_DLIB_LANDMARKS"]))
-    # face-recognition-models' __init__ imports pkg_resources, which new setuptools lacks: find the
-    # package's folder without importing it.
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is not None and spec.submodule_search_locations:
-        for loc in spec.submodule_search_locations:
-            candidates.append(Path(loc) / "models" / DLIB_MODEL)
-    candidates += [Path("/usr/share/dlib") / DLIB_MODEL, Path("/usr/local/share/dlib") / DLIB_MODEL]
-    return next((c for c in candidates if c.is_file()), None)
-
-
-def dlib_available() -> bool:
-    return importlib.util.find_spec("dlib") is not None and find_dlib_model() is not None
+# dlib landmarks for --align-faces (dlib itself is loaded in progan.faces.landmarks)
 
 
 class FaceLandmarker:
     """Finds the largest face with dlib's HOG detector and returns its five CelebA landmarks."""
 
     def __init__(self, model: str | os.PathLike | None = None) -> None:
-        try:
-            import dlib
-        except ImportError as e:
-            raise UserError(f"--align-faces needs dlib; {DLIB_HINT}") from e
-        path = Path(model) if model else find_dlib_model()
-        if path is None or not path.is_file():
-            raise UserError(f"--align-faces needs dlib's {DLIB_MODEL}; {DLIB_HINT}")
-        self._dlib = dlib
-        self.detector = dlib.get_frontal_face_detector()
-        self.predictor = dlib.shape_predictor(str(path))
+        self.model = str(model) if model else None
+        load_dlib(self.model, "--align-faces")  # fail fast with the install hint
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
-        dlib = self._dlib
-        h, w = rgb.shape[:2]
-        scale = max(h, w) / 1024 if max(h, w) > 1024 else 1.0
-        small = rgb
-        if scale > 1:
-            small = np.asarray(
-                Image.fromarray(rgb).resize((round(w / scale), round(h / scale)), Image.BILINEAR)
-            )
-        upsample = 1 if max(small.shape[:2]) < 640 else 0
-        faces = self.detector(np.ascontiguousarray(small), upsample)
-        if len(faces) == 0:
-            return None
-        f = max(faces, key=lambda r: r.width() * r.height())
-        rect = dlib.rectangle(
-            round(f.left() * scale),
-            round(f.top() * scale),
-            round(f.right() * scale),
-            round(f.bottom() * scale),
-        )
-        shape = self.predictor(np.ascontiguousarray(rgb), rect)
-        return landmarks_from_68(np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32))
+        points = landmarks_68(rgb, self.model, "--align-faces")
+        return None if points is None else landmarks_from_68(points)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Faces: measuring traits on generated faces, words for them, describe, attributes, edits."""

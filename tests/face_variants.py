@@ -1,0 +1,198 @@
+"""Real face photos and controlled variants of them, for tests where the truth is known.
+
+`astronaut_face(size)`: skimage's astronaut (Eileen Collins, NASA portrait) cropped and aligned the
+CelebA-HQ way, so it looks like a ProGAN training image. The variants change one trait with
+landmark-guided pixel edits whose regions and colours are defined HERE, independently of
+`progan.faces.measure` (other region rules, colours given as sRGB, CIELAB from scikit-image):
+
+- `recolour_hair(img, colour)`: hair pixels (above the eyes, outside the face, neither skin- nor
+  background-coloured) get the named colour's hue, chroma and lightness, keeping their texture;
+- `recolour_iris(img, colour)`: the iris (the darker part of each eye outline, minus the pupil)
+  likewise;
+- `stretch_face(img, x_factor)`: the whole picture scaled horizontally about the face's centre
+  (wider > 1, narrower < 1), cropped / edge-padded back to its size;
+- `add_glasses(img)`, `add_beard(img)`: dark frames around the eyes and across the nose bridge;
+  a dark textured beard on the chin and jaw.
+
+Colour names are the measurement categories.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from progan.data.align import align_face, landmarks_from_68
+from progan.faces.landmarks import landmarks_68
+
+# Typical photographed colours (sRGB), chosen by eye from portrait photos; not the module's prototypes.
+HAIR_RGB = {
+    "black": (28, 24, 22),
+    "brown": (98, 68, 44),
+    "blond": (205, 172, 112),
+    "red": (168, 78, 38),
+    "grey_white": (206, 204, 198),
+}
+IRIS_RGB = {
+    "blue": (92, 128, 160),
+    "green": (92, 122, 66),
+    "grey": (132, 136, 140),
+    "hazel": (138, 108, 58),
+    "brown": (98, 58, 30),
+    "dark": (38, 27, 22),
+}
+
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    from skimage.color import rgb2lab
+
+    return rgb2lab(np.asarray(rgb, dtype=np.uint8))
+
+
+def _rgb(lab: np.ndarray) -> np.ndarray:
+    from skimage.color import lab2rgb
+
+    return np.clip(np.round(lab2rgb(lab) * 255.0), 0, 255).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=8)
+def _astronaut(size: int) -> np.ndarray:
+    from skimage.data import astronaut
+
+    a = astronaut()
+    lm = landmarks_68(a)
+    assert lm is not None, "dlib did not find the astronaut's face"
+    return np.asarray(align_face(Image.fromarray(a), landmarks_from_68(lm), size))
+
+
+def astronaut_face(size: int = 256) -> np.ndarray:
+    """uint8 (size, size, 3): the astronaut's face, CelebA-HQ aligned (a fresh copy)."""
+    return _astronaut(size).copy()
+
+
+def _landmarks(img: np.ndarray) -> np.ndarray:
+    lm = landmarks_68(img)
+    assert lm is not None, "dlib found no face in the test image"
+    return lm.astype(np.float64)
+
+
+def _retint(lab: np.ndarray, mask: np.ndarray, rgb: tuple[int, int, int], texture: float) -> None:
+    """Move the masked pixels' colour to `rgb`, keeping `texture` of their lightness variation."""
+    target = _lab(np.array([[rgb]], dtype=np.uint8))[0, 0]
+    px = lab[mask]
+    med = np.median(px, 0)
+    px[:, 0] = np.clip(target[0] + (px[:, 0] - med[0]) * texture, 0, 100)
+    px[:, 1] = target[1] + (px[:, 1] - med[1]) * 0.3
+    px[:, 2] = target[2] + (px[:, 2] - med[2]) * 0.3
+    lab[mask] = px
+
+
+def hair_mask(img: np.ndarray) -> np.ndarray:
+    """Hair pixels: above the eyes' lower edge, outside the convex hull of the brows and jaw, and
+    neither skin-coloured (near the nose-side cheek colour in a*, b*) nor background (pale and
+    unsaturated, or at the image's top corners' colour)."""
+    lm = _landmarks(img)
+    h, w = img.shape[:2]
+    lab = _lab(img)
+    yy, xx = np.mgrid[0:h, 0:w]
+    eye_bottom = lm[36:48, 1].max()
+    face = Image.new("L", (w, h), 0)
+    hull = np.concatenate([lm[0:17], lm[26:16:-1]])
+    ImageDraw.Draw(face).polygon([tuple(p) for p in hull], fill=1)
+    inside = np.asarray(face, dtype=bool)
+    d = float(lm[45, 0] - lm[36, 0])  # outer eye corners' distance: the patch scales with the face
+    y, x = int(lm[29, 1]), int(lm[31, 0])
+    cheek = lab[y - round(0.03 * d) : y + round(0.03 * d) + 1, x - round(0.2 * d) : x - round(0.06 * d)]
+    cheek = cheek.reshape(-1, 3)
+    skin = np.median(cheek, 0)
+    skinlike = np.hypot(lab[..., 1] - skin[1], lab[..., 2] - skin[2]) < 9
+    chroma = np.hypot(lab[..., 1], lab[..., 2])
+    corners = np.concatenate([lab[:8, :8].reshape(-1, 3), lab[:8, -8:].reshape(-1, 3)])
+    bg = np.median(corners, 0)
+    background = ((chroma < 9) & (lab[..., 0] > 60)) | (np.linalg.norm(lab - bg, axis=-1) < 8)
+    head_x = (xx > lm[0, 0] - 0.5 * (lm[16, 0] - lm[0, 0])) & (xx < lm[16, 0] + 0.5 * (lm[16, 0] - lm[0, 0]))
+    return (yy < eye_bottom) & head_x & ~inside & ~skinlike & ~background
+
+
+def recolour_hair(img: np.ndarray, colour: str) -> np.ndarray:
+    """The image with its hair recoloured to HAIR_RGB[colour] (texture kept)."""
+    mask = hair_mask(img)
+    lab = _lab(img)
+    _retint(lab, mask, HAIR_RGB[colour], texture=0.6)
+    out = img.copy()
+    out[mask] = _rgb(lab)[mask]
+    return out
+
+
+def iris_mask(img: np.ndarray) -> np.ndarray:
+    """Iris pixels: inside each eye outline, darker than the outline's 55th lightness percentile
+    (the sclera is the bright rest), minus the darkest 15% (pupil and lash line)."""
+    lm = _landmarks(img)
+    h, w = img.shape[:2]
+    L = _lab(img)[..., 0]
+    mask = np.zeros((h, w), bool)
+    for idx in (slice(36, 42), slice(42, 48)):
+        m = Image.new("L", (w, h), 0)
+        ImageDraw.Draw(m).polygon([tuple(p) for p in lm[idx]], fill=1)
+        eye = np.asarray(m, dtype=bool)
+        lo, hi = np.percentile(L[eye], [15, 55])
+        mask |= eye & (L <= hi) & (L > lo)
+    return mask
+
+
+def recolour_iris(img: np.ndarray, colour: str) -> np.ndarray:
+    """The image with both irises recoloured to IRIS_RGB[colour] (texture kept)."""
+    mask = iris_mask(img)
+    lab = _lab(img)
+    _retint(lab, mask, IRIS_RGB[colour], texture=0.8)
+    out = img.copy()
+    out[mask] = _rgb(lab)[mask]
+    return out
+
+
+def stretch_face(img: np.ndarray, x_factor: float) -> np.ndarray:
+    """The picture scaled by x_factor horizontally about the face's centre, same size out."""
+    lm = _landmarks(img)
+    h, w = img.shape[:2]
+    cx = float(lm[:, 0].mean())
+    new_w = max(1, round(w * x_factor))
+    wide = np.asarray(Image.fromarray(img).resize((new_w, h), Image.LANCZOS))
+    start = round(cx * x_factor - cx)  # keep the face's centre where it was
+    pad = max(0, -start), max(0, start + w - new_w)
+    wide = np.pad(wide, ((0, 0), pad, (0, 0)), mode="edge")
+    start += pad[0]
+    return np.ascontiguousarray(wide[:, start : start + w])
+
+
+def add_glasses(img: np.ndarray, rgb: tuple[int, int, int] = (25, 25, 30)) -> np.ndarray:
+    """Dark frames drawn around both eyes and across the nose bridge."""
+    lm = _landmarks(img)
+    eye_w = np.linalg.norm(lm[39] - lm[36])
+    width = max(1, round(eye_w * 0.12))
+    pil = Image.fromarray(img)
+    draw = ImageDraw.Draw(pil)
+    rims = []
+    for idx in (slice(36, 42), slice(42, 48)):
+        c = lm[idx].mean(0)
+        rx, ry = eye_w * 0.85, eye_w * 0.6
+        draw.ellipse([c[0] - rx, c[1] - ry, c[0] + rx, c[1] + ry], outline=rgb, width=width)
+        rims.append(c)
+    y = (rims[0][1] + rims[1][1]) / 2 - eye_w * 0.15
+    draw.line([(rims[0][0] + eye_w * 0.85, y), (rims[1][0] - eye_w * 0.85, y)], fill=rgb, width=width)
+    return np.asarray(pil).copy()
+
+
+def add_beard(img: np.ndarray, rgb: tuple[int, int, int] = (60, 42, 30), seed: int = 0) -> np.ndarray:
+    """A dark, grainy beard over the chin and jaw, below the mouth corners."""
+    lm = _landmarks(img)
+    h, w = img.shape[:2]
+    m = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(m).polygon([tuple(p) for p in np.concatenate([lm[3:14], lm[[54, 57, 48]]])], fill=1)
+    mask = np.asarray(m, dtype=bool)
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0, 18, (h, w, 1))
+    out = img.astype(np.float64)
+    out[mask] = np.clip(np.asarray(rgb, dtype=np.float64) + noise[mask], 0, 255)
+    return np.round(out).astype(np.uint8)

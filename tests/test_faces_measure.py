@@ -1,0 +1,134 @@
+"""Face measurements on a real photo and on controlled variants of it (tests/face_variants.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from progan.faces import landmarks
+from progan.faces.measure import (
+    MIN_SIZE,
+    TRAITS,
+    Face,
+    measure_face,
+    measure_faces,
+    shape_features,
+    srgb_to_lab,
+)
+
+pytestmark = pytest.mark.skipif(
+    not landmarks.dlib_available(), reason="dlib and its landmark model not installed"
+)
+skimage = pytest.importorskip("skimage")
+fv = pytest.importorskip("face_variants")
+
+
+@pytest.fixture(scope="module")
+def face() -> np.ndarray:
+    return fv.astronaut_face(256)
+
+
+@pytest.fixture(scope="module")
+def base(face):
+    return measure_face(face)
+
+
+def test_lab_matches_scikit_image():
+    from skimage.color import rgb2lab
+
+    rgb = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    rgb[0, :4] = [[0, 0, 0], [255, 255, 255], [1, 2, 3], [255, 0, 0]]
+    np.testing.assert_allclose(srgb_to_lab(rgb), rgb2lab(rgb), atol=0.02)
+
+
+def test_landmarks_pick_the_face_not_the_helmet():
+    # Full astronaut photo: dlib also fires (weakly) on the helmet ring, about as large as the face.
+    from skimage.data import astronaut
+
+    lm = landmarks.landmarks_68(astronaut())
+    eyes = np.stack([lm[36:42].mean(0), lm[42:48].mean(0)])
+    # Eye centres found once by hand-checked dlib runs (tests/test_data_align.py's ASTRONAUT_LM).
+    np.testing.assert_allclose(eyes, [[203.2, 101.5], [246.5, 104.2]], atol=2.5)
+
+
+def test_every_trait_is_measured_with_valid_scores(base):
+    assert base.face_found and base.reason == "" and base.landmarks.shape == (68, 2)
+    assert set(base.traits) == set(TRAITS)
+    for name, spec in TRAITS.items():
+        t = base.traits[name]
+        assert 0.0 <= t.confidence <= 1.0, name
+        if spec.kind == "category":
+            assert t.value in spec.categories and set(t.scores) == set(spec.categories), name
+            assert sum(t.scores.values()) == pytest.approx(1.0, abs=1e-6)
+            assert t.value == max(t.scores, key=t.scores.get)
+        else:
+            assert isinstance(t.value, float) and 0.0 <= t.value <= 1.0 and t.scores == {}, name
+
+
+def test_the_astronaut_as_she_is(base):
+    # A broad smile showing teeth, light skin, dark-blond hair, no glasses, no beard.
+    tr = base.traits
+    assert tr["smile"].value > 0.8 and tr["mouth_open"].value > 0.2
+    assert tr["skin_tone"].value == "light"
+    assert tr["hair_colour"].value in ("blond", "brown") and tr["hair_colour"].scores["bald"] < 0.05
+    assert tr["eye_colour"].value in ("brown", "hazel")
+    assert tr["eyeglasses"].value < 0.3 and tr["beard"].value < 0.3
+
+
+@pytest.mark.parametrize("colour", ["black", "brown", "blond", "red", "grey_white"])
+def test_recoloured_hair_is_named(face, base, colour):
+    t = measure_face(fv.recolour_hair(face, colour)).traits["hair_colour"]
+    assert t.value == colour and t.confidence > 0.5
+    assert t.scores[colour] > base.traits["hair_colour"].scores[colour] or colour == "blond"
+
+
+@pytest.mark.parametrize("colour", ["blue", "green", "grey", "hazel", "brown", "dark"])
+def test_recoloured_iris_is_named(face, colour):
+    t = measure_face(fv.recolour_iris(face, colour)).traits["eye_colour"]
+    assert t.value == colour and t.confidence > 0.5
+
+
+def test_stretching_moves_face_shape_the_right_way(face):
+    factors = (0.8, 0.9, 1.0, 1.1, 1.25)  # narrower ... wider
+    index, long, broad, value = [], [], [], []
+    for x in factors:
+        img = fv.stretch_face(face, x)
+        m = measure_face(img)
+        index.append(shape_features(Face(img, m.landmarks))[0])  # height / width
+        s = m.traits["face_shape"].scores
+        long.append(s["long"])
+        broad.append(s["round"] + s["square"])
+        value.append(m.traits["face_shape"].value)
+    assert index == sorted(index, reverse=True) and long == sorted(long, reverse=True)
+    assert broad == sorted(broad)
+    assert value[0] == "long" and value[-1] in ("round", "square")
+
+
+def test_glasses_and_beard_variants(face, base):
+    assert measure_face(fv.add_glasses(face)).traits["eyeglasses"].value > 0.8
+    assert measure_face(fv.add_beard(face)).traits["beard"].value > 0.8
+    assert base.traits["eyeglasses"].value < 0.3 and base.traits["beard"].value < 0.3
+
+
+def test_same_reading_at_other_resolutions():
+    for size in (128, 512):
+        blue = measure_face(fv.recolour_iris(fv.astronaut_face(size), "blue")).traits
+        assert blue["eye_colour"].value == "blue", size
+        assert blue["hair_colour"].value in ("blond", "brown") and blue["skin_tone"].value == "light"
+
+
+def test_no_face_and_too_small():
+    noise = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    m = measure_face(noise)
+    assert not m.face_found and m.traits == {} and m.landmarks is None and m.reason == "no face found"
+    small = measure_face(np.zeros((32, 32, 3), np.uint8))
+    assert not small.face_found and "32x32" in small.reason and f"{MIN_SIZE}x{MIN_SIZE}" in small.reason
+
+
+def test_batches_nchw_tensor_and_nhwc(face):
+    batch = np.stack([face, np.zeros_like(face)])
+    nchw = measure_faces(torch.from_numpy(batch).permute(0, 3, 1, 2))
+    nhwc = measure_faces(batch)
+    assert [m.face_found for m in nchw] == [True, False] == [m.face_found for m in nhwc]
+    assert nchw[0].traits["hair_colour"] == nhwc[0].traits["hair_colour"]
