@@ -38,6 +38,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,7 @@ class Item:
     array: np.ndarray | None = None
     landmarks: np.ndarray | None = None
     delta: dict | None = None
+    error: str | None = None  # known unreadable before decoding (a damaged archive member)
 
 
 @dataclass
@@ -164,9 +166,7 @@ def _zip_items(source: Path) -> Iterator[Item]:
             try:
                 data = z.read(info)
             except Exception as e:  # noqa: BLE001 - a damaged member is reported, not fatal
-                yield Item(
-                    name=short[info.filename], data=None, delta={"error": f"unreadable archive member ({e})"}
-                )
+                yield Item(name=short[info.filename], error=f"unreadable archive member ({e})")
                 continue
             yield Item(name=short[info.filename], data=data)
 
@@ -187,7 +187,7 @@ def _tar_items(source: Path, members: list[tarfile.TarInfo]) -> Iterator[Item]:
                 f = t.extractfile(m)
                 data = f.read() if f is not None else b""
             except (tarfile.TarError, OSError, EOFError) as e:
-                yield Item(name=short[m.name], delta={"error": f"unreadable archive member ({e})"})
+                yield Item(name=short[m.name], error=f"unreadable archive member ({e})")
                 continue
             yield Item(name=short[m.name], data=data)
 
@@ -398,51 +398,44 @@ def to_chw(img: Image.Image) -> np.ndarray:
     return a[None] if a.ndim == 2 else np.ascontiguousarray(a.transpose(2, 0, 1))
 
 
-def _process(item: Item) -> tuple[np.ndarray | None, str | None, dict]:
+def _process(item: Item) -> tuple[np.ndarray, dict]:
+    """One item -> (uint8 CHW image, info). Raises _Skip (or anything) for a bad file: the one
+    place that turns exceptions into report lines is `_safe_process`."""
     opts: Options = _W["options"]
     channels: int = _W["channels"]
     r = opts.resolution
-    try:
-        if item.delta and "error" in item.delta:
-            raise _Skip(item.delta["error"])
-        if item.array is not None:  # idx: MNIST's 28x28 are padded to 32x32 as the official tool does
-            a = item.array
-            if a.shape == (28, 28):
-                a = np.pad(a, 2)
-            img = Image.fromarray(a, "L")
-            img = normalise_mode(img, channels, _W["background"])
-            if img.size != (r, r):
-                img = fit_square(img, opts.fit).resize((r, r), Image.LANCZOS)
-            return to_chw(img), None, {}
-        if item.delta is not None:
-            return _process_celebahq(item)
-        aligning = item.landmarks is not None or opts.align_faces
-        img = _open(item, None if aligning else 2 * r)
-        if aligning:
-            img = normalise_mode(img, 3, _W["background"])
-            lm = item.landmarks
-            if lm is None:
-                if _W["landmarker"] is None:
-                    _W["landmarker"] = align.FaceLandmarker()
-                lm = _W["landmarker"](np.asarray(img))
-                if lm is None:
-                    raise _Skip("no face detected")
-            img = align.align_face(img, lm, size=r)
-            return to_chw(normalise_mode(img, channels, _W["background"])), None, {}
-        img = normalise_mode(img, channels, _W["background"])
-        img = fit_square(img, opts.fit)
+    if item.error:
+        raise _Skip(item.error)
+    if item.array is not None:  # idx: MNIST's 28x28 are padded to 32x32 as the official tool does
+        a = item.array
+        if a.shape == (28, 28):
+            a = np.pad(a, 2)
+        img = normalise_mode(Image.fromarray(a, "L"), channels, _W["background"])
         if img.size != (r, r):
-            img = img.resize((r, r), Image.LANCZOS)
-        return to_chw(img), None, {}
-    except _Skip as e:
-        return None, str(e), {}
-    except UserError:
-        raise
-    except Exception as e:  # noqa: BLE001 - every bad file becomes a report line
-        return None, _describe(e), {}
+            img = fit_square(img, opts.fit).resize((r, r), Image.LANCZOS)
+        return to_chw(img), {}
+    if item.delta is not None:
+        return _process_celebahq(item)
+    aligning = item.landmarks is not None or opts.align_faces
+    img = _open(item, None if aligning else 2 * r)
+    if aligning:
+        img = normalise_mode(img, 3, _W["background"])
+        lm = item.landmarks
+        if lm is None:
+            if _W["landmarker"] is None:
+                _W["landmarker"] = align.FaceLandmarker()
+            lm = _W["landmarker"](np.asarray(img))
+            if lm is None:
+                raise _Skip("no face detected")
+        img = align.align_face(img, lm, size=r)
+        return to_chw(normalise_mode(img, channels, _W["background"])), {}
+    img = fit_square(normalise_mode(img, channels, _W["background"]), opts.fit)
+    if img.size != (r, r):
+        img = img.resize((r, r), Image.LANCZOS)
+    return to_chw(img), {}
 
 
-def _process_celebahq(item: Item) -> tuple[np.ndarray | None, str | None, dict]:
+def _process_celebahq(item: Item) -> tuple[np.ndarray, dict]:
     opts: Options = _W["options"]
     d = item.delta
     with open(item.path, "rb") as f:
@@ -469,17 +462,21 @@ def _process_celebahq(item: Item) -> tuple[np.ndarray | None, str | None, dict]:
     img = Image.fromarray(final.transpose(1, 2, 0), "RGB")
     if opts.resolution != 1024:
         img = img.resize((opts.resolution, opts.resolution), Image.LANCZOS)
-    return to_chw(normalise_mode(img, _W["channels"], _W["background"])), None, info
+    return to_chw(normalise_mode(img, _W["channels"], _W["background"])), info
 
 
-def _safe_process(item: Item):
+def _safe_process(item: Item) -> tuple[np.ndarray | None, str | None, dict]:
+    """The one exception-conversion path of the workers: (image, None, info) for a good file,
+    (None, reason, {}) for a bad one, and (None, None, {"fatal": message}) for a UserError, which
+    stops the whole run (e.g. a missing optional dependency)."""
     try:
-        return _process(item)
+        arr, info = _process(item)
+        return arr, None, info
     except _Skip as e:
         return None, str(e), {}
     except UserError as e:
         return None, None, {"fatal": str(e)}
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - every bad file becomes a report line
         return None, _describe(e), {}
 
 
@@ -487,15 +484,28 @@ def _safe_process(item: Item):
 # Planning: which items, which labels, how many channels
 
 
+class LabelMode(Enum):
+    """Where a store's labels come from."""
+
+    NONE = "none"  # no labels
+    BY_NAME = "by-name"  # Plan.labels maps item names to vectors (a label file, idx, CelebA attributes)
+    FROM_FOLDERS = "from-folders"  # one class per top-level folder, known once the kept names are
+
+
 @dataclass
 class Plan:
     kind: str
     items: Iterator[Item]
     count: int
-    labels: dict[str, np.ndarray] | None = None  # by item name
+    labels: dict[str, np.ndarray] = field(default_factory=dict)  # by item name, with LabelMode.BY_NAME
     label_names: list[str] | None = None
     channels: int | None = None
     peek: list[Item] = field(default_factory=list)
+    label_mode: LabelMode = LabelMode.NONE
+
+    def set_labels(self, labels: dict[str, np.ndarray] | None, names: list[str] | None) -> None:
+        self.labels, self.label_names = labels or {}, names
+        self.label_mode = LabelMode.BY_NAME if labels else LabelMode.NONE
 
 
 def _plan(source: Path, dest: Path, opts: Options) -> Plan:
@@ -528,9 +538,11 @@ def _plan(source: Path, dest: Path, opts: Options) -> Plan:
                 )
             size = int(lab.max()) + 1
             eye = np.eye(size, dtype=np.float32)
-            plan.labels = {it.name: eye[v] for it, v in zip(items, lab, strict=True)}
             fashion = "fashion" in str(source.resolve()).lower() and size == 10
-            plan.label_names = FASHION_MNIST if fashion else [str(i) for i in range(size)]
+            plan.set_labels(
+                {it.name: eye[v] for it, v in zip(items, lab, strict=True)},
+                FASHION_MNIST if fashion else [str(i) for i in range(size)],
+            )
     else:
         plan = _plan_celeba(source, opts, kind)
     if plan.count == 0:
@@ -538,13 +550,14 @@ def _plan(source: Path, dest: Path, opts: Options) -> Plan:
 
     # Labels from a file or from folder names.
     if opts.labels and opts.labels not in ("none", "from-folders") and kind != "idx":
-        plan.labels, plan.label_names = read_label_file(Path(opts.labels))
+        plan.set_labels(*read_label_file(Path(opts.labels)))
     elif opts.labels == "from-folders":
         if kind not in ("folder", "zip", "tar"):
             raise UserError("--labels from-folders needs a folder or archive with one sub-folder per class")
-        plan.labels = "from-folders"  # resolved while streaming (names are known then)
+        plan.set_labels(None, None)  # classes are known once the kept names are
+        plan.label_mode = LabelMode.FROM_FOLDERS
     elif opts.labels == "none":
-        plan.labels, plan.label_names = None, None
+        plan.set_labels(None, None)
     return plan
 
 
@@ -590,17 +603,16 @@ def _plan_celeba(source: Path, opts: Options, kind: str) -> Plan:
 
         plan = Plan(kind, gen(), len(rows), channels=3)
         if plan_labels is not None:
-            plan.labels = {
-                f"{r['idx']:05d} ({r['orig_file']})": plan_labels.get(r["orig_file"]) for r in rows
-            }
-            plan.labels = {k: v for k, v in plan.labels.items() if v is not None}
-            plan.label_names = plan_names
+            by_name = {f"{r['idx']:05d} ({r['orig_file']})": plan_labels.get(r["orig_file"]) for r in rows}
+            plan.set_labels({k: v for k, v in by_name.items() if v is not None}, plan_names)
         return plan
     items = [
         Item(name=n, path=str(found["images"] / n), landmarks=lm)
         for n, lm in zip(names, landmarks, strict=True)
     ]
-    return Plan(kind, iter(items), len(items), labels=plan_labels, label_names=plan_names, channels=3)
+    plan = Plan(kind, iter(items), len(items), channels=3)
+    plan.set_labels(plan_labels, plan_names)
+    return plan
 
 
 def _infer_channels(plan: Plan, opts: Options) -> int:
@@ -643,6 +655,29 @@ def prepare(source: str | os.PathLike, dest: str | os.PathLike, options: Options
     t0 = time.perf_counter()
     source, dest = Path(source), Path(dest)
     opts = options
+    _validate(source, dest, opts)
+    plan = _plan(source, dest, opts)
+    channels = _infer_channels(plan, opts)
+    capacity = plan.count if opts.limit is None else min(plan.count, opts.limit)
+    _check_space(dest, capacity, channels, opts.resolution)
+    with StoreWriter(dest, capacity, opts.resolution, channels, overwrite=opts.overwrite) as writer:
+        streamed = _stream(plan, opts, channels, capacity, writer)
+        if writer.count == 0:
+            raise UserError(_nothing_usable(source, streamed.skipped))
+        labels, label_names = _labels(plan, streamed.kept)
+        report, how = _report(source, plan, opts, writer.count, streamed)
+        store = writer.finish(
+            labels,
+            label_names,
+            source=str(source),
+            extra={"prepare": how},
+            files={"report.json": (json.dumps(report, indent=2) + "\n").encode()},
+        )
+    return Result(store, streamed.skipped, report["warnings"], time.perf_counter() - t0, plan.kind)
+
+
+def _validate(source: Path, dest: Path, opts: Options) -> None:
+    """Everything about the options and destination that can be checked before reading the source."""
     check_resolution(opts.resolution)
     if opts.channels not in (None, 1, 3):
         raise UserError(f"--channels must be 1 or 3, not {opts.channels}")
@@ -657,19 +692,24 @@ def prepare(source: str | os.PathLike, dest: str | os.PathLike, options: Options
         raise UserError("DEST must differ from SOURCE; choose another destination")
     if opts.align_faces:
         align.FaceLandmarker()  # fail fast with the install hint
-    plan = _plan(source, dest, opts)
-    channels = _infer_channels(plan, opts)
-    capacity = plan.count if opts.limit is None else min(plan.count, opts.limit)
-    _check_space(dest, capacity, channels, opts.resolution)
 
-    folder_classes_mode = plan.labels == "from-folders"
-    if folder_classes_mode:
-        plan.labels = None
 
-    skipped: list[tuple[str, str]] = []
-    kept_names: list[str] = []
-    stats = {"inexact": 0, "final_mismatch": 0, "deltas": 0}
-    chunk = max(1, (1 << 24) // (channels * opts.resolution**2))  # ~16 MiB per write
+@dataclass
+class Streamed:
+    """What streaming the source into the store gave: kept names in store order, skipped files."""
+
+    kept: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    deltas: int = 0  # CelebA-HQ images made with a delta
+    inexact: int = 0  # ... of which the aligned image differed from the official one
+    final_mismatch: int = 0  # ... of which the final image differs from CelebA-HQ's
+
+
+def _stream(plan: Plan, opts: Options, channels: int, capacity: int, writer: StoreWriter) -> Streamed:
+    """Decode the plan's items in a worker pool (in order, a bounded number in flight) and append
+    them to `writer` in chunks of about 16 MiB."""
+    out = Streamed()
+    chunk = max(1, (1 << 24) // (channels * opts.resolution**2))
     workers = max(0, int(opts.workers))
     in_flight = threading.Semaphore(max(16, 8 * max(workers, 1)))  # bounds memory in flight
     stop = threading.Event()
@@ -680,11 +720,11 @@ def prepare(source: str | os.PathLike, dest: str | os.PathLike, options: Options
         for it in plan.items:
             if sent >= capacity:
                 return
-            if plan.labels is not None and _lookup(plan.labels, it.name) is None:
-                skipped.append((it.name, f"no label for it in {opts.labels or 'the attribute file'}"))
+            if plan.label_mode is LabelMode.BY_NAME and _lookup(plan.labels, it.name) is None:
+                out.skipped.append((it.name, f"no label for it in {opts.labels or 'the attribute file'}"))
                 continue
-            if folder_classes_mode and "/" not in it.name:
-                skipped.append((it.name, "not inside a class folder (--labels from-folders)"))
+            if plan.label_mode is LabelMode.FROM_FOLDERS and "/" not in it.name:
+                out.skipped.append((it.name, "not inside a class folder (--labels from-folders)"))
                 continue
             in_flight.acquire()
             if stop.is_set():
@@ -698,98 +738,88 @@ def prepare(source: str | os.PathLike, dest: str | os.PathLike, options: Options
     bar = tqdm(total=capacity, unit="img", desc="prepare", disable=not opts.progress, file=sys.stderr)
     buffer: list[np.ndarray] = []
     fatal = None
-    with StoreWriter(dest, capacity, opts.resolution, channels, overwrite=opts.overwrite) as writer:
-        pool = None
-        try:
-            if workers >= 2 and plan.kind != "idx":
-                pool = multiprocessing.get_context().Pool(workers, _init_worker, (opts, channels))
-                results = pool.imap(_safe_process, feed(), chunksize=4 if opts.resolution <= 256 else 1)
-            else:
-                _init_worker(opts, channels)
-                results = map(_safe_process, feed())
-            for i, (arr, reason, info) in enumerate(results):
-                in_flight.release()
-                name = pending[i]
-                bar.update(1)
-                if info.get("fatal"):
-                    fatal = info["fatal"]
-                    break
-                if arr is None:
-                    skipped.append((name, reason))
-                    continue
-                if "exact" in info:
-                    stats["deltas"] += 1
-                    stats["inexact"] += not info["exact"]
-                    stats["final_mismatch"] += not info["final_ok"]
-                buffer.append(arr)
-                kept_names.append(name)
-                if len(buffer) >= chunk:
-                    writer.add(np.stack(buffer))
-                    buffer.clear()
-            if buffer:
+    pool = None
+    try:
+        if workers >= 2 and plan.kind != "idx":
+            pool = multiprocessing.get_context().Pool(workers, _init_worker, (opts, channels))
+            results = pool.imap(_safe_process, feed(), chunksize=4 if opts.resolution <= 256 else 1)
+        else:
+            _init_worker(opts, channels)
+            results = map(_safe_process, feed())
+        for i, (arr, reason, info) in enumerate(results):
+            in_flight.release()
+            name = pending[i]
+            bar.update(1)
+            if info.get("fatal"):
+                fatal = info["fatal"]
+                break
+            if arr is None:
+                out.skipped.append((name, reason))
+                continue
+            if "exact" in info:
+                out.deltas += 1
+                out.inexact += not info["exact"]
+                out.final_mismatch += not info["final_ok"]
+            buffer.append(arr)
+            out.kept.append(name)
+            if len(buffer) >= chunk:
                 writer.add(np.stack(buffer))
                 buffer.clear()
-        finally:
-            bar.close()
-            stop.set()
-            for _ in range(64):  # unblock the feeder so that the pool can shut down
-                in_flight.release()
-            if pool is not None:
-                pool.terminate()
-                pool.join()
-        if fatal:
-            raise UserError(fatal)
-        if writer.count == 0:
-            raise UserError(_nothing_usable(source, skipped))
+        if buffer:
+            writer.add(np.stack(buffer))
+    finally:
+        bar.close()
+        stop.set()
+        for _ in range(64):  # unblock the feeder so that the pool can shut down
+            in_flight.release()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    if fatal:
+        raise UserError(fatal)
+    return out
 
-        labels = label_names = None
-        if folder_classes_mode:
-            folder_classes = sorted({n.split("/", 1)[0] for n in kept_names})
-            index = {c: i for i, c in enumerate(folder_classes)}
-            labels = np.eye(len(folder_classes), dtype=np.float32)[
-                [index[n.split("/", 1)[0]] for n in kept_names]
-            ]
-            label_names = folder_classes
-        elif plan.labels:
-            labels = np.stack([_lookup(plan.labels, n) for n in kept_names]).astype(np.float32)
-            label_names = plan.label_names
 
-        warnings = []
-        if stats["inexact"]:
-            warnings.append(
-                f"{stats['inexact']} of {stats['deltas']} aligned images differ from the official CelebA-HQ "
-                f"before the delta (this Pillow {Image.__version__} and its libjpeg decode and resample "
-                f"differently from Pillow 3.1.1 + libjpeg 8d); the deltas were applied as signed "
-                f"differences, so these images are within a few levels of CelebA-HQ but not bit-exact. "
-                f"For bit-exact CelebA-HQ run in an environment with pillow==3.1.1 and libjpeg 8d"
-            )
-        report = {
-            "kept": writer.count,
-            "skipped": [{"file": n, "reason": r} for n, r in skipped],
-            "warnings": warnings,
-        }
-        how = {
-            "source_kind": plan.kind,
-            "source": str(source.resolve()),
-            "options": {
-                k: v for k, v in asdict(opts).items() if k not in ("progress", "overwrite", "workers")
-            },
-            "channels_inferred": opts.channels is None,
-            "skipped": len(skipped),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "resampling": "Pillow LANCZOS; lower levels 2x2 box average of the level above",
-            "pillow": Image.__version__,
-        }
-        if stats["deltas"]:
-            how["celebahq_bit_exact"] = stats["final_mismatch"] == 0
-        store = writer.finish(
-            labels,
-            label_names,
-            source=str(source),
-            extra={"prepare": how},
-            files={"report.json": (json.dumps(report, indent=2) + "\n").encode()},
+def _labels(plan: Plan, kept: list[str]) -> tuple[np.ndarray | None, list[str] | None]:
+    """The store's label rows (in store order) and names."""
+    if plan.label_mode is LabelMode.FROM_FOLDERS:
+        classes = sorted({n.split("/", 1)[0] for n in kept})
+        index = {c: i for i, c in enumerate(classes)}
+        return np.eye(len(classes), dtype=np.float32)[[index[n.split("/", 1)[0]] for n in kept]], classes
+    if plan.label_mode is LabelMode.BY_NAME:
+        return np.stack([_lookup(plan.labels, n) for n in kept]).astype(np.float32), plan.label_names
+    return None, None
+
+
+def _report(source: Path, plan: Plan, opts: Options, kept: int, streamed: Streamed) -> tuple[dict, dict]:
+    """(report.json: kept, skipped files with reasons, warnings; the manifest's 'prepare' entry)."""
+    warnings = []
+    if streamed.inexact:
+        warnings.append(
+            f"{streamed.inexact} of {streamed.deltas} aligned images differ from the official CelebA-HQ "
+            f"before the delta (this Pillow {Image.__version__} and its libjpeg decode and resample "
+            f"differently from Pillow 3.1.1 + libjpeg 8d); the deltas were applied as signed "
+            f"differences, so these images are within a few levels of CelebA-HQ but not bit-exact. "
+            f"For bit-exact CelebA-HQ run in an environment with pillow==3.1.1 and libjpeg 8d"
         )
-    return Result(store, skipped, warnings, time.perf_counter() - t0, plan.kind)
+    report = {
+        "kept": kept,
+        "skipped": [{"file": n, "reason": r} for n, r in streamed.skipped],
+        "warnings": warnings,
+    }
+    how = {
+        "source_kind": plan.kind,
+        "source": str(source.resolve()),
+        "options": {k: v for k, v in asdict(opts).items() if k not in ("progress", "overwrite", "workers")},
+        "channels_inferred": opts.channels is None,
+        "skipped": len(streamed.skipped),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "resampling": "Pillow LANCZOS; lower levels 2x2 box average of the level above",
+        "pillow": Image.__version__,
+    }
+    if streamed.deltas:
+        how["celebahq_bit_exact"] = streamed.final_mismatch == 0
+    return report, how
 
 
 def _nothing_usable(source: Path, skipped: list[tuple[str, str]]) -> str:
