@@ -13,17 +13,39 @@ TRAIN_HELP = """examples:
 
 
 def _power_of_two(text: str) -> int:
+    from progan.networks import resolution_error
+
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"'{text}' is not an integer; use a power of two such as 32"
         ) from None
-    if value < 4 or value > 1024 or value & (value - 1):
-        raise argparse.ArgumentTypeError(
-            f"{value} is not a power of two from 4 to 1024; use e.g. 32, 128 or 1024"
-        )
+    if (problem := resolution_error(value)) is not None:
+        raise argparse.ArgumentTypeError(f"{problem}; use e.g. 32, 128 or 1024")
     return value
+
+
+def _metric_names(text: str) -> list[str]:
+    from progan.metrics.evaluate import parse_metrics
+
+    try:
+        return parse_metrics(text)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _default(name: str) -> str:
+    """'(default: X)', read from TrainOptions: the CLI's options default to None so that a resumed
+    run knows which ones were given, and the help must not repeat the values."""
+    from progan.runspec import option_default
+
+    value = option_default(name)
+    if isinstance(value, bool):
+        value = "on" if value else "off"
+    elif isinstance(value, list):
+        value = ",".join(value) or "none"
+    return f"(default: {value})"
 
 
 def _positive(kind):
@@ -40,6 +62,7 @@ def _positive(kind):
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from progan.device import PRECISIONS
     from progan.schedule import PRESETS
 
     p = subparsers.add_parser(
@@ -48,17 +71,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=TRAIN_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    # Every option defaults to None so that, on --resume, the ones given explicitly are known.
+    # Every option defaults to None so that, on --resume, the ones given explicitly are known; the
+    # help shows TrainOptions' defaults.
+    d = _default
     g = p.add_argument_group("run")
     g.add_argument("--data", help="dataset store made by 'progan prepare'")
     g.add_argument(
         "--resume", metavar="RUN_OR_SNAPSHOT", help="continue a run from its newest (or this) snapshot"
     )
-    g.add_argument("--outdir", help="parent of run directories (default: runs)")
+    g.add_argument(
+        "--dry-run", action="store_true", help="print the resolved run (network, schedule, ...) and exit"
+    )
+    g.add_argument("--outdir", help=f"parent of run directories {d('outdir')}")
     g.add_argument("--name", help="run name (default: <store>-<resolution>)")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
-    g.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
+    g.add_argument("--seed", type=int, help=d("seed"))
+    g.add_argument("--device", help=f"auto, cpu, cuda, cuda:1, ... {d('device')}")
+    g.add_argument("--precision", choices=PRECISIONS, help=d("precision"))
     g.add_argument(
         "--compile", action="store_true", default=None, help="torch.compile G and D (eager on failure)"
     )
@@ -77,10 +105,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-progress", dest="progress", action="store_false", default=None, help="no progress bar"
     )
     g = p.add_argument_group("schedule")
-    g.add_argument("--preset", choices=sorted(PRESETS), help="schedule preset (default: cpu)")
+    g.add_argument("--preset", choices=sorted(PRESETS), help=f"schedule preset {d('preset')}")
     g.add_argument("--resolution", type=_power_of_two, help="final resolution (default: the store's)")
     g.add_argument(
-        "--kimg", dest="total_kimg", type=_positive(float), help="total length in thousands of images"
+        "--kimg",
+        dest="total_kimg",
+        type=_positive(float),
+        help="total length in thousands of images (default: the preset's)",
     )
     g.add_argument("--training-kimg", type=_positive(float), help="kimg at each stable resolution")
     g.add_argument("--transition-kimg", type=_positive(float), help="kimg of each fade-in")
@@ -91,23 +122,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--lr", type=_positive(float), help="one learning rate for every resolution")
     g = p.add_argument_group("model")
-    g.add_argument("--latent-size", type=_positive(int))
-    g.add_argument("--fmap-base", type=_positive(int))
-    g.add_argument("--fmap-max", type=_positive(int))
-    g.add_argument("--fmap-decay", type=_positive(float))
-    g.add_argument("--mbstd-group-size", type=int)
+    g.add_argument("--latent-size", type=_positive(int), help=d("latent_size"))
+    g.add_argument("--fmap-base", type=_positive(int), help=d("fmap_base"))
+    g.add_argument("--fmap-max", type=_positive(int), help=d("fmap_max"))
+    g.add_argument("--fmap-decay", type=_positive(float), help=d("fmap_decay"))
+    g.add_argument("--mbstd-group-size", type=int, help=d("mbstd_group_size"))
     g.add_argument("--no-labels", dest="conditional", action="store_false", default=None,
                    help="ignore the store's labels (unconditional model)")  # fmt: skip
     g.add_argument("--mirror", action="store_true", default=None, help="random x-flips of the reals")
-    g.add_argument("--ema-beta", type=float)
+    g.add_argument("--ema-beta", type=float, help=d("ema_beta"))
     g = p.add_argument_group("output")
-    g.add_argument("--tick-kimg", type=_positive(float), help="kimg between log lines (default: 4)")
-    g.add_argument("--snapshot-ticks", type=int, help="ticks between snapshots (default: 10)")
-    g.add_argument("--image-ticks", type=int, help="ticks between sample grids (default: 5)")
-    g.add_argument("--grid-size", type=_positive(int), help="samples in each grid (default: 64)")
-    g.add_argument("--metrics", type=lambda s: [m for m in s.split(",") if m], help="e.g. swd or swd,msssim")
-    g.add_argument("--metrics-every", type=int, help="ticks between metric evaluations (0: with snapshots)")
-    g.add_argument("--metrics-num", type=_positive(int), help="generated images per evaluation")
+    g.add_argument("--tick-kimg", type=_positive(float), help=f"kimg between log lines {d('tick_kimg')}")
+    g.add_argument("--snapshot-ticks", type=int, help=f"ticks between snapshots {d('snapshot_ticks')}")
+    g.add_argument("--image-ticks", type=int, help=f"ticks between sample grids {d('image_ticks')}")
+    g.add_argument("--grid-size", type=_positive(int), help=f"samples in each grid {d('grid_size')}")
+    g.add_argument("--metrics", type=_metric_names, help="e.g. swd or swd,msssim,fid (default: none)")
+    g.add_argument(
+        "--metrics-every",
+        type=int,
+        help=f"ticks between metric evaluations, 0: with snapshots {d('metrics_every')}",
+    )
+    g.add_argument(
+        "--metrics-num", type=_positive(int), help=f"generated images per evaluation {d('metrics_num')}"
+    )
+    g.add_argument(
+        "--inception-weights",
+        metavar="FILE",
+        help="Inception-v3 weights for fid/kid/is/pr (see 'progan evaluate --help')",
+    )
     p.set_defaults(func=run_train)
 
     p = subparsers.add_parser("generate", help="write images from a snapshot's G_ema")
@@ -118,13 +160,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--label", help="class index/name, or comma-separated attributes (conditional models)")
     p.add_argument("--batch", type=_positive(int), default=32)
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.set_defaults(func=run_generate)
 
     p = subparsers.add_parser("demo", help="train 4x4 -> 32x32 on 100 real faces (a few minutes on a CPU)")
     p.add_argument("--outdir", default="runs")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None)
+    p.add_argument("--precision", choices=PRECISIONS, default=None)
     p.add_argument(
         "--kimg", dest="total_kimg", type=_positive(float), help="total length (default: the demo's)"
     )
@@ -132,21 +174,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from progan.training import TrainOptions, train
+    from progan import distributed
+    from progan.runspec import TrainOptions, resolve_resume, resolve_run
+    from progan.training import train
 
-    runtime = ("func", "command", "resume", "gpus")
+    runtime = ("func", "command", "resume", "gpus", "dry_run")
     given = {k: v for k, v in vars(args).items() if v is not None and k not in runtime}
     if not args.resume and not args.data:
         raise UserError("no dataset given: pass --data STORE (make one with 'progan prepare SOURCE STORE')")
-    opts = TrainOptions() if args.resume else TrainOptions(**given)
-    overrides = given if args.resume else None
-    from progan import distributed
-
+    # The whole run is resolved and checked here, before a rank is spawned or a directory made.
+    world_size = args.gpus or distributed.world_size_from_environment()
+    if args.resume:
+        spec = resolve_resume(args.resume, given, world_size)
+    else:
+        spec = resolve_run(TrainOptions(**given), world_size=world_size)
+    if args.dry_run:
+        print(spec.describe())
+        return 0
     if args.gpus and args.gpus > 1:
-        distributed.launch(args.gpus, train, opts, args.resume, overrides)
+        distributed.launch(args.gpus, train, spec)
     else:
         try:
-            train(opts, args.resume, overrides)
+            train(spec)
         finally:  # under torchrun: leave the process group cleanly
             distributed.shutdown()
     return 0

@@ -34,10 +34,14 @@ class Context:
         return self.world_size > 1
 
 
+def world_size_from_environment() -> int:
+    """The number of ranks torchrun (or `launch`) set up, before joining their group."""
+    return max(int(os.environ.get("WORLD_SIZE", "1")), 1)
+
+
 def from_environment(device_type: str) -> Context:
     """Join the process group that torchrun (or `launch`) describes in the environment, if any."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
+    if world_size_from_environment() <= 1:
         return Context()
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")

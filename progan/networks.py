@@ -55,9 +55,22 @@ class NetworkConfig:
         return asdict(self)
 
 
+# The one resolution rule (networks, the CLI, the store and prepare): a power of two from 4 to 1024,
+# the range of the paper's networks.
+MIN_RESOLUTION, MAX_RESOLUTION = 4, 1024
+
+
+def resolution_error(resolution: object) -> str | None:
+    """Why `resolution` is not a valid resolution, or None when it is."""
+    ok = isinstance(resolution, int) and not isinstance(resolution, bool)
+    if ok and MIN_RESOLUTION <= resolution <= MAX_RESOLUTION and resolution & (resolution - 1) == 0:
+        return None
+    return f"{resolution} is not a power of two from {MIN_RESOLUTION} to {MAX_RESOLUTION}"
+
+
 def check_resolution(resolution: int) -> int:
-    if not (isinstance(resolution, int) and 4 <= resolution <= 1024 and resolution & (resolution - 1) == 0):
-        raise ValueError(f"resolution {resolution} is not a power of two from 4 to 1024")
+    if (problem := resolution_error(resolution)) is not None:
+        raise ValueError(f"resolution {problem}")
     return resolution
 
 

@@ -83,10 +83,23 @@ class Schedule:
             raise ValueError("training_kimg and transition_kimg must be >= 0 with a positive sum")
 
     @classmethod
-    def from_preset(cls, name: str, final_resolution: int, **overrides) -> Schedule:
+    def from_preset(
+        cls,
+        name: str,
+        final_resolution: int,
+        batch: int | None = None,
+        lr: float | None = None,
+        **overrides,
+    ) -> Schedule:
+        """A preset's schedule; `overrides` replace its fields, `batch` and `lr` replace its
+        per-resolution tables by one value for every resolution."""
         if name not in PRESETS:
             raise KeyError(name)
         params = {**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
+        if batch:
+            params.update(minibatch={}, minibatch_default=batch)
+        if lr:
+            params.update(lr={}, lr_default=lr)
         return cls(final_resolution=final_resolution, **params)
 
     def batch_at(self, resolution: int) -> int:

@@ -14,7 +14,6 @@ import resource
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -30,64 +29,10 @@ from progan.device import CompiledOrEager, autocast, configure_device, pick_devi
 from progan.errors import UserError
 from progan.images import save_grid, save_strip, to_uint8
 from progan.layers import downsample2x, upsample2x
-from progan.loss import LossConfig, discriminator_loss, generator_loss
-from progan.networks import NetworkConfig, build_networks
-from progan.schedule import PRESETS, Schedule, Stage
-
-
-@dataclass
-class TrainOptions:
-    """Everything that defines a run; saved as options.json and in every snapshot."""
-
-    data: str = ""
-    outdir: str = "runs"
-    name: str = ""
-    resolution: int = 0  # 0: the store's resolution
-    preset: str = "cpu"
-    training_kimg: float | None = None
-    transition_kimg: float | None = None
-    total_kimg: float | None = None
-    batch: int | None = None  # one minibatch for every resolution, overriding the preset's table
-    lr: float | None = None  # one learning rate for every resolution
-    latent_size: int = 512
-    fmap_base: int = 8192
-    fmap_decay: float = 1.0
-    fmap_max: int = 512
-    mbstd_group_size: int = 4
-    conditional: bool = True  # use the store's labels when it has any
-    mirror: bool = False
-    ema_beta: float = 0.999
-    loss: dict = field(default_factory=lambda: asdict(LossConfig()))
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "fp32"
-    channels_last: bool = True
-    compile: bool = False
-    deterministic: bool = False
-    tick_kimg: float = 4.0
-    snapshot_ticks: int = 10
-    image_ticks: int = 5
-    grid_size: int = 64
-    metrics: list[str] = field(default_factory=list)
-    metrics_every: int = 0  # ticks; 0 = only with snapshots
-    metrics_num: int = 2048
-    progress: bool = True
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainOptions:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-
-# fp16 autocast and loss scaling run on the CPU too, but CPUs have no fast fp16 convolutions, so
-# users are sent to bf16 there; the tests widen this to exercise the fp16 path without a GPU.
-FP16_DEVICE_TYPES = ("cuda",)
-
-# Options that may change when a run is resumed; everything else is fixed by the snapshot.
-RESUME_OVERRIDABLE = {
-    "total_kimg", "batch", "tick_kimg", "snapshot_ticks", "image_ticks", "device", "precision", "progress",
-    "metrics", "metrics_every", "metrics_num", "deterministic", "channels_last", "compile",
-}  # fmt: skip
+from progan.loss import discriminator_loss, generator_loss
+from progan.networks import build_networks
+from progan.runspec import RESUME_OVERRIDABLE, RunSpec, TrainOptions, resolve_resume, resolve_run, run_name  # noqa: F401
+from progan.schedule import Stage
 
 
 def make_optimizer(module: torch.nn.Module, lr: float, device: torch.device) -> torch.optim.Adam:
@@ -129,72 +74,36 @@ def new_run_dir(outdir: Path, name: str) -> Path:
 
 
 class Trainer:
-    """Holds the networks, optimizers and counters of one run; `run()` trains to total_kimg."""
+    """Holds the networks, optimizers and counters of one run; `run()` trains to total_kimg.
 
-    def __init__(self, opts: TrainOptions, resume: str | None = None, overrides: dict | None = None) -> None:
-        snapshot = None
-        if resume:
-            snapshot = ckpt.resolve_snapshot(resume)
-            state = ckpt.read_state(snapshot)
-            opts = TrainOptions.from_dict(state["options"])
-            fixed = sorted(set(overrides or {}) - RESUME_OVERRIDABLE)
-            if fixed:
-                raise UserError(
-                    f"--{fixed[0].replace('_', '-')} cannot change when resuming (the snapshot fixes it); "
-                    f"drop it, or start a new run without --resume"
-                )
-            for key, value in (overrides or {}).items():
-                setattr(opts, key, value)
-        self.opts = opts
-        if opts.preset not in PRESETS:
-            raise UserError(f"unknown preset '{opts.preset}'; choose one of {', '.join(PRESETS)}")
-        if opts.precision not in ("fp32", "bf16", "fp16"):
-            raise UserError(f"unknown precision '{opts.precision}'; choose fp32, bf16 or fp16")
+    Built from a resolved `RunSpec` (progan.runspec): `Trainer(resolve_run(opts))` starts a run,
+    `Trainer.from_snapshot(path, overrides)` resumes one. Given plain TrainOptions it resolves them.
+    """
+
+    def __init__(
+        self, spec: RunSpec | TrainOptions, resume: str | None = None, overrides: dict | None = None
+    ) -> None:
+        if not isinstance(spec, RunSpec):
+            world_size = distributed.world_size_from_environment()
+            if resume:
+                spec = resolve_resume(resume, overrides, world_size)
+            else:
+                spec = resolve_run(spec, world_size=world_size)
+        self.spec = spec
+        opts = self.opts = spec.options
+        self.config, self.schedule, self.loss_cfg = spec.network, spec.schedule, spec.loss
         self.device = pick_device(opts.device)
-        self.ctx = distributed.from_environment(self.device.type)
-        if self.ctx.distributed and self.device.type == "cuda":
-            self.device = torch.device("cuda", self.ctx.local_rank)
+        self.ctx = ctx = distributed.from_environment(self.device.type)
+        spec.check_world_size(ctx.world_size)
+        if ctx.distributed and self.device.type == "cuda":
+            self.device = torch.device("cuda", ctx.local_rank)
             torch.cuda.set_device(self.device)
-        if opts.precision == "fp16" and self.device.type not in FP16_DEVICE_TYPES:
-            raise UserError("--precision fp16 needs a CUDA GPU; use --precision bf16 on the CPU")
         configure_device(self.device)
         if opts.deterministic:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
         torch.manual_seed(opts.seed)  # weight init
-
-        if not opts.data:
-            raise UserError("no dataset: pass --data STORE (make one with 'progan prepare')")
         self.store = open_store(opts.data)
-        resolution = opts.resolution or self.store.resolution
-        if resolution & (resolution - 1) or not 4 <= resolution <= 1024:
-            raise UserError(f"--resolution {resolution} is not a power of two from 4 to 1024; try 32 or 128")
-        if resolution > self.store.resolution:
-            raise UserError(
-                f"--resolution {resolution} exceeds the store's {self.store.resolution}; "
-                f"prepare the data with --resolution {resolution}"
-            )
-        opts.resolution = resolution
-        label_size = self.store.label_size if opts.conditional else 0
-        self.config = NetworkConfig(
-            resolution=resolution, channels=self.store.channels, latent_size=opts.latent_size,
-            label_size=label_size, fmap_base=opts.fmap_base, fmap_decay=opts.fmap_decay,
-            fmap_max=opts.fmap_max, mbstd_group_size=opts.mbstd_group_size,
-        )  # fmt: skip
-        overrides = dict(training_kimg=opts.training_kimg, transition_kimg=opts.transition_kimg,
-                         total_kimg=opts.total_kimg)  # fmt: skip
-        self.schedule = Schedule.from_preset(opts.preset, resolution, **overrides)
-        if opts.batch:
-            self.schedule.minibatch = {}
-            self.schedule.minibatch_default = opts.batch
-        if opts.lr:
-            self.schedule.lr = {}
-            self.schedule.lr_default = opts.lr
-        loss = opts.loss
-        if label_size:
-            multi_hot = bool((self.store.labels.sum(axis=1) != 1).any())
-            loss = {**loss, "multi_hot": multi_hot}
-        self.loss_cfg = LossConfig(**loss)
 
         self.G, self.D, self.G_ema = build_networks(self.config)
         # Channels-last is the layout oneDNN (CPU) and cuDNN (tensor cores) convolve fastest; the
@@ -206,11 +115,10 @@ class Trainer:
         self.opt_G = make_optimizer(self.G, stage.lr, self.device)
         self.opt_D = make_optimizer(self.D, stage.lr, self.device)
         for m in (self.G, self.D, self.G_ema):
-            distributed.broadcast_parameters(m, self.ctx)
-        ctx = self.ctx
+            distributed.broadcast_parameters(m, ctx)
         self.loader = BatchLoader(self.store, opts.seed, opts.mirror, ctx.rank, ctx.world_size)
         self.gen = torch.Generator(self.device).manual_seed(opts.seed)
-        labels = self.store.labels if label_size else None
+        labels = self.store.labels if self.config.label_size else None
         self.all_labels = (
             None if labels is None else torch.from_numpy(np.array(labels, dtype=np.float32)).to(self.device)
         )
@@ -226,36 +134,26 @@ class Trainer:
         self.G_fwd = CompiledOrEager(self.G) if opts.compile else self.G
         self.D_fwd = CompiledOrEager(self.D) if opts.compile else self.D
 
-        for res in self.store.levels:
-            if res <= resolution and self.schedule.batch_at(res) % ctx.world_size:
-                raise UserError(
-                    f"minibatch {self.schedule.batch_at(res)} at {res}x{res} does not split over "
-                    f"{ctx.world_size} ranks; pass --batch with a multiple of {ctx.world_size}"
-                )
-        if snapshot is not None:
-            done_kimg = int(state["nimg"]) / 1000
-            if done_kimg >= self.schedule.total_kimg:
-                raise UserError(
-                    f"{snapshot} has already trained its {done_kimg:g} kimg; to go on, resume with "
-                    f"--kimg N for a total N above {done_kimg:g}"
-                )
-            self._restore(snapshot)
-            self.run_dir = snapshot.parent
+        if spec.resume is not None:
+            self._restore(spec.resume)
+            self.run_dir = spec.resume.parent
         elif ctx.is_main:
-            name = opts.name or f"{Path(opts.data).name}-{resolution}"
-            self.run_dir = new_run_dir(Path(opts.outdir), name)
-            ckpt.write_json_atomic(self.run_dir / "options.json", self.options_dict())
+            self.run_dir = new_run_dir(Path(opts.outdir), run_name(opts))
+            ckpt.write_json_atomic(self.run_dir / "options.json", spec.to_dict())
         else:
             self.run_dir = None  # only rank 0 writes
         self.ema_params = list(self.G_ema.parameters())
         self.g_params = list(self.G.parameters())
         self.d_params = list(self.D.parameters())
 
+    @classmethod
+    def from_snapshot(cls, path: str | Path, overrides: dict | None = None) -> Trainer:
+        """Resume the run of a snapshot (or of a run directory's newest one); `overrides` may change
+        only RESUME_OVERRIDABLE options."""
+        return cls(resolve_resume(path, overrides, distributed.world_size_from_environment()))
+
     # ----------------------------------------------------------------------------------------
     # state
-
-    def options_dict(self) -> dict:
-        return {**asdict(self.opts), "network": self.config.to_dict(), "schedule": self.schedule.to_dict()}
 
     def training_state(self) -> ckpt.TrainingState:
         stage = self.schedule.at(self.nimg / 1000)
@@ -265,7 +163,7 @@ class Trainer:
             resolution_trained=self.resolution,
             stage={"resolution": stage.resolution, "alpha": stage.alpha},
             network=self.config,
-            options=asdict(self.opts),
+            options=self.opts.to_dict(),
             schedule=self.schedule.to_dict(),
             label_names=self.store.label_names if self.config.label_size else [],
             loader=self.loader.state_json(),
@@ -629,6 +527,7 @@ class Trainer:
             self.opts.metrics_num,
             self.device,
             seed=self.opts.seed,
+            inception_weights=self.opts.inception_weights,
         )
         return {f"metric/{k}": v for k, v in results.items()}
 
@@ -679,6 +578,7 @@ def _summary_writer(run_dir: Path):
     return SummaryWriter(str(run_dir))
 
 
-def train(opts: TrainOptions, resume: str | None = None, overrides: dict | None = None) -> Path:
-    """Train a new run from `opts`, or resume one (with `overrides` of RESUME_OVERRIDABLE options)."""
-    return Trainer(opts, resume, overrides).run()
+def train(spec: RunSpec | TrainOptions, resume: str | None = None, overrides: dict | None = None) -> Path:
+    """Train a resolved run, a new run from options, or resume one (with `overrides` of
+    RESUME_OVERRIDABLE options)."""
+    return Trainer(spec, resume, overrides).run()

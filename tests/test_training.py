@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 import progan.training as training
-from progan import distributed
+from progan import device, distributed
 from progan.cli import main
 from progan.schedule import Stage
 from progan.training import Trainer, TrainOptions, fade_reals
@@ -119,7 +119,7 @@ def _grads_after_one_step(store, outdir, precision: str) -> tuple[Trainer, torch
 def test_fp16_loss_scaling_step_matches_fp32(tiny_store, tmp_path, monkeypatch):
     # The CUDA fp16 path (autocast fp16, GradScaler, the scale inside the gradient penalty, unscale
     # before the skip check) run on the CPU, where PyTorch supports it too.
-    monkeypatch.setattr(training, "FP16_DEVICE_TYPES", ("cuda", "cpu"))
+    monkeypatch.setattr(device, "FP16_DEVICE_TYPES", ("cuda", "cpu"))
     _, d_ref, g_ref = _grads_after_one_step(tiny_store, tmp_path / "a", "fp32")
     t, d, g = _grads_after_one_step(tiny_store, tmp_path / "b", "fp16")
     assert t.scaler is not None and t.scaler.get_scale() == 4096.0 and int(t.skipped) == 0
@@ -132,7 +132,7 @@ def test_fp16_loss_scaling_step_matches_fp32(tiny_store, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("precision, bad", [("fp32", float("nan")), ("fp16", float("inf"))])
 def test_nonfinite_update_is_skipped_and_counted(tiny_store, tmp_path, monkeypatch, precision, bad):
-    monkeypatch.setattr(training, "FP16_DEVICE_TYPES", ("cuda", "cpu"))
+    monkeypatch.setattr(device, "FP16_DEVICE_TYPES", ("cuda", "cpu"))
     t = _cpu_trainer(tiny_store, tmp_path, precision)
     stage = Stage(4, 1.0, 8, 1e-3)
     t._set_stage(stage)

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from progan.errors import UserError
+from progan.networks import resolution_error
 
 FORMAT = "progan-store"
 FORMAT_VERSION = 1
@@ -334,9 +335,9 @@ class StoreWriter:
 
 
 def check_resolution(resolution: int) -> None:
-    r = int(resolution)
-    if r < 4 or r & (r - 1):
-        raise UserError(f"resolution {r} is not a power of two >= 4; pick one such as 32 or 128")
+    """The networks' rule (a store beyond it could never be trained on)."""
+    if (problem := resolution_error(int(resolution))) is not None:
+        raise UserError(f"resolution {problem}; pick one such as 32 or 128")
 
 
 def check_destination(dest: Path, overwrite: bool) -> None:

@@ -1,0 +1,281 @@
+"""A training run, resolved before anything is built.
+
+`TrainOptions` is what the user asks for; `resolve_run` (a new run) and `resolve_resume` (a
+snapshot plus the options that may change) turn it, the dataset store and the preset into a
+`RunSpec`: the options with every default filled in, the network config, the schedule and the
+loss config, checked completely (metric names and the minibatch split over ranks included).
+Nothing here builds a network or touches the run directory, so `progan train --dry-run` prints a
+spec and exits, and tests check specs without training. `Trainer(spec)` builds the runtime
+objects from a spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import InitVar, asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from progan import checkpoint as ckpt
+from progan.data.store import Store, open_store
+from progan.device import check_precision, pick_device
+from progan.errors import UserError
+from progan.loss import LossConfig
+from progan.networks import NetworkConfig, resolution_error
+from progan.schedule import PRESETS, Schedule
+
+# The network fields a user chooses; resolution, channels and label size come from the store.
+NETWORK_OPTIONS = ("latent_size", "fmap_base", "fmap_decay", "fmap_max", "mbstd_group_size")
+
+
+@dataclass
+class TrainOptions:
+    """Everything that defines a run; saved as options.json and in every snapshot.
+
+    The network's own fields live in `network` (a NetworkConfig); `TrainOptions(latent_size=...,
+    fmap_base=...)` sets them too. Its resolution, channels and label size are filled in from
+    the store when the run is resolved.
+    """
+
+    data: str = ""
+    outdir: str = "runs"
+    name: str = ""
+    resolution: int = 0  # 0: the store's resolution
+    preset: str = "cpu"
+    training_kimg: float | None = None  # None: the preset's
+    transition_kimg: float | None = None
+    total_kimg: float | None = None
+    batch: int | None = None  # one minibatch for every resolution, overriding the preset's table
+    lr: float | None = None  # one learning rate for every resolution
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    conditional: bool = True  # use the store's labels when it has any
+    mirror: bool = False
+    ema_beta: float = 0.999
+    loss: dict = field(default_factory=lambda: asdict(LossConfig()))
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    channels_last: bool = True
+    compile: bool = False
+    deterministic: bool = False
+    tick_kimg: float = 4.0
+    snapshot_ticks: int = 10
+    image_ticks: int = 5
+    grid_size: int = 64
+    metrics: list[str] = field(default_factory=list)
+    metrics_every: int = 0  # ticks; 0 = only with snapshots
+    metrics_num: int = 2048
+    inception_weights: str | None = None  # for fid/kid/is/pr during training
+    progress: bool = True
+    latent_size: InitVar[int | None] = None
+    fmap_base: InitVar[int | None] = None
+    fmap_decay: InitVar[float | None] = None
+    fmap_max: InitVar[int | None] = None
+    mbstd_group_size: InitVar[int | None] = None
+
+    def __post_init__(self, latent_size, fmap_base, fmap_decay, fmap_max, mbstd_group_size) -> None:
+        if isinstance(self.network, dict):
+            self.network = NetworkConfig(**self.network)
+        given = dict(latent_size=latent_size, fmap_base=fmap_base, fmap_decay=fmap_decay,
+                     fmap_max=fmap_max, mbstd_group_size=mbstd_group_size)  # fmt: skip
+        given = {k: v for k, v in given.items() if v is not None}
+        if given:
+            self.network = dataclasses.replace(self.network, **given)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainOptions:
+        """Options from options.json or a snapshot, also from before `network` held the network
+        fields (they were flat then)."""
+        known = {f.name for f in fields(cls)} | set(NETWORK_OPTIONS)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def option_default(name: str):
+    """The default of a TrainOptions field or network option: the one place the CLI's help reads."""
+    if name in NETWORK_OPTIONS:
+        return getattr(NetworkConfig(), name)
+    f = {f.name: f for f in fields(TrainOptions)}[name]
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+# Options that may change when a run is resumed; everything else is fixed by the snapshot.
+RESUME_OVERRIDABLE = {
+    "total_kimg", "batch", "tick_kimg", "snapshot_ticks", "image_ticks", "device", "precision", "progress",
+    "metrics", "metrics_every", "metrics_num", "inception_weights", "deterministic", "channels_last",
+    "compile",
+}  # fmt: skip
+
+
+@dataclass
+class RunSpec:
+    """A resolved run: what `Trainer` builds, what options.json holds, what --dry-run prints."""
+
+    options: TrainOptions
+    network: NetworkConfig
+    schedule: Schedule
+    loss: LossConfig
+    label_names: list[str] = field(default_factory=list)
+    resume: Path | None = None  # the snapshot a resumed run continues from
+    start_nimg: int = 0  # images already shown (resume)
+    world_size: int = 1
+
+    def to_dict(self) -> dict:
+        """options.json: the options, the network and the schedule."""
+        return {
+            **self.options.to_dict(),
+            "network": self.network.to_dict(),
+            "schedule": self.schedule.to_dict(),
+        }
+
+    def describe(self) -> str:
+        """A readable summary: the run, its network per resolution and its schedule, phase by phase."""
+        o, n, s = self.options, self.network, self.schedule
+        head = f"resume {self.resume} at {self.start_nimg / 1000:g} kimg" if self.resume else "new run"
+        lines = [
+            f"{head}: data {o.data}, {n.resolution}x{n.resolution}, {n.channels} channel(s), "
+            + (
+                f"{n.label_size} label(s) ({'multi-hot' if self.loss.multi_hot else 'one-hot'})"
+                if n.label_size
+                else "unconditional"
+            ),  # fmt: skip
+            f"device {o.device}, precision {o.precision}, ranks {self.world_size}, seed {o.seed}",
+            f"network: latent {n.latent_size}, fmap_base {n.fmap_base}, fmap_max {n.fmap_max}, "
+            f"fmap_decay {n.fmap_decay:g}, mbstd group {n.mbstd_group_size}",
+            f"loss: {', '.join(f'{k} {v}' for k, v in asdict(self.loss).items())}; G_ema beta {o.ema_beta}",
+            f"schedule (preset {o.preset}): {s.training_kimg:g} kimg stable + {s.transition_kimg:g} kimg "
+            f"fade-in per resolution, {s.total_kimg:g} kimg in all",
+            "  resolution  fades in at kimg  stable at kimg  minibatch  lr      feature maps",
+        ]
+        phase = s.training_kimg + s.transition_kimg
+        res, k = s.start_resolution, 0
+        while res <= n.resolution:
+            fade = "-" if k == 0 else f"{(k - 1) * phase + s.training_kimg:g}"
+            stable = f"{0 if k == 0 else k * phase:g}"
+            lg = int(math.log2(res))
+            lines.append(
+                f"  {res:<10d}  {fade:<16s}  {stable:<14s}  {s.batch_at(res):<9d}  {s.lr_at(res):<6g}  "
+                f"{n.nf(lg - 1)}"
+            )
+            res, k = res * 2, k + 1
+        lines.append(
+            f"output: {o.outdir}/NNNNN-{run_name(o)}; tick {o.tick_kimg:g} kimg, snapshot every "
+            f"{o.snapshot_ticks} ticks, grid every {o.image_ticks} ticks ({o.grid_size} samples)"
+        )
+        if o.metrics:
+            every = f"every {o.metrics_every} ticks" if o.metrics_every else "with snapshots"
+            lines.append(f"metrics: {','.join(o.metrics)} {every}, {o.metrics_num} images")
+        return "\n".join(lines)
+
+    def check_world_size(self, world_size: int) -> None:
+        """Every minibatch of the schedule must split evenly over the ranks."""
+        res = self.schedule.start_resolution
+        while res <= self.network.resolution:
+            batch = self.schedule.batch_at(res)
+            res *= 2
+            if batch % world_size:
+                raise UserError(
+                    f"minibatch {batch} at {res // 2}x{res // 2} does not split over {world_size} ranks; "
+                    f"pass --batch with a multiple of {world_size}"
+                )
+
+
+def run_name(opts: TrainOptions) -> str:
+    return opts.name or f"{Path(opts.data).name}-{opts.resolution}"
+
+
+def _check_options(opts: TrainOptions) -> None:
+    if opts.preset not in PRESETS:
+        raise UserError(f"unknown preset '{opts.preset}'; choose one of {', '.join(PRESETS)}")
+    pick_device(opts.device)  # a bad device name fails here, before anything is built
+    check_precision(opts.precision, pick_device(opts.device).type)
+    if opts.metrics:
+        from progan.metrics.evaluate import INCEPTION, parse_metrics
+
+        opts.metrics = parse_metrics(opts.metrics)
+        weights = opts.inception_weights
+        if INCEPTION & set(opts.metrics) and weights and not Path(weights).is_file():
+            raise UserError(f"--inception-weights {weights} is not a file; give the weights' path")
+    if opts.metrics_num < 2:
+        raise UserError(f"--metrics-num {opts.metrics_num} is too small; use at least a few hundred images")
+
+
+def resolve_run(opts: TrainOptions, store: Store | None = None, world_size: int = 1) -> RunSpec:
+    """The spec of a new run from its options and its store (opened here when not given)."""
+    opts = dataclasses.replace(opts, network=opts.network, metrics=list(opts.metrics), loss=dict(opts.loss))
+    _check_options(opts)
+    if store is None:
+        if not opts.data:
+            raise UserError("no dataset: pass --data STORE (make one with 'progan prepare')")
+        store = open_store(opts.data)
+    resolution = opts.resolution or store.resolution
+    if (problem := resolution_error(resolution)) is not None:
+        raise UserError(f"--resolution {problem}; try 32 or 128")
+    if resolution > store.resolution:
+        raise UserError(
+            f"--resolution {resolution} exceeds the store's {store.resolution}; "
+            f"prepare the data with --resolution {resolution}"
+        )
+    opts.resolution = resolution
+    label_size = store.label_size if opts.conditional else 0
+    opts.network = dataclasses.replace(
+        opts.network, resolution=resolution, channels=store.channels, label_size=label_size
+    )
+    try:
+        schedule = Schedule.from_preset(
+            opts.preset, resolution, training_kimg=opts.training_kimg, transition_kimg=opts.transition_kimg,
+            total_kimg=opts.total_kimg, batch=opts.batch, lr=opts.lr,
+        )  # fmt: skip
+    except ValueError as e:
+        raise UserError(f"{e}; check --training-kimg and --transition-kimg") from e
+    loss = dict(opts.loss)
+    if label_size:
+        # One-hot classes take the softmax AC-GAN term, attributes (several or none set) the sigmoid one.
+        loss["multi_hot"] = bool((np.asarray(store.labels).sum(axis=1) != 1).any())
+    spec = RunSpec(
+        options=opts,
+        network=opts.network,
+        schedule=schedule,
+        loss=LossConfig(**loss),
+        label_names=list(store.label_names) if label_size else [],
+        world_size=world_size,
+    )
+    spec.check_world_size(world_size)
+    return spec
+
+
+def resolve_resume(path: str | Path, overrides: dict | None = None, world_size: int = 1) -> RunSpec:
+    """The spec of a resumed run: the snapshot's options with `overrides` (RESUME_OVERRIDABLE only)."""
+    snapshot = ckpt.resolve_snapshot(path)
+    state = ckpt.read_state(snapshot)
+    if ckpt.snapshot_kind(state) != ckpt.KIND_TRAINING:
+        raise UserError(f"{snapshot} is an inference snapshot; it can be sampled from but not resumed")
+    fixed = sorted(set(overrides or {}) - RESUME_OVERRIDABLE)
+    if fixed:
+        raise UserError(
+            f"--{fixed[0].replace('_', '-')} cannot change when resuming (the snapshot fixes it); "
+            f"drop it, or start a new run without --resume"
+        )
+    try:
+        opts = TrainOptions.from_dict({**state["options"], **(overrides or {})})
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{snapshot} holds no valid run options ({e}); use another snapshot") from e
+    spec = resolve_run(opts, world_size=world_size)
+    saved = ckpt.load_config(state, snapshot)
+    if saved != spec.network:
+        raise UserError(
+            f"{snapshot}'s network ({saved}) no longer matches its store {opts.data}; "
+            "resume with the store it was trained on"
+        )
+    spec.resume, spec.start_nimg = snapshot, int(state["nimg"])
+    done_kimg = spec.start_nimg / 1000
+    if done_kimg >= spec.schedule.total_kimg:
+        raise UserError(
+            f"{snapshot} has already trained its {done_kimg:g} kimg; to go on, resume with "
+            f"--kimg N for a total N above {done_kimg:g}"
+        )
+    return spec
