@@ -9,6 +9,13 @@ Two ways of drawing a seed's latent:
 - ``"progan"``: ``torch.randn(latent_size, generator=torch.Generator().manual_seed(seed))``;
 - ``"official"``: ``numpy.random.RandomState(seed).randn(1, latent_size)``, as the official
   scripts draw one latent per seed, so imported official networks reproduce their example images.
+
+Which seeds each command shows (so that a picture can be found again with `progan generate`):
+
+- training grids (fakes*.png, growth-*.png, fakes-final.png): seeds 0 .. grid_size - 1, in fp32;
+- metrics (`progan evaluate`, `train --metrics`) with --seed S: the `num` seeds from
+  ``METRICS_SEED_OFFSET * (S + 1)`` on (1,000,000 .. 1,000,000 + num - 1 for S = 0);
+- a conditional model's label for a seed comes from `labels_for` (a class per seed) everywhere.
 """
 
 from __future__ import annotations
@@ -26,6 +33,22 @@ from progan.images import to_uint8
 LATENT_METHODS = ("progan", "official")
 # Seeds are 32-bit so that every method (NumPy's RandomState included) takes them.
 MAX_SEED = 2**32 - 1
+# Metrics draw their images from seeds far from the grids' 0..63, a block of a million per --seed.
+METRICS_SEED_OFFSET = 1_000_000
+
+
+def grid_seeds(n: int) -> list[int]:
+    """The seeds of a training grid of n samples."""
+    return list(range(n))
+
+
+def metric_seeds(num: int, seed: int = 0) -> range:
+    """The seeds of the `num` generated images a metric evaluation with --seed `seed` uses."""
+    first = METRICS_SEED_OFFSET * (int(seed) + 1)
+    if first + num - 1 > MAX_SEED:
+        top = MAX_SEED // METRICS_SEED_OFFSET - 1
+        raise UserError(f"--seed {seed} is too large for metric seeds; use a seed below {top}")
+    return range(first, first + num)
 
 
 def parse_seeds(text: str) -> list[int]:

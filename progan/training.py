@@ -27,11 +27,12 @@ from progan.data.loader import BatchLoader, to_model_range
 from progan.data.store import open_store
 from progan.device import CompiledOrEager, autocast, configure_device, pick_device
 from progan.errors import UserError
-from progan.images import save_grid, save_strip, to_uint8
+from progan.images import save_grid, save_strip
 from progan.layers import downsample2x, upsample2x
 from progan.loss import discriminator_loss, generator_loss
 from progan.networks import build_networks
 from progan.runspec import RESUME_OVERRIDABLE, RunSpec, TrainOptions, resolve_resume, resolve_run, run_name  # noqa: F401
+from progan.sampling import grid_seeds, images_for_seeds, labels_for
 from progan.schedule import Stage
 
 
@@ -305,21 +306,12 @@ class Trainer:
     # ----------------------------------------------------------------------------------------
     # pictures
 
-    @torch.no_grad()
     def _fakes_uint8(self) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.opts.seed + 12345)
-        n = self.opts.grid_size
-        z = torch.randn(n, self.config.latent_size, generator=g).to(self.device)
-        labels = None
-        if self.all_labels is not None:
-            labels = self.all_labels[torch.arange(n) % len(self.all_labels)]
-        out = []
-        with autocast(self.device, self.opts.precision):
-            for i in range(0, n, 32):
-                out.append(
-                    to_uint8(self.G_ema(z[i : i + 32], None if labels is None else labels[i : i + 32]))
-                )
-        return torch.cat(out).cpu()
+        """The grid's samples: seeds 0..grid_size-1 through the one sampling path, in fp32, so that
+        `progan generate RUN --seeds 0-63` shows the same faces."""
+        seeds = grid_seeds(self.opts.grid_size)
+        labels = labels_for(self.config.label_size, seeds, None, self.spec.label_names)
+        return images_for_seeds(self.G_ema, seeds, labels, batch=32, device=self.device)
 
     def save_fakes(self, path: Path) -> tuple[Path, torch.Tensor]:
         images = self._fakes_uint8()

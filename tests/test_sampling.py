@@ -72,3 +72,34 @@ def test_directions_store_roundtrip_and_move(tmp_path):
         add_direction(tmp_path, "wide", torch.ones(512), 16)
     with pytest.raises(UserError, match="NAME=AMOUNT"):
         parse_amounts("smile")
+
+
+def test_the_same_seed_gives_the_same_image_in_every_command(tiny_store, tmp_path):
+    # Training grids show seeds 0..grid_size-1, metrics seeds 1,000,000.. (--seed 0), and
+    # `progan generate` any seed: all through progan.sampling, so the pictures agree.
+    from PIL import Image
+
+    from progan.cli import main
+    from progan.metrics.evaluate import fake_batches
+    from progan.sampling import METRICS_SEED_OFFSET, metric_seeds
+    from progan.training import Trainer, TrainOptions
+    from tests.conftest import TINY_NET
+
+    t = Trainer(TrainOptions(data=str(tiny_store.path), outdir=str(tmp_path / "runs"), batch=8, grid_size=6,
+                             total_kimg=0.016, tick_kimg=0.016, progress=False, **TINY_NET))  # fmt: skip
+    run_dir = t.run()
+    grid = t._fakes_uint8()
+    metrics = torch.cat(list(fake_batches(t.G_ema, 4, 2, "cpu", seed=0)))
+    assert list(metric_seeds(4)) == list(range(METRICS_SEED_OFFSET, METRICS_SEED_OFFSET + 4))
+
+    def generated(seeds: str) -> torch.Tensor:
+        out = tmp_path / f"gen-{seeds}"
+        with pytest.raises(SystemExit) as e:
+            main(["generate", str(run_dir), "--seeds", seeds, "--outdir", str(out), "--batch", "3"])
+        assert e.value.code == 0
+        files = sorted(out.iterdir())
+        return torch.stack([torch.from_numpy(np.array(Image.open(f))).permute(2, 0, 1) for f in files])
+
+    assert torch.equal(generated("0-5"), grid)
+    assert torch.equal(generated(f"{METRICS_SEED_OFFSET}-{METRICS_SEED_OFFSET + 3}"), metrics)
+    assert not torch.equal(grid[0], grid[1])

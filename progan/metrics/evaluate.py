@@ -22,8 +22,8 @@ import torch
 
 from progan.data.store import Store, open_store
 from progan.errors import UserError
-from progan.images import to_uint8
 from progan.metrics import fidelity, msssim, swd
+from progan.sampling import iter_images, labels_for, latents_for_seeds, metric_seeds
 
 METRICS = ("swd", "msssim", "fid", "kid", "is", "pr")
 NEEDS_REALS = {"swd", "fid", "kid", "pr"}
@@ -81,38 +81,16 @@ def real_batches(images: np.ndarray, idx: np.ndarray, batch: int) -> Iterator[np
         yield np.ascontiguousarray(images[idx[i : i + batch]])
 
 
-@torch.no_grad()
 def fake_batches(
-    G: torch.nn.Module,
-    num: int,
-    batch: int,
-    device: torch.device | str,
-    seed: int,
-    labels: np.ndarray | None = None,
+    G: torch.nn.Module, num: int, batch: int, device: torch.device | str, seed: int
 ) -> Iterator[torch.Tensor]:
-    """uint8 (n, C, R, R) CPU batches from G, latents from a seeded generator; labels (when G is
-    conditional) drawn from the dataset's labels, else uniformly one-hot."""
-    gen = torch.Generator().manual_seed(int(seed))
-    label_size = int(getattr(G, "label_size", 0) or 0)
-    rng = np.random.default_rng([seed, 11])
-    done = 0
-    while done < num:
-        n = min(batch, num - done)
-        z = torch.randn(n, int(G.latent_size), generator=gen).to(device)
-        lab = None
-        if label_size:
-            if labels is not None and len(labels):
-                lab = torch.from_numpy(
-                    np.asarray(labels[np.sort(rng.integers(0, len(labels), n))], np.float32)
-                )
-            else:
-                lab = torch.nn.functional.one_hot(
-                    torch.from_numpy(rng.integers(0, label_size, n)), label_size
-                )
-            lab = lab.float().to(device)
-        x = G(z, labels=lab)
-        yield to_uint8(x).cpu()
-        done += n
+    """uint8 (n, C, R, R) CPU batches of G's images for `metric_seeds(num, seed)`, through the one
+    sampling path: image k is `progan generate --seeds <metric_seeds(num, seed)[k]>`'s image."""
+    seeds = metric_seeds(num, seed)
+    latent_size = int(G.latent_size)
+    labels = labels_for(int(getattr(G, "label_size", 0) or 0), seeds, None)
+    latents = (latents_for_seeds(seeds[i : i + batch], latent_size) for i in range(0, num, batch))
+    return iter_images(G, latents, labels, batch=batch, device=device)
 
 
 class _RealCache:
@@ -252,11 +230,10 @@ def compute_metrics(
         fake_desc = swd.DescriptorSet(res, channels, seed=2 * seed + 1, spill_dir=tmp_spill, device=device)
     ms_total, ms_pairs = 0.0, 0
     pools, logits = [], []
-    labels = store.labels if store is not None else None
     was_training = G.training
     G.eval()
     try:
-        for x in fake_batches(G, num, batch, device, seed=seed + 1_000_003, labels=labels):
+        for x in fake_batches(G, num, batch, device, seed=seed):
             if fake_desc is not None:
                 fake_desc.add(x)
             if "msssim" in names:
