@@ -8,9 +8,7 @@ saved in every snapshot, so a resumed run continues bit for bit where it stopped
 from __future__ import annotations
 
 import gc
-import json
 import re
-import resource
 import signal
 import sys
 import time
@@ -18,8 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-from tqdm import tqdm
 
 from progan import checkpoint as ckpt
 from progan import distributed
@@ -31,6 +27,7 @@ from progan.images import save_grid, save_strip
 from progan.layers import downsample2x, upsample2x
 from progan.loss import discriminator_loss, generator_loss
 from progan.networks import build_networks
+from progan.reporter import Reporter, TickRecord, peak_memory_gb
 from progan.runspec import RESUME_OVERRIDABLE, RunSpec, TrainOptions, resolve_resume, resolve_run, run_name  # noqa: F401
 from progan.sampling import grid_seeds, images_for_seeds, labels_for
 from progan.schedule import Stage
@@ -58,12 +55,6 @@ def fade_reals(reals: torch.Tensor, stage: Stage) -> torch.Tensor:
     if not stage.fading:
         return reals
     return torch.lerp(upsample2x(downsample2x(reals)), reals, stage.alpha)
-
-
-def peak_memory_gb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
 def new_run_dir(outdir: Path, name: str) -> Path:
@@ -330,35 +321,25 @@ class Trainer:
     # the loop
 
     def run(self) -> Path:
+        """Train to the schedule's total. The loop reads in sections: step; on a tick: measure,
+        metrics, report, grids, snapshot, stop."""
         opts = self.opts
         main = self.ctx.is_main
         total_nimg = int(self.schedule.total_kimg * 1000)
-        writer = _summary_writer(self.run_dir) if main else None
+        reporter = Reporter(self.run_dir, self.schedule.total_kimg, self.nimg, opts.progress, main)
         if main and not (self.run_dir / "reals.png").exists():
             n = min(opts.grid_size, self.store.count)
             reals = torch.from_numpy(self.store.images(self.config.resolution)[:n].copy())
             save_grid(reals, self.run_dir / "reals.png")
-        # Redraw often on a terminal, rarely in a log file.
-        interval = 0.5 if sys.stderr.isatty() else 30.0
-        bar = tqdm(
-            total=round(self.schedule.total_kimg, 3),
-            initial=round(self.nimg / 1000, 3),
-            unit="kimg",
-            disable=not (opts.progress and main),
-            mininterval=interval,
-            dynamic_ncols=True,
-            bar_format=bar_format(self.schedule.total_kimg),
-        )
         stats: dict = {}
         tick_start_nimg, tick_start_time = self.nimg, time.time()
         next_tick_nimg = self.nimg + int(opts.tick_kimg * 1000)
         interrupted = forced = out_of_memory = False
         stop = StopRequests().install()
-        shown, last_rate = (0, -1.0), ""
-        if main:
-            print(f"Training run: {self.run_dir}", flush=True)
+        reporter.started()
         try:
             while self.nimg < total_nimg:
+                # Step.
                 stage = self.schedule.at(self.nimg / 1000)
                 self._set_stage(stage)
                 self.step(stage, stats)
@@ -366,42 +347,44 @@ class Trainer:
                 if stop.requested and not self.ctx.distributed:
                     interrupted = True
                     break
-                # Track nimg exactly: summing minibatch / 1000 drifts past the total in floating point.
-                bar.update(min(self.nimg / 1000, bar.total) - bar.n)
-                if stage.resolution != shown[0] or abs(stage.alpha - shown[1]) >= 0.01:
-                    shown = (stage.resolution, stage.alpha)
-                    bar.set_postfix_str(
-                        f"res {stage.resolution} alpha {stage.alpha:.2f} {last_rate}", refresh=False
-                    )
-                if self.nimg >= next_tick_nimg or self.nimg >= total_nimg:
-                    self.tick += 1
-                    elapsed = time.time() - tick_start_time
-                    # Ranks get a signal at different steps; they agree to stop at a tick boundary,
-                    # through the tick's one all-reduce (an extra collective here made gloo abort
-                    # now and then at exit).
-                    stats["stop"] = torch.tensor(float(stop.requested), device=self.device)
-                    record, stop_agreed = self._end_tick(
-                        stats, stage, elapsed, self.nimg - tick_start_nimg, writer, bar
-                    )
-                    last_rate = f"{record['img_per_sec']:.0f} img/s"
-                    bar.set_postfix_str(
-                        f"res {stage.resolution} alpha {stage.alpha:.2f} {last_rate}", refresh=False
-                    )
-                    stats = {}
-                    next_tick_nimg = self.nimg + int(opts.tick_kimg * 1000)
-                    tick_start_nimg, tick_start_time = self.nimg, time.time()
-                    if stop_agreed:
-                        interrupted = True
-                        break
+                reporter.progress(self.nimg, stage)
+                if self.nimg < next_tick_nimg and self.nimg < total_nimg:
+                    continue
+
+                # Tick: measure (ranks agree to stop through the tick's one all-reduce: they get a
+                # signal at different steps, and an extra collective made gloo abort now and then).
+                self.tick += 1
+                stats["stop"] = torch.tensor(float(stop.requested), device=self.device)
+                record, stop_agreed = self._measure_tick(
+                    stats, stage, time.time() - tick_start_time, self.nimg - tick_start_nimg
+                )
+                stats = {}
+                if main:
+                    # Metrics before the report, so that the tick's one record holds them.
+                    if self._metrics_due():
+                        record.metrics = self._metrics()
+                    reporter.tick(record, self.nimg, stage)
+                    if opts.image_ticks > 0 and self.tick % opts.image_ticks == 0:
+                        path, _ = self.save_fakes(self.run_dir / f"fakes{ckpt.kimg_tag(self.nimg)}.png")
+                        reporter.image("fakes", path, self.nimg)
+                    if self._snapshot_due():
+                        self.save()
+                else:
+                    reporter.tick(record, self.nimg, stage)
+                if stop_agreed:
+                    interrupted = True
+                    break
+                next_tick_nimg = self.nimg + int(opts.tick_kimg * 1000)
+                tick_start_nimg, tick_start_time = self.nimg, time.time()
         except KeyboardInterrupt:  # a second Ctrl-C, raised wherever the loop was
             interrupted = forced = True
         except torch.OutOfMemoryError:
             out_of_memory = True
         finally:
-            bar.close()
+            reporter.close_bar()
             stop.uninstall()
         if out_of_memory:
-            self._snapshot_after_out_of_memory(writer)
+            self._snapshot_after_out_of_memory(reporter)
         if not main:
             distributed.barrier(self.ctx)
             return self.run_dir
@@ -416,14 +399,11 @@ class Trainer:
             self.save_fakes(self.run_dir / f"growth-{self.resolution:04d}.png")
             strip = self.save_growth_strip()
             print(f"Done: {self.nimg / 1000:g} kimg. Samples: {final}  Growth: {strip}  Snapshot: {snap}")
-        # After a forced stop TensorBoard's writer may have been interrupted holding its lock, and
-        # closing it would wait forever; its events are flushed every few seconds anyway.
-        if writer is not None and not forced:
-            writer.close()
+        reporter.close(forced=forced)
         distributed.barrier(self.ctx)
         return self.run_dir
 
-    def _snapshot_after_out_of_memory(self, writer) -> None:
+    def _snapshot_after_out_of_memory(self, reporter: Reporter) -> None:
         """Save what there is, then say which --batch to resume with.
 
         Out of memory mostly strikes at the first step of a new resolution, possibly many ticks after
@@ -437,77 +417,56 @@ class Trainer:
         where = ""
         if self.ctx.is_main:
             where = f"snapshot written to {self.save()}; "
-            if writer is not None:
-                writer.close()
+        reporter.close()
         raise UserError(
             f"out of {self.device.type.upper()} memory at {res}x{res} with minibatch {batch}; {where}"
             f"resume with 'progan train --resume {self.run_dir or 'RUN'} --batch {max(batch // 2, 1)}' "
             f"(or a smaller --batch)"
         )
 
-    def _end_tick(
-        self, stats: dict, stage: Stage, elapsed: float, images: int, writer, bar
-    ) -> tuple[dict, bool]:
-        """Average the tick's statistics over ranks, log them; also says whether any rank asked to stop."""
+    def _measure_tick(
+        self, stats: dict, stage: Stage, elapsed: float, images: int
+    ) -> tuple[TickRecord, bool]:
+        """The tick's statistics averaged over ranks (the one host sync per tick), and whether any
+        rank asked to stop."""
         count = max(stats.pop("count", 1), 1)
         keys = sorted(stats)
         means = torch.stack([torch.as_tensor(stats[k], dtype=torch.float32) for k in keys]) / count
         distributed.all_reduce_mean_([means], self.ctx)
-        values = dict(zip(keys, means.tolist(), strict=True))  # the one host sync per tick
+        values = dict(zip(keys, means.tolist(), strict=True))
         stop_agreed = values.pop("stop", 0.0) > 0
-        kimg = self.nimg / 1000
-        record = {
-            "tick": self.tick,
-            "kimg": round(kimg, 3),
-            "resolution": stage.resolution,
-            "alpha": round(stage.alpha, 4),
-            "minibatch": stage.minibatch,
-            "lr": stage.lr,
-            "loss_G": values.get("G/loss"),
-            "loss_D": values.get("D/loss"),
-            "gradient_penalty": values.get("D/gradient_penalty"),
-            "wasserstein": values.get("D/wasserstein"),
-            "img_per_sec": round(images / max(elapsed, 1e-9), 2),
-            "sec_per_kimg": round(elapsed / max(images / 1000, 1e-9), 3),
-            "skipped_updates": int(self.skipped.item()),
-            "peak_memory_gb": round(peak_memory_gb(self.device), 3),
-            "timestamp": time.time(),
-        }
-        opts = self.opts
-        is_last = self.nimg >= int(self.schedule.total_kimg * 1000)
-        snapshot_now = opts.snapshot_ticks > 0 and self.tick % opts.snapshot_ticks == 0 and not is_last
-        if not self.ctx.is_main:
-            return record, stop_agreed
-        if opts.metrics and (
-            (opts.metrics_every and self.tick % opts.metrics_every == 0)
-            or (not opts.metrics_every and snapshot_now)
-        ):
-            record.update(self._metrics())
-        with open(self.run_dir / "stats.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        bar.write(
-            f"tick {self.tick:<4d} kimg {kimg:<9.3f} res {stage.resolution:<4d} alpha {stage.alpha:<5.3f} "
-            f"G {record['loss_G']:<8.3f} D {record['loss_D']:<8.3f} gp {record['gradient_penalty']:<7.4f} "
-            f"img/s {record['img_per_sec']:<7.1f} skipped {record['skipped_updates']} "
-            f"mem {record['peak_memory_gb']:.2f}GB"
+        record = TickRecord(
+            tick=self.tick,
+            kimg=round(self.nimg / 1000, 3),
+            resolution=stage.resolution,
+            alpha=round(stage.alpha, 4),
+            minibatch=stage.minibatch,
+            lr=stage.lr,
+            loss_G=values.get("G/loss"),
+            loss_D=values.get("D/loss"),
+            gradient_penalty=values.get("D/gradient_penalty"),
+            wasserstein=values.get("D/wasserstein"),
+            img_per_sec=round(images / max(elapsed, 1e-9), 2),
+            sec_per_kimg=round(elapsed / max(images / 1000, 1e-9), 3),
+            skipped_updates=int(self.skipped.item()),
+            peak_memory_gb=round(peak_memory_gb(self.device), 3),
+            timestamp=time.time(),
         )
-        if writer is not None:
-            for key in ("loss_G", "loss_D", "gradient_penalty", "wasserstein", "img_per_sec", "alpha",
-                        "resolution", "skipped_updates", "peak_memory_gb"):  # fmt: skip
-                if record.get(key) is not None:
-                    writer.add_scalar(f"progress/{key}", record[key], self.nimg)
-            for key, value in record.items():
-                if key.startswith("metric/"):
-                    writer.add_scalar(key, value, self.nimg)
-        if opts.image_ticks > 0 and self.tick % opts.image_ticks == 0:
-            path, images = self.save_fakes(self.run_dir / f"fakes{ckpt.kimg_tag(self.nimg)}.png")
-            if writer is not None:
-                writer.add_image(
-                    "fakes", np.asarray(Image.open(path).convert("RGB")), self.nimg, dataformats="HWC"
-                )
-        if snapshot_now:
-            self.save()
         return record, stop_agreed
+
+    def _snapshot_due(self) -> bool:
+        # The last tick's snapshot is written after the loop, with the final grids.
+        every = self.opts.snapshot_ticks
+        last = self.nimg >= int(self.schedule.total_kimg * 1000)
+        return every > 0 and self.tick % every == 0 and not last
+
+    def _metrics_due(self) -> bool:
+        opts = self.opts
+        if not opts.metrics:
+            return False
+        if opts.metrics_every:
+            return self.tick % opts.metrics_every == 0
+        return self._snapshot_due()
 
     def _metrics(self) -> dict:
         from progan.metrics.evaluate import compute_metrics
@@ -522,13 +481,6 @@ class Trainer:
             inception_weights=self.opts.inception_weights,
         )
         return {f"metric/{k}": v for k, v in results.items()}
-
-
-def bar_format(total_kimg: float) -> str:
-    """tqdm's format: kimg done / total with as many decimals as a short run needs."""
-    digits = 1 if total_kimg >= 10 else 3
-    counts = f"{{n:.{digits}f}}/{{total:.{digits}f}} kimg"
-    return "{desc}{percentage:3.0f}%|{bar}| " + counts + " [{elapsed}<{remaining}{postfix}]"
 
 
 class StopRequests:
@@ -560,14 +512,6 @@ class StopRequests:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
-
-
-def _summary_writer(run_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is a dependency, but a stripped install should still train
-        return None
-    return SummaryWriter(str(run_dir))
 
 
 def train(spec: RunSpec | TrainOptions, resume: str | None = None, overrides: dict | None = None) -> Path:
