@@ -26,15 +26,6 @@ def _power_of_two(text: str) -> int:
     return value
 
 
-def _metric_names(text: str) -> list[str]:
-    from progan.metrics.evaluate import parse_metrics
-
-    try:
-        return parse_metrics(text)
-    except UserError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def _default(name: str) -> str:
     """'(default: X)', read from TrainOptions: the CLI's options default to None so that a resumed
     run knows which ones were given, and the help must not repeat the values."""
@@ -63,6 +54,7 @@ def _positive(kind):
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from progan.device import PRECISIONS
+    from progan.metrics.cli import add_metric_arguments
     from progan.schedule import PRESETS
 
     p = subparsers.add_parser(
@@ -136,7 +128,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--snapshot-ticks", type=int, help=f"ticks between snapshots {d('snapshot_ticks')}")
     g.add_argument("--image-ticks", type=int, help=f"ticks between sample grids {d('image_ticks')}")
     g.add_argument("--grid-size", type=_positive(int), help=f"samples in each grid {d('grid_size')}")
-    g.add_argument("--metrics", type=_metric_names, help="e.g. swd or swd,msssim,fid (default: none)")
     g.add_argument(
         "--metrics-every",
         type=int,
@@ -145,11 +136,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--metrics-num", type=_positive(int), help=f"generated images per evaluation {d('metrics_num')}"
     )
-    g.add_argument(
-        "--inception-weights",
-        metavar="FILE",
-        help="Inception-v3 weights for fid/kid/is/pr (see 'progan evaluate --help')",
-    )
+    add_metric_arguments(g, default_metrics=None)  # --metrics, --inception-weights, as evaluate has them
     p.set_defaults(func=run_train)
 
     p = subparsers.add_parser("generate", help="write images from a snapshot's G_ema")

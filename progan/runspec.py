@@ -189,14 +189,16 @@ def run_name(opts: TrainOptions) -> str:
 
 
 def _check_options(opts: TrainOptions) -> None:
+    metrics = opts.metrics
     if opts.preset not in PRESETS:
         raise UserError(f"unknown preset '{opts.preset}'; choose one of {', '.join(PRESETS)}")
-    pick_device(opts.device)  # a bad device name fails here, before anything is built
+    # A bad device name, or fp16 where it cannot run, fails here, before anything is built.
     check_precision(opts.precision, pick_device(opts.device).type)
-    if opts.metrics:
+    opts.metrics = []
+    if metrics:
         from progan.metrics.evaluate import INCEPTION, parse_metrics
 
-        opts.metrics = parse_metrics(opts.metrics)
+        opts.metrics = parse_metrics(metrics)
         weights = opts.inception_weights
         if INCEPTION & set(opts.metrics) and weights and not Path(weights).is_file():
             raise UserError(f"--inception-weights {weights} is not a file; give the weights' path")
@@ -206,7 +208,9 @@ def _check_options(opts: TrainOptions) -> None:
 
 def resolve_run(opts: TrainOptions, store: Store | None = None, world_size: int = 1) -> RunSpec:
     """The spec of a new run from its options and its store (opened here when not given)."""
-    opts = dataclasses.replace(opts, network=opts.network, metrics=list(opts.metrics), loss=dict(opts.loss))
+    # A copy: the caller's options stay as given. `metrics` may still be the CLI's "swd,msssim".
+    metrics = opts.metrics if isinstance(opts.metrics, str) else list(opts.metrics)
+    opts = dataclasses.replace(opts, network=opts.network, metrics=metrics, loss=dict(opts.loss))
     _check_options(opts)
     if store is None:
         if not opts.data:

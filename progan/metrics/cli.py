@@ -14,11 +14,11 @@ weights: --inception-weights FILE on machines that cannot download)."""
 
 
 def add_metric_arguments(parser: argparse.ArgumentParser, default_metrics: str | None = "swd") -> None:
-    """Options shared by `evaluate` and (for the lead's `train --metrics`) training."""
+    """Options shared by `evaluate` and `train` (metrics during training)."""
     parser.add_argument(
         "--metrics",
         default=default_metrics,
-        help="comma-separated metrics: swd,msssim,fid,kid,is,pr (default: %(default)s)",
+        help=f"comma-separated metrics: swd,msssim,fid,kid,is,pr (default: {default_metrics or 'none'})",
     )
     parser.add_argument(
         "--inception-weights",
