@@ -1,8 +1,11 @@
-"""The training loop: data -> D step -> G step -> G_ema -> tick (log, grids, snapshot).
+"""The training loop: data -> D step -> G step -> G_ema -> tick (measure, metrics, report, grids,
+snapshot, stop).
 
-Read top to bottom: `train` sets up (or restores) everything, then runs steps until the schedule's
-total kimg. All randomness comes from one torch.Generator and the loader's NumPy generator, both
-saved in every snapshot, so a resumed run continues bit for bit where it stopped.
+Read top to bottom: `Trainer` builds the runtime objects of a resolved run (progan.runspec) or of
+a snapshot (`Trainer.from_snapshot`), then `run` takes steps until the schedule's total kimg.
+What a tick reports goes through progan.reporter; what a snapshot holds, through progan.checkpoint.
+All randomness comes from one torch.Generator and the loader's NumPy generator, both saved in
+every snapshot, so a resumed run continues bit for bit where it stopped.
 """
 
 from __future__ import annotations
