@@ -10,16 +10,20 @@ torch.set_num_threads(1)
 TINY_NET = dict(latent_size=16, fmap_base=64, fmap_max=16)
 
 
-@pytest.fixture
-def tiny_store(tmp_path):
-    """40 random 16x16 RGB images with a smooth structure, as a store."""
+def make_tiny_store(path):
+    """40 random 16x16 RGB images with a smooth structure, as a store at `path`."""
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:16, 0:16] / 15.0
     images = np.empty((40, 3, 16, 16), dtype=np.uint8)
     for i in range(40):
         a, b, c = rng.random(3)
         images[i] = (255 * np.stack([a * x, b * y, c * (1 - x) * y])).astype(np.uint8)
-    return write_store(tmp_path / "store", images)
+    return write_store(path, images)
+
+
+@pytest.fixture
+def tiny_store(tmp_path):
+    return make_tiny_store(tmp_path / "store")
 
 
 def tiny_train_args(store, outdir, **extra) -> list[str]:

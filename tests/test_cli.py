@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from progan.cli import main
-from tests.conftest import tiny_train_args
+from tests.conftest import make_tiny_store, tiny_train_args
 
 
 def run_cli(argv, capsys=None):
@@ -17,10 +17,12 @@ def run_cli(argv, capsys=None):
     return e.value.code
 
 
-@pytest.fixture
-def trained_run(tiny_store, tmp_path_factory):
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    # Trained once for the module: the tests that use it only read it (or check it is unchanged).
+    store = make_tiny_store(tmp_path_factory.mktemp("store") / "store")
     out = tmp_path_factory.mktemp("runs")
-    assert run_cli(["train", *tiny_train_args(tiny_store.path, out, kimg=0.4)]) == 0
+    assert run_cli(["train", *tiny_train_args(store.path, out, kimg=0.4)]) == 0
     (run_dir,) = out.iterdir()
     return run_dir
 
