@@ -90,3 +90,26 @@ def test_inference_snapshot_refuses_a_foreign_folder(tmp_path):
     with pytest.raises(UserError, match="not a progan snapshot; choose a new folder"):
         ckpt.save_inference_snapshot(tmp_path / "photos", config, G_ema)
     assert (tmp_path / "photos" / "a.jpg").read_bytes() == b"x"
+
+
+def test_v1_snapshot_resumes_training(tmp_path):
+    # Its run options are flat (before TrainOptions held a NetworkConfig); the store it names is
+    # remade at a new place, the one thing changed in the copy.
+    import shutil
+
+    from progan.data.store import write_store
+    from progan.training import Trainer
+
+    images = np.random.default_rng(0).integers(0, 255, size=(16, 3, 8, 8), dtype=np.uint8)
+    store = write_store(tmp_path / "store", images)
+    snap = tmp_path / "run" / "snapshot-000000.024"
+    shutil.copytree(V1, snap)
+    state = json.loads((snap / "state.json").read_text())
+    assert "latent_size" in state["options"] and "network" not in state["options"]
+    state["options"]["data"] = str(store.path)
+    (snap / "state.json").write_text(json.dumps(state))
+    t = Trainer.from_snapshot(tmp_path / "run", {"total_kimg": 0.04, "progress": False})
+    assert t.nimg == 24 and t.config.latent_size == 8 and t.opts.network == t.config
+    t.run()
+    resumed = ckpt.load_snapshot(tmp_path / "run")
+    assert resumed.kimg == 0.04 and resumed.state["options"]["network"]["fmap_max"] == 8
