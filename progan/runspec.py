@@ -143,7 +143,8 @@ class RunSpec:
                 if n.label_size
                 else "unconditional"
             ),  # fmt: skip
-            f"device {o.device}, precision {o.precision}, ranks {self.world_size}, seed {o.seed}",
+            f"device {o.device}, precision {o.precision}, ranks {self.world_size}, seed {o.seed}, "
+            f"x-flips {'on' if o.mirror else 'off'}",
             f"network: latent {n.latent_size}, fmap_base {n.fmap_base}, fmap_max {n.fmap_max}, "
             f"fmap_decay {n.fmap_decay:g}, mbstd group {n.mbstd_group_size}",
             f"loss: {', '.join(f'{k} {v}' for k, v in asdict(self.loss).items())}; G_ema beta {o.ema_beta}",
