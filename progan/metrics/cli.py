@@ -44,7 +44,13 @@ def register(subparsers) -> None:
         "--data", metavar="STORE", default=None, help="dataset store of the reals (default: the run's)"
     )
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    p.add_argument("--seed", type=int, default=0, help="seed of latents, real subsets and projections")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="picks the generated images (seeds 1,000,000 x (S + 1) on, as 'progan generate --seeds' "
+        "numbers them), real subsets and projections (default: %(default)s)",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="images per batch (default: by resolution)")
     p.add_argument(
         "--out", default=None, help="where to write metrics.jsonl and plots (default: the run dir)"

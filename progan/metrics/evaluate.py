@@ -189,6 +189,7 @@ def compute_metrics(
     Returns a flat dict: swd_<size>... and swd_avg (x1e3), msssim, fid, kid_mean, kid_std,
     is_mean, is_std, precision, recall, as requested. `num` images are generated (MS-SSIM uses
     num // 2 consecutive pairs); SWD, FID, KID and precision/recall compare with `num` reals.
+    The generated images are those of `progan.sampling.metric_seeds(num, seed)`.
     Below 16x16, swd and msssim are left out of the result (the paper's methods need 16x16).
     """
     names = parse_metrics(names)
