@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "progan.data.cli",  # prepare
     "progan.metrics.cli",  # evaluate
     "progan.studio.cli",  # video, export, serve
+    "progan.pretrained.cli",  # import
 ]
 
 

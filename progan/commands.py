@@ -148,6 +148,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=_positive(int), default=32)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    p.add_argument(
+        "--latents",
+        choices=["progan", "official"],
+        default="progan",
+        help="how a seed becomes a latent: progan's (default) or the official scripts' "
+        "numpy RandomState(seed).randn (reproduces their images with imported official networks)",
+    )
+    p.add_argument(
+        "--direction",
+        metavar="NAME=AMOUNT,...",
+        help="move every latent along the snapshot's named directions, e.g. smile=+2,age=-1",
+    )
     p.set_defaults(func=run_generate)
 
     p = subparsers.add_parser("demo", help="train 4x4 -> 32x32 on 100 real faces (a few minutes on a CPU)")
@@ -189,17 +201,25 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    from progan import directions
     from progan.checkpoint import load_snapshot
     from progan.device import pick_device
-    from progan.generate import generate, labels_for, parse_seeds, write_grid, write_images
+    from progan.generate import labels_for, parse_seeds, write_grid, write_images
+    from progan.sampling import images_for_latents, latents_for_seeds
 
     if not args.outdir and not args.grid:
         raise UserError("nowhere to write: pass --outdir DIR (one PNG per seed) and/or --grid FILE.png")
     seeds = parse_seeds(args.seeds)
+    amounts = directions.parse_amounts(args.direction) if args.direction else {}
     device = pick_device(args.device)
     snap = load_snapshot(args.snapshot, device=device)
     labels = labels_for(snap.G_ema.label_size, seeds, args.label, snap.label_names)
-    images = generate(snap.G_ema, seeds, labels, batch=args.batch, device=device, precision=args.precision)
+    z = latents_for_seeds(seeds, snap.config.latent_size, args.latents)
+    if amounts:
+        z = directions.move(z, directions.load_directions(snap.path), amounts)
+    images = images_for_latents(
+        snap.G_ema, z, labels, batch=args.batch, device=device, precision=args.precision
+    )
     if args.outdir:
         paths = write_images(images, seeds, args.outdir)
         print(f"wrote {len(paths)} images to {args.outdir}")

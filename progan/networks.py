@@ -9,7 +9,7 @@ run up to `resolution`, the current stage, set with `set_stage`. While a stage f
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -24,6 +24,9 @@ from progan.layers import (
     pixel_norm,
     upsample2x,
 )
+
+# G's hidden activations (both in place: every caller passes a fresh layer output).
+ACTIVATIONS = {"lrelu": leaky_relu, "relu": torch.relu_}
 
 
 @dataclass
@@ -40,14 +43,35 @@ class NetworkConfig:
     mbstd_group_size: int = 4
     normalize_latents: bool = True
     use_pixelnorm: bool = True
+    # Options that imported networks need (progan.pretrained); the defaults are the paper's networks.
+    # Feature maps per stage 0 .. log2(resolution) - 1, when they do not follow the fmap_base rule
+    # (the GAN zoo chooses a depth per scale).
+    fmaps: list[int] | None = field(default=None)
+    # G's hidden activation: "lrelu" (0.2) or "relu" (the official G_paper's use_leakyrelu=False).
+    activation: str = "lrelu"
+    # G's output: "linear" (the paper) or "tanh" (GAN zoo models trained with its MSE/DCGAN losses).
+    output_activation: str = "linear"
 
     def __post_init__(self) -> None:
         check_resolution(self.resolution)
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if self.fmaps is not None:
+            self.fmaps = [int(n) for n in self.fmaps]
+            if len(self.fmaps) < log2(self.resolution) or min(self.fmaps) < 1:
+                raise ValueError(
+                    f"fmaps needs a positive count for each stage 0..{log2(self.resolution) - 1}, "
+                    f"got {self.fmaps}"
+                )
+        if self.activation not in ("lrelu", "relu"):
+            raise ValueError(f"activation must be 'lrelu' or 'relu', got {self.activation!r}")
+        if self.output_activation not in ("linear", "tanh"):
+            raise ValueError(f"output_activation must be 'linear' or 'tanh', got {self.output_activation!r}")
 
     def nf(self, stage: int) -> int:
         """Feature maps at a stage (stage = log2(resolution) - 1): fmap_base / 2**(stage*decay), capped."""
+        if self.fmaps is not None:
+            return self.fmaps[stage]
         # At least one feature map, so that a small fmap_base still builds at high resolution.
         return max(min(int(self.fmap_base / (2.0 ** (stage * self.fmap_decay))), self.fmap_max), 1)
 
@@ -107,18 +131,21 @@ class _StageMixin:
 class GeneratorBlock(nn.Module):
     """Nearest 2x upsample, then two 3x3 convs, each followed by LeakyReLU and pixel norm."""
 
-    def __init__(self, in_channels: int, out_channels: int, use_pixelnorm: bool) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, use_pixelnorm: bool, activation: str = "lrelu"
+    ) -> None:
         super().__init__()
         self.conv0 = EqualizedConv2d(in_channels, out_channels, 3)
         self.conv1 = EqualizedConv2d(out_channels, out_channels, 3)
         self.use_pixelnorm = use_pixelnorm
+        self.act = ACTIVATIONS[activation]
 
     def _norm(self, x: torch.Tensor) -> torch.Tensor:
         return pixel_norm(x) if self.use_pixelnorm else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._norm(leaky_relu(self.conv0(upsample2x(x))))
-        return self._norm(leaky_relu(self.conv1(x)))
+        x = self._norm(self.act(self.conv0(upsample2x(x))))
+        return self._norm(self.act(self.conv1(x)))
 
 
 class Generator(_StageMixin, nn.Module):
@@ -138,7 +165,9 @@ class Generator(_StageMixin, nn.Module):
         self.torgb = nn.ModuleDict({"4": EqualizedConv2d(c4, config.channels, 1, gain=1.0)})
         for lg in range(3, log2(config.resolution) + 1):
             res = 2**lg
-            self.blocks[str(res)] = GeneratorBlock(nf(lg - 2), nf(lg - 1), config.use_pixelnorm)
+            self.blocks[str(res)] = GeneratorBlock(
+                nf(lg - 2), nf(lg - 1), config.use_pixelnorm, config.activation
+            )
             self.torgb[str(res)] = EqualizedConv2d(nf(lg - 1), config.channels, 1, gain=1.0)
 
     @property
@@ -163,9 +192,10 @@ class Generator(_StageMixin, nn.Module):
             z = torch.cat([z, labels.to(z.dtype)], dim=1)
         if self.config.normalize_latents:
             z = pixel_norm(z)
-        x = leaky_relu(self.dense(z)).reshape(z.shape[0], -1, 4, 4)
+        act = ACTIVATIONS[self.config.activation]
+        x = act(self.dense(z)).reshape(z.shape[0], -1, 4, 4)
         x = self._norm(x)
-        x = self._norm(leaky_relu(self.conv4(x)))
+        x = self._norm(act(self.conv4(x)))
         prev = x
         for lg in range(3, log2(self.resolution) + 1):
             prev = x
@@ -174,7 +204,7 @@ class Generator(_StageMixin, nn.Module):
         if self.fading:
             low = upsample2x(self.torgb[str(self.resolution // 2)](prev))
             out = torch.lerp(low, out, self.alpha.to(out.dtype))
-        return out
+        return torch.tanh(out) if self.config.output_activation == "tanh" else out
 
 
 class DiscriminatorBlock(nn.Module):

@@ -1,0 +1,1 @@
+"""Pretrained networks: the official ProGAN pickles and the GAN zoo checkpoints, read safely."""
