@@ -229,14 +229,16 @@ def save_inference_snapshot(
     label_names: list[str] | tuple[str, ...] = (),
     options: dict | None = None,
     info: dict | None = None,
+    stage: tuple[int, float] | None = None,
 ) -> Path:
     """Write a snapshot for sampling (generate, metrics, studio, ...) at `dest` (a directory,
     replaced atomically if it is already a snapshot): G_ema's weights, optionally G and D, the
     network config and JSON `info` (where the weights came from, licence, ...).
 
-    `load_snapshot(dest)` reads it back; it runs G_ema at the config's full resolution.
-    `options` are run options (e.g. {"data": store}) that `evaluate` reads; `nimg` the images
-    the networks were trained on, when known.
+    `load_snapshot(dest)` reads it back; it runs G_ema at the config's full resolution, or at
+    `stage` = (resolution, alpha) for networks saved mid-fade (imported ones). `options` are
+    run options (e.g. {"data": store}) that `evaluate` reads; `nimg` the images the networks
+    were trained on, when known.
     """
     dest = Path(dest)
     if dest.exists() and not (dest / STATE_FILE).is_file():
@@ -252,7 +254,9 @@ def save_inference_snapshot(
         "kind": KIND_INFERENCE,
         "nimg": int(nimg),
         "kimg": int(nimg) / 1000,
-        "stage": {"resolution": config.resolution, "alpha": 1.0},
+        "stage": {"resolution": stage[0], "alpha": float(stage[1])}
+        if stage
+        else {"resolution": config.resolution, "alpha": 1.0},  # fmt: skip
         "network": config.to_dict(),
         "label_names": list(label_names),
         "options": dict(options or {}),

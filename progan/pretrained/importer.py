@@ -9,19 +9,16 @@ checkpoints with torch.load(weights_only=True); nothing in a file runs. Writes m
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from progan import directions as dirs
+from progan.checkpoint import save_inference_snapshot
 from progan.errors import UserError
 from progan.networks import Discriminator, Generator, NetworkConfig, count_parameters
 from progan.pretrained import ganzoo, known, official
@@ -222,44 +219,10 @@ def _from_ganzoo(path: Path) -> Imported:
 
 
 def write_snapshot(imp: Imported, dest: str | os.PathLike) -> Path:
-    """An inference snapshot at `dest` (written under a temporary name, then renamed)."""
-    from progan.checkpoint import MODEL_FILE, SNAPSHOT_FORMAT, SNAPSHOT_VERSION, STATE_FILE
-
-    dest = Path(dest)
-    if dest.exists() and not (dest / STATE_FILE).is_file() and (not dest.is_dir() or any(dest.iterdir())):
-        raise UserError(f"{dest} exists and is not a progan snapshot; choose a new folder")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    weights: dict[str, torch.Tensor] = {}
-    for name, module in (("G_ema", imp.G_ema), ("G", imp.G), ("D", imp.D)):
-        if module is not None:
-            weights.update(
-                {f"{name}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-            )
-    res, alpha = imp.stage
-    state = {
-        "format": SNAPSHOT_FORMAT,
-        "format_version": SNAPSHOT_VERSION,
-        "kind": "inference",
-        "nimg": 0,
-        "kimg": 0.0,
-        "stage": {"resolution": res, "alpha": alpha},
-        "network": imp.config.to_dict(),
-        "label_names": [],
-        "options": {},
-        "info": imp.info(),
-        "torch_version": torch.__version__,
-    }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:
-        save_file(weights, str(tmp / MODEL_FILE))
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dest
+    """An inference snapshot at `dest` through checkpoint's writer (atomic)."""
+    return save_inference_snapshot(
+        dest, imp.config, imp.G_ema, imp.G, imp.D, info=imp.info(), stage=imp.stage
+    )
 
 
 def read_direction(path: str | os.PathLike, latent_size: int) -> np.ndarray:
