@@ -9,9 +9,11 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from progan.checkpoint import load_snapshot
 from progan.cli import main
+from progan.directions import load_directions
 from progan.errors import UserError
 from progan.pretrained.importer import import_file, read_file
 from tests import pretrained_files as pf
@@ -174,3 +176,157 @@ def test_official_1024_networks_reproduce_the_transcriptions(tmp_path, monkeypat
     ref = pf.tf_g_forward(G_vars, kwargs, z, crop=(16, 4))
     assert ref.shape == (1, 3, 131, 131)  # the fused upscale loses one more edge pixel per level
     assert_images_match(ours[:, :, :131, :131], ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# pytorch_GAN_zoo
+
+
+def write_zoo(path, monkeypatch, depths, alpha=0.0, loss="WGANGP", mbstd=False, legacy=False, labels=0):
+    rng = np.random.default_rng(7)
+    g, d = pf.zoo_state(rng, depths, latent=16, labels=labels, mbstd=mbstd)
+    avg, _ = pf.zoo_state(rng, depths, latent=16, labels=labels, mbstd=mbstd)
+    Config = pf.network_class(monkeypatch, "models.utils.config", "BaseConfig")
+    config = pf.network(Config, dict(depthScale0=depths[0], depthOtherScales=list(depths[1:]), alpha=alpha,
+                                     latentVectorDim=16 + labels, noiseVectorDim=16, categoryVectorDim=labels,
+                                     dimOutput=3, perChannelNormalization=True, miniBatchStdDev=mbstd,
+                                     equalizedlR=True, leakyReluLeak=0.2, lossCriterion=loss,
+                                     initBiasToZero=True))  # fmt: skip
+
+    def tensors(sd):
+        return {k: torch.from_numpy(v) for k, v in sd.items()}
+
+    ckpt = {"config": config, "netG": tensors(g), "netD": tensors(d), "avgG": tensors(avg)}
+    torch.save(ckpt, path, _use_new_zipfile_serialization=not legacy)
+    return avg
+
+
+@pytest.mark.parametrize("alpha,loss,legacy", [(0.0, "WGANGP", False), (0.3, "DCGAN", True)])
+def test_ganzoo_checkpoint_matches_its_generator(tmp_path, monkeypatch, alpha, loss, legacy):
+    depths = [16, 16, 8]
+    avg = write_zoo(tmp_path / "zoo.pth", monkeypatch, depths, alpha=alpha, loss=loss, legacy=legacy)
+    imp, snap_dir = import_file(tmp_path / "zoo.pth", tmp_path / "snap")
+    assert imp.origin == "ganzoo" and imp.config.fmaps == [16, 16, 16, 8]
+    assert imp.stage == (16, pytest.approx(1.0 - alpha))
+    z = np.random.RandomState(3).randn(4, 16).astype(np.float32)
+    with torch.no_grad():
+        ours = load_snapshot(snap_dir).G_ema(torch.from_numpy(z))
+    assert_images_match(ours, pf.zoo_g_forward(avg, depths, z, alpha=alpha, tanh=loss == "DCGAN"))
+    assert imp.D(ours).shape == (4, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Nothing in a file runs; bad files get one line
+
+
+class Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_that_runs_a_command_is_refused(tmp_path, capsys, monkeypatch):
+    marker = tmp_path / "pwned"
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps((Evil(marker), 1, 2)))
+    assert run_cli(["import", tmp_path / "evil.pkl", tmp_path / "out"]) == 2
+    one_line_error(capsys, "refused class posix.system", "evil.pkl", "nothing in a file is run")
+    assert not marker.exists() and not (tmp_path / "out").exists()
+    # The same inside a GAN zoo checkpoint: torch.load(weights_only=True) refuses it.
+    torch.save({"config": Evil(marker), "netG": {}}, tmp_path / "evil.pth")
+    assert run_cli(["import", tmp_path / "evil.pth", tmp_path / "out"]) == 2
+    one_line_error(capsys, "refused", "posix.system")
+    assert not marker.exists()
+    # A Theano state whose build_module_src would run a command: the stub never executes it.
+    spec = dict(num_channels=3, resolution=8, fmap_base=64, fmap_max=16, latent_size=16)
+    Network = pf.network_class(monkeypatch, "network")
+    G = pf.theano_params(np.random.default_rng(0), 8, **SMALL, kind="G")
+    state = pf.theano_state("G_paper", spec, G)
+    state["build_module_src"] = f"import os\nos.system('touch {marker}')\n"
+    pf.write_py2_pickle(tmp_path / "src.pkl", pf.network(Network, state))
+    assert run_cli(["import", tmp_path / "src.pkl", tmp_path / "out"]) == 0
+    assert not marker.exists()
+
+
+def test_truncated_foreign_and_other_model_files_get_one_line(tmp_path, capsys, monkeypatch):
+    rng = np.random.default_rng(0)
+    kwargs = dict(num_channels=3, resolution=8, fmap_base=64, fmap_max=16, latent_size=16)
+    G_vars = pf.tf_g_variables(rng, 8, **SMALL)
+    good = write_tf_pickle(tmp_path / "good.pkl", monkeypatch, G_vars, pf.tf_d_variables(rng, 8, fmap_base=64,
+                           fmap_max=16), kwargs, dict(kwargs))  # fmt: skip
+    data = good.read_bytes()
+    (tmp_path / "cut.pkl").write_bytes(data[: len(data) // 2])
+    assert run_cli(["import", tmp_path / "cut.pkl", tmp_path / "out"]) == 2
+    one_line_error(capsys, "cut.pkl", "truncated", "download it again")
+    (tmp_path / "foreign.pkl").write_bytes(pickle.dumps({"weights": np.zeros(3)}))
+    assert run_cli(["import", tmp_path / "foreign.pkl", tmp_path / "out"]) == 2
+    one_line_error(capsys, "foreign.pkl", "not an official ProGAN network", "(G, D, Gs)")
+    save_file({"model.layer.weight": torch.zeros(3, 3)}, str(tmp_path / "other.safetensors"))
+    assert run_cli(["import", tmp_path / "other.safetensors", tmp_path / "out"]) == 2
+    one_line_error(capsys, "safetensors file, not a ProGAN network", "expected an official ProGAN .pkl")
+    (tmp_path / "noise.bin").write_bytes(b"\x00\x01garbage" * 10)
+    assert run_cli(["import", tmp_path / "noise.bin", tmp_path / "out"]) == 2
+    one_line_error(capsys, "neither a pickle nor a torch checkpoint")
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "resnet.pth")
+    assert run_cli(["import", tmp_path / "resnet.pth", tmp_path / "out"]) == 2
+    one_line_error(capsys, "not a GAN zoo PGAN checkpoint")
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The command: import, generate with official latents and directions, evaluate
+
+
+def test_import_then_generate_with_directions_and_evaluate(tmp_path, capsys, monkeypatch, tiny_store):
+    rng = np.random.default_rng(0)
+    kwargs = dict(num_channels=3, resolution=16, fmap_base=64, fmap_max=16, latent_size=16)
+    G_vars = pf.tf_g_variables(rng, 16, **SMALL)
+    D_vars = pf.tf_d_variables(rng, 16, fmap_base=64, fmap_max=16)
+    src = tmp_path / "karras2018iclr-lsun-cat-256x256.pkl"
+    write_tf_pickle(src, monkeypatch, G_vars, D_vars, kwargs, dict(kwargs))
+    smile = rng.standard_normal((1, 16)).astype(np.float32)
+    np.save(tmp_path / "boundary_smile.npy", smile)
+    snap = tmp_path / "cat"
+    assert run_cli(["import", src, snap, "--direction", f"smile={tmp_path / 'boundary_smile.npy'}"]) == 0
+    out, err = capsys.readouterr()
+    for needle in ("origin:     official ProGAN network, TF format", "16x16, 3 channels, unconditional",
+                   "parameters: G_ema", ", D ", "direction:  smile"):  # fmt: skip
+        assert needle in out, out
+    # Named like a published file but not its structure: a warning, not a failure.
+    assert "warning: named like the published karras2018iclr-lsun-cat-256x256.pkl" in err
+    stored = load_directions(snap)["smile"]
+    np.testing.assert_allclose(stored[0].numpy(), smile[0] / np.linalg.norm(smile), rtol=1e-6)
+
+    assert (
+        run_cli(["generate", snap, "--seeds", "1000,7", "--latents", "official", "--outdir", tmp_path / "a"])
+        == 0
+    )
+    assert run_cli(["generate", snap, "--seeds", "1000,7", "--latents", "official", "--direction", "smile=+2",
+                    "--outdir", tmp_path / "b"]) == 0  # fmt: skip
+    z = np.random.RandomState(1000).randn(1, 16).astype(np.float32)  # as the official scripts draw it
+    expected = pf.tf_g_forward(G_vars, kwargs, z)[0]
+    expected = np.clip(np.rint((expected + 1) * 127.5), 0, 255).transpose(1, 2, 0)
+    from PIL import Image
+
+    got = np.asarray(Image.open(tmp_path / "a" / "seed1000.png"), dtype=np.float64)
+    assert np.abs(got - expected).max() <= 1  # rounding at .5 may differ by one level
+    moved = np.asarray(Image.open(tmp_path / "b" / "seed1000.png"), dtype=np.float64)
+    assert np.abs(moved - got).mean() > 1
+    moved_z = z[0] + 2 * smile[0] / np.linalg.norm(smile)
+    exp_moved = pf.tf_g_forward(G_vars, kwargs, moved_z[None])[0]
+    exp_moved = np.clip(np.rint((exp_moved + 1) * 127.5), 0, 255).transpose(1, 2, 0)
+    assert np.abs(moved - exp_moved).max() <= 1
+    assert (
+        run_cli(["generate", snap, "--seeds", "1", "--direction", "age=1", "--grid", tmp_path / "g.png"]) == 2
+    )
+    one_line_error(capsys, "no direction 'age'", "smile")
+
+    assert run_cli(["evaluate", snap, "--data", tiny_store.path, "--metrics", "swd", "--num", "16",
+                    "--out", tmp_path / "eval"]) == 0  # fmt: skip
+    assert "swd" in capsys.readouterr().out.lower()
+
+    # An unknown file name: imported by structure, with a warning.
+    os.rename(src, tmp_path / "mine.pkl")
+    assert run_cli(["import", tmp_path / "mine.pkl", tmp_path / "mine"]) == 0
+    assert "is not one of the published files" in capsys.readouterr().err
