@@ -150,11 +150,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument(
         "--latents",
-        choices=["progan", "official"],
+        choices=["progan", "official", "official-stream"],
         default="progan",
-        help="how a seed becomes a latent: progan's (default) or the official scripts' "
-        "numpy RandomState(seed).randn (reproduces their images with imported official networks)",
+        help="how a seed becomes a latent: progan's (default); 'official': numpy RandomState(seed).randn "
+        "as the official scripts draw one latent per seed; 'official-stream': seeds are rows of "
+        "RandomState(--stream-seed).randn(N, 512), e.g. --stream-seed 1000 --seeds "
+        "477,56,83,887,583,391,86,340,341,415 are the official import_example.py's img0..img9",
     )
+    p.add_argument("--stream-seed", type=int, default=1000, help="seed of --latents official-stream")
     p.add_argument(
         "--direction",
         metavar="NAME=AMOUNT,...",
@@ -214,7 +217,7 @@ def run_generate(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     snap = load_snapshot(args.snapshot, device=device)
     labels = labels_for(snap.G_ema.label_size, seeds, args.label, snap.label_names)
-    z = latents_for_seeds(seeds, snap.config.latent_size, args.latents)
+    z = latents_for_seeds(seeds, snap.config.latent_size, args.latents, stream_seed=args.stream_seed)
     if amounts:
         z = directions.move(z, directions.load_directions(snap.path), amounts)
     images = images_for_latents(

@@ -8,7 +8,11 @@ Two ways of drawing a seed's latent:
 
 - ``"progan"``: ``torch.randn(latent_size, generator=torch.Generator().manual_seed(seed))``;
 - ``"official"``: ``numpy.random.RandomState(seed).randn(1, latent_size)``, as the official
-  scripts draw one latent per seed, so imported official networks reproduce their example images.
+  scripts draw one latent per seed, so imported official networks reproduce their example images;
+- ``"official-stream"``: the seed is a row index into one stream
+  ``numpy.random.RandomState(stream_seed).randn(N, latent_size)``, as the official
+  `import_example.py` (stream 1000, rows 477, 56, 83, 887, 583, 391, 86, 340, 341, 415 are its
+  img0..img9) and `util_scripts.generate_fake_images` draw them.
 
 Which seeds each command shows (so that a picture can be found again with `progan generate`):
 
@@ -30,7 +34,7 @@ from progan.device import autocast
 from progan.errors import UserError
 from progan.images import to_uint8
 
-LATENT_METHODS = ("progan", "official")
+LATENT_METHODS = ("progan", "official", "official-stream")
 # Seeds are 32-bit so that every method (NumPy's RandomState included) takes them.
 MAX_SEED = 2**32 - 1
 # Metrics draw their images from seeds far from the grids' 0..63, a block of a million per --seed.
@@ -75,11 +79,31 @@ def latent_for_seed(seed: int, latent_size: int, method: str = "progan") -> torc
     raise ValueError(f"latent method must be one of {LATENT_METHODS}, got {method!r}")
 
 
-def latents_for_seeds(seeds: Sequence[int], latent_size: int, method: str = "progan") -> torch.Tensor:
+def latents_for_seeds(
+    seeds: Sequence[int], latent_size: int, method: str = "progan", stream_seed: int = 1000
+) -> torch.Tensor:
     """One latent per seed, (N, latent_size): the image of a seed never depends on the batch."""
     if not len(seeds):
         return torch.zeros(0, latent_size)
+    if method == "official-stream":
+        return stream_latents(seeds, latent_size, stream_seed)
     return torch.stack([latent_for_seed(s, latent_size, method) for s in seeds])
+
+
+def stream_latents(rows: Sequence[int], latent_size: int, stream_seed: int) -> torch.Tensor:
+    """Rows of numpy.random.RandomState(stream_seed).randn(N, latent_size), drawn in chunks (row i
+    is the i-th consecutive draw of latent_size normals, whatever N is)."""
+    rs = np.random.RandomState(int(stream_seed))
+    wanted = sorted(set(int(r) for r in rows))
+    found: dict[int, np.ndarray] = {}
+    start, chunk = 0, 4096
+    while wanted and start <= wanted[-1]:
+        block = rs.randn(chunk, latent_size)
+        for r in wanted:
+            if start <= r < start + chunk:
+                found[r] = block[r - start]
+        start += chunk
+    return torch.from_numpy(np.stack([found[int(r)] for r in rows]).astype(np.float32))
 
 
 def labels_for(

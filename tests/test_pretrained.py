@@ -317,6 +317,16 @@ def test_import_then_generate_with_directions_and_evaluate(tmp_path, capsys, mon
     exp_moved = pf.tf_g_forward(G_vars, kwargs, moved_z[None])[0]
     exp_moved = np.clip(np.rint((exp_moved + 1) * 127.5), 0, 255).transpose(1, 2, 0)
     assert np.abs(moved - exp_moved).max() <= 1
+    # The official import_example.py: RandomState(1000).randn(1000, L)[[477, 56, ...]] -> img0, img1, ...
+    assert run_cli(["generate", snap, "--seeds", "477,56", "--latents", "official-stream", "--stream-seed",
+                    "1000", "--outdir", tmp_path / "c"]) == 0  # fmt: skip
+    row = np.random.RandomState(1000).randn(1000, 16)[[56]].astype(np.float32)
+    exp_row = np.clip(np.rint((pf.tf_g_forward(G_vars, kwargs, row)[0] + 1) * 127.5), 0, 255).transpose(
+        1, 2, 0
+    )
+    assert (
+        np.abs(np.asarray(Image.open(tmp_path / "c" / "seed0056.png"), dtype=np.float64) - exp_row).max() <= 1
+    )
     assert (
         run_cli(["generate", snap, "--seeds", "1", "--direction", "age=1", "--grid", tmp_path / "g.png"]) == 2
     )
