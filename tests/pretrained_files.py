@@ -97,6 +97,7 @@ def _tf_g_forward(variables, kwargs, latents, labels, crop):
     res_log2 = int(np.log2(kwargs["resolution"]))
     use_wscale = kwargs.get("use_wscale", True)
     use_pn = kwargs.get("use_pixelnorm", True)
+    act = lrelu if kwargs.get("use_leakyrelu", True) else (lambda x: np.maximum(x, 0))  # tf.nn.relu
     cropping = False
 
     def w_of(name, gain, fan_in=None):
@@ -120,8 +121,8 @@ def _tf_g_forward(variables, kwargs, latents, labels, crop):
             w = w_of(f"{name}/Dense", SQRT2 / 4)
             c = w.shape[1] // 16
             x = (x @ w).reshape(-1, c, 4, 4).transpose(0, 2, 3, 1)  # NCHW reshape, then NHWC
-            x = PN(lrelu(bias(x, f"{name}/Dense")))
-            return PN(lrelu(bias(correlate_same(x, w_of(f"{name}/Conv", SQRT2)), f"{name}/Conv")))
+            x = PN(act(bias(x, f"{name}/Dense")))
+            return PN(act(bias(correlate_same(x, w_of(f"{name}/Conv", SQRT2)), f"{name}/Conv")))
         if f"{name}/Conv0_up/weight" in variables:
             w = variables[f"{name}/Conv0_up/weight"]
             w = w_of(f"{name}/Conv0_up", SQRT2, fan_in=9 * w.shape[3])
@@ -129,12 +130,12 @@ def _tf_g_forward(variables, kwargs, latents, labels, crop):
             w = w[1:, 1:] + w[:-1, 1:] + w[1:, :-1] + w[:-1, :-1]
             x = conv2d_transpose_stride2_same(x, w)
             x = crop_valid(x, 2) if cropping else x  # output 2y+1 also reads input y+1
-            x = PN(lrelu(bias(x, f"{name}/Conv0_up")))
+            x = PN(act(bias(x, f"{name}/Conv0_up")))
         else:
             x = correlate_same(upscale2d(x), w_of(f"{name}/Conv0", SQRT2))
-            x = PN(lrelu(bias(crop_valid(x, 1) if cropping else x, f"{name}/Conv0")))
+            x = PN(act(bias(crop_valid(x, 1) if cropping else x, f"{name}/Conv0")))
         x = correlate_same(x, w_of(f"{name}/Conv1", SQRT2))
-        return PN(lrelu(bias(crop_valid(x, 1) if cropping else x, f"{name}/Conv1")))
+        return PN(act(bias(crop_valid(x, 1) if cropping else x, f"{name}/Conv1")))
 
     def torgb(x, res):
         name = f"ToRGB_lod{res_log2 - res}"

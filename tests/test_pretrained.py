@@ -62,16 +62,22 @@ def write_tf_pickle(path, monkeypatch, G_vars, D_vars, G_kwargs, D_kwargs, cls_m
     return path
 
 
+PLAIN = dict(use_wscale=False, use_leakyrelu=False, use_pixelnorm=False, normalize_latents=False)
+
+
 @pytest.mark.parametrize(
-    "fused,labels,resolution,lod",
-    [(True, 0, 16, 0.0), (False, 0, 16, 0.0), (True, 3, 32, 0.0), (False, 2, 16, 0.25)],
-)
-def test_tf_format_matches_the_official_g_paper(tmp_path, monkeypatch, fused, labels, resolution, lod):
+    "fused,labels,resolution,lod,extra",
+    [(True, 0, 16, 0.0, {}), (False, 0, 16, 0.0, {}), (True, 3, 32, 0.0, {}), (False, 2, 16, 0.25, {}),
+     (True, 0, 8, 0.0, PLAIN)],
+)  # fmt: skip
+def test_tf_format_matches_the_official_g_paper(tmp_path, monkeypatch, fused, labels, resolution, lod, extra):
     rng = np.random.default_rng(1)
     kwargs = dict(num_channels=3, resolution=resolution, label_size=labels, fmap_base=64, fmap_max=16,
-                  latent_size=16, fused_scale=fused)  # fmt: skip
+                  latent_size=16, fused_scale=fused, **extra)  # fmt: skip
     G_vars = pf.tf_g_variables(rng, resolution, labels=labels, fused=fused, **SMALL)
     G_vars["lod"] = np.float32(lod)
+    if not extra.get("use_wscale", True):  # weights initialized at He's std instead of N(0, 1)
+        G_vars = {k: v * np.float32(0.2) if k.endswith("weight") else v for k, v in G_vars.items()}
     D_vars = pf.tf_d_variables(rng, resolution, labels=labels, fused=fused, fmap_base=64, fmap_max=16)
     path = write_tf_pickle(tmp_path / "net.pkl", monkeypatch, G_vars, D_vars, kwargs, dict(kwargs))
     imp, snap_dir = import_file(path, tmp_path / "snap")
