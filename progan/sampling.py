@@ -4,7 +4,7 @@ Every command that shows a face goes through here (training grids, `generate`, m
 the studio, describe), so the same seed gives the same image everywhere. Latents are drawn per
 seed from a generator of their own, so an image never depends on its batch or its position.
 
-Two ways of drawing a seed's latent:
+Three ways of drawing a seed's latent:
 
 - ``"progan"``: ``torch.randn(latent_size, generator=torch.Generator().manual_seed(seed))``;
 - ``"official"``: ``numpy.random.RandomState(seed).randn(1, latent_size)``, as the official
