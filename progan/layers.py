@@ -102,19 +102,39 @@ class MinibatchStdDev(nn.Module):
     groups survive a split of the minibatch over several GPUs unchanged.)
     """
 
-    def __init__(self, group_size: int = 4) -> None:
+    # Modes, for imported networks: "progan" (above); "official" (the TF code's strided groups
+    # i, i + M, ...); "ganzoo" (pytorch_GAN_zoo: consecutive groups, the unbiased variance, the whole
+    # batch as one group when the group size does not divide it, zeros for groups of one).
+    MODES = ("progan", "official", "ganzoo")
+
+    def __init__(self, group_size: int = 4, mode: str = "progan") -> None:
         super().__init__()
+        if mode not in self.MODES:
+            raise ValueError(f"minibatch-stddev mode must be one of {self.MODES}, got {mode!r}")
         self.group_size = group_size
+        self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        g = mbstd_group_size(n, self.group_size)
-        y = x.float().reshape(n // g, g, c, h, w)
-        y = y - y.mean(dim=1, keepdim=True)
-        y = torch.sqrt(y.square().mean(dim=1) + 1e-8)  # (groups, C, H, W)
-        y = y.mean(dim=(1, 2, 3))  # (groups,)
-        y = y.repeat_interleave(g).reshape(n, 1, 1, 1).expand(n, 1, h, w).to(x.dtype)
-        return torch.cat([x, y], dim=1)
+        if self.mode == "ganzoo":
+            g = min(n, self.group_size)
+            g = g if n % g == 0 else n
+        else:
+            g = mbstd_group_size(n, self.group_size)
+        strided = self.mode == "official"
+        y = x.float().reshape(*((g, n // g) if strided else (n // g, g)), c, h, w)
+        gdim = 0 if strided else 1
+        y = y - y.mean(dim=gdim, keepdim=True)
+        if self.mode == "ganzoo":
+            var = y.square().sum(dim=gdim) / (g - 1) if g > 1 else None
+        else:
+            var = y.square().mean(dim=gdim)
+        if var is None:
+            y = torch.zeros(n // g, device=x.device)
+        else:
+            y = torch.sqrt(var + 1e-8).mean(dim=(1, 2, 3))  # (groups,)
+        y = (y.repeat(g) if strided else y.repeat_interleave(g)).reshape(n, 1, 1, 1)
+        return torch.cat([x, y.expand(n, 1, h, w).to(x.dtype)], dim=1)
 
     def extra_repr(self) -> str:
-        return f"group_size={self.group_size}"
+        return f"group_size={self.group_size}" + (f", mode={self.mode}" if self.mode != "progan" else "")

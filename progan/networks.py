@@ -51,6 +51,8 @@ class NetworkConfig:
     activation: str = "lrelu"
     # G's output: "linear" (the paper) or "tanh" (GAN zoo models trained with its MSE/DCGAN losses).
     output_activation: str = "linear"
+    # D's minibatch-stddev grouping and variance: "progan", "official" or "ganzoo" (MinibatchStdDev).
+    mbstd_mode: str = "progan"
 
     def __post_init__(self) -> None:
         check_resolution(self.resolution)
@@ -65,6 +67,8 @@ class NetworkConfig:
                 )
         if self.activation not in ("lrelu", "relu"):
             raise ValueError(f"activation must be 'lrelu' or 'relu', got {self.activation!r}")
+        if self.mbstd_mode not in MinibatchStdDev.MODES:
+            raise ValueError(f"mbstd_mode must be one of {MinibatchStdDev.MODES}, got {self.mbstd_mode!r}")
         if self.output_activation not in ("linear", "tanh"):
             raise ValueError(f"output_activation must be 'linear' or 'tanh', got {self.output_activation!r}")
 
@@ -236,7 +240,8 @@ class Discriminator(_StageMixin, nn.Module):
             if lg >= 3:
                 self.blocks[str(res)] = DiscriminatorBlock(nf(lg - 1), nf(lg - 2))
         c4 = nf(1)
-        self.mbstd = MinibatchStdDev(config.mbstd_group_size) if config.mbstd_group_size > 1 else None
+        mbstd = config.mbstd_group_size > 1
+        self.mbstd = MinibatchStdDev(config.mbstd_group_size, config.mbstd_mode) if mbstd else None
         self.conv4 = EqualizedConv2d(c4 + (1 if self.mbstd else 0), c4, 3)
         self.dense0 = EqualizedLinear(c4 * 16, nf(0))
         self.dense1 = EqualizedLinear(nf(0), 1 + config.label_size, gain=1.0)

@@ -346,3 +346,43 @@ def test_import_then_generate_with_directions_and_evaluate(tmp_path, capsys, mon
     os.rename(src, tmp_path / "mine.pkl")
     assert run_cli(["import", tmp_path / "mine.pkl", tmp_path / "mine"]) == 0
     assert "is not one of the published files" in capsys.readouterr().err
+
+
+def test_minibatch_stddev_modes_match_the_official_and_zoo_layers():
+    """D's minibatch-stddev as the TF code (strided groups) and the GAN zoo (consecutive groups,
+    unbiased variance, whole batch when 4 does not divide it) compute it."""
+    from progan.layers import MinibatchStdDev
+
+    def tf_layer(x, group_size):  # networks.py minibatch_stddev_layer
+        g = min(group_size, x.shape[0])
+        s = x.shape
+        y = x.reshape(g, -1, *s[1:])
+        y = y - y.mean(axis=0, keepdims=True)
+        y = np.sqrt(np.square(y).mean(axis=0) + 1e-8).mean(axis=(1, 2, 3), keepdims=True)
+        y = np.tile(y, (g, 1, s[2], s[3]))
+        return np.concatenate([x, y], axis=1)
+
+    def zoo_layer(x, sub=4):  # mini_batch_stddev_module.py miniBatchStdDev
+        n, c, h, w = x.shape
+        sub = min(n, sub)
+        sub = sub if n % sub == 0 else n
+        groups = n // sub
+        y = x.reshape(-1, sub, c, h, w).var(axis=1, ddof=1)
+        y = np.sqrt(y + 1e-8).reshape(groups, -1).mean(axis=1)
+        y = np.repeat(y, sub)[:, None, None, None] * np.ones((1, 1, h, w))
+        return np.concatenate([x, y], axis=1)
+
+    x = np.random.default_rng(0).standard_normal((8, 5, 4, 4))
+    for n in (8, 6):
+        xt = torch.from_numpy(x[:n]).float()
+        np.testing.assert_allclose(
+            MinibatchStdDev(4, "ganzoo")(xt).numpy(), zoo_layer(x[:n]), rtol=1e-5, atol=1e-6
+        )
+    xt = torch.from_numpy(x).float()
+    np.testing.assert_allclose(
+        MinibatchStdDev(4, "official")(xt).numpy(), tf_layer(x, 4), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        MinibatchStdDev(16, "official")(xt).numpy(), tf_layer(x, 16), rtol=1e-5, atol=1e-6
+    )
+    assert not np.allclose(MinibatchStdDev(4)(xt).numpy(), tf_layer(x, 4))  # progan's own grouping

@@ -85,6 +85,7 @@ def network_config(ckpt: dict, path: Path) -> tuple[NetworkConfig, float, dict]:
             label_size=labels,
             fmaps=[d0, d0, *depths],
             mbstd_group_size=4 if cfg.get("miniBatchStdDev", False) else 0,
+            mbstd_mode="ganzoo",
             normalize_latents=norm,
             use_pixelnorm=norm,
             output_activation="tanh" if loss in ("MSE", "DCGAN") else "linear",

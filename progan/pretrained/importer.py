@@ -210,11 +210,6 @@ def _from_ganzoo(path: Path) -> Imported:
     if ckpt.get("netD"):
         imp.D = empty(Discriminator, config)
         imp.D.load_state_dict(ganzoo.discriminator_state(ckpt["netD"], imp.D, equalized, path))
-    if config.mbstd_group_size:
-        imp.warnings.append(
-            "the GAN zoo's minibatch-stddev uses the unbiased variance; progan's D uses the biased one "
-            "(G, and so every image, is exact)"
-        )
     return imp
 
 

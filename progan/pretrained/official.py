@@ -205,6 +205,7 @@ def config_from(G: OfficialNetwork, D: OfficialNetwork | None, source: str) -> N
             fmap_decay=float(_kw(G, "fmap_decay", TF_G_DEFAULTS)),
             fmap_max=int(_kw(G, "fmap_max", TF_G_DEFAULTS)),
             mbstd_group_size=mbstd,
+            mbstd_mode="official",
             normalize_latents=bool(_kw(G, "normalize_latents", TF_G_DEFAULTS)),
             use_pixelnorm=bool(_kw(G, "use_pixelnorm", TF_G_DEFAULTS)),
             activation="lrelu" if _kw(G, "use_leakyrelu", TF_G_DEFAULTS) else "relu",
