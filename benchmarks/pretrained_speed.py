@@ -33,7 +33,7 @@ def vm_kib(field: str) -> int:
     return 0
 
 
-def worker(precision: str, batch: int, device_name: str, repeats: int) -> dict:
+def worker(precision: str, batch: int, device_name: str, repeats: int, warmup: bool = True) -> dict:
     import torch
 
     from progan.device import configure_device
@@ -44,8 +44,8 @@ def worker(precision: str, batch: int, device_name: str, repeats: int) -> dict:
     configure_device(device)
     G = Generator(NetworkConfig()).to(device).eval().requires_grad_(False)
     built_kib = vm_kib("VmRSS")
-    z1 = latents_for_seeds([0], 512)
-    list(iter_images(G, z1, batch=1, device=device, precision=precision))  # warm-up
+    if warmup:
+        list(iter_images(G, latents_for_seeds([0], 512), batch=1, device=device, precision=precision))
     z = latents_for_seeds(list(range(batch)), 512)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -76,39 +76,12 @@ def worker(precision: str, batch: int, device_name: str, repeats: int) -> dict:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precisions", default="fp32,bf16")
-    parser.add_argument("--batches", default="1,8")
-    parser.add_argument("--repeats", type=int, default=2, help="timed calls per measurement (default: 2)")
-    parser.add_argument("--json", help="also write the results here")
-    parser.add_argument(
-        "--worker", nargs=3, metavar=("PRECISION", "BATCH", "REPEATS"), help=argparse.SUPPRESS
-    )
-    args = parser.parse_args()
-    if args.worker:
-        precision, batch, repeats = args.worker
-        print(json.dumps(worker(precision, int(batch), args.device, int(repeats))))
-        return
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    results = []
-    for precision in args.precisions.split(","):
-        for batch in [int(b) for b in args.batches.split(",")]:
-            cmd = [sys.executable, __file__, "--device", args.device, "--worker", precision, str(batch),
-                   str(args.repeats)]  # fmt: skip
-            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            results.append(r)
-            print(f"{precision} batch {batch}: {r['img_per_s']:.3f} img/s", file=sys.stderr)
+def print_table(results: list[dict], device: str) -> None:
     import torch
 
-    print(f"\ntorch {torch.__version__}, device {args.device}, {results[0]['threads']} threads, "
+    print(f"\ntorch {torch.__version__}, device {device}, {results[0]['threads']} threads, "
           f"G_paper 1024x1024, {results[0]['params'] / 1e6:.2f} M parameters\n")  # fmt: skip
-    gpu = args.device.startswith("cuda")
+    gpu = device.startswith("cuda")
     head = "| precision | batch | img/s | s/img | calls (s) | RSS after build MiB | peak RSS MiB |"
     print(head + (" peak CUDA MiB |" if gpu else ""))
     print("| --- | ---: | ---: | ---: | --- | ---: | ---: |" + (" ---: |" if gpu else ""))
@@ -117,9 +90,53 @@ def main() -> None:
         row = (f"| {r['precision']} | {r['batch']} | {r['img_per_s']:.3f} | {1 / r['img_per_s']:.2f} | "
                f"{calls} | {r['built_rss_mib']:.0f} | {r['peak_rss_mib']:.0f} |")  # fmt: skip
         print(row + (f" {r['peak_cuda_mib']:.0f} |" if gpu else ""))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--repeats", type=int, default=2, help="timed calls per measurement (default: 2)")
+    parser.add_argument(
+        "--no-warmup", dest="warmup", action="store_false", help="skip the batch-1 warm-up call"
+    )
+    parser.add_argument(
+        "--json", help="also write the results here (JSON lines, one per measurement, as they end)"
+    )
+    parser.add_argument(
+        "--worker", nargs=3, metavar=("PRECISION", "BATCH", "REPEATS"), help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--table", metavar="JSONL", help="print the table of a --json file (several runs) and exit"
+    )
+    args = parser.parse_args()
+    if args.table:
+        with open(args.table) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        print_table(rows, rows[0]["device"])
+        return
+    if args.worker:
+        precision, batch, repeats = args.worker
+        print(json.dumps(worker(precision, int(batch), args.device, int(repeats), args.warmup)))
+        return
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    results = []
+    for precision in args.precisions.split(","):
+        for batch in [int(b) for b in args.batches.split(",")]:
+            cmd = [sys.executable, __file__, "--device", args.device, "--worker", precision, str(batch),
+                   str(args.repeats)] + ([] if args.warmup else ["--no-warmup"])  # fmt: skip
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            results.append(r)
+            print(json.dumps(r), file=sys.stderr)
+            if args.json:  # written as each measurement ends: a long run that is stopped keeps its rows
+                with open(args.json, "a") as f:
+                    f.write(json.dumps(r) + "\n")
+    print_table(results, args.device)
 
 
 if __name__ == "__main__":
