@@ -254,6 +254,36 @@ def _theano_g_forward(params, resolution, latents, crop):
     return ws(x @ W).transpose(0, 3, 1, 2)
 
 
+def tf_fused_from_theano(params, resolution):
+    """The TF variables of the same G as Theano `params`, with fused Conv0_up layers: legacy.py's
+    conversion (flip, fold the scale), then each Conv0 kernel K (HWIO) written as the fused kernel
+    whose nearest-up + convolution equivalent is K: mirrored, in [k, k, out, in]."""
+    it = iter(params)
+    res_log2 = int(np.log2(resolution))
+    v = {"lod": np.float32(0.0)}
+
+    def put(name, w, gain):
+        he = gain / np.sqrt(np.prod(w.shape[:-1]))
+        v[name + "/weight"] = (w * np.float32(next(it)) / np.float32(he)).astype(np.float32)
+        v[name + "/bias"] = next(it)
+
+    def conv(w):
+        return w.transpose(2, 3, 1, 0)[::-1, ::-1]
+
+    W = next(it)
+    put("4x4/Dense", W.transpose(1, 0, 2, 3).reshape(W.shape[1], -1), SQRT2 / 4)
+    put("4x4/Conv", conv(next(it)), SQRT2)
+    for res in range(3, res_log2 + 1):
+        name = f"{2**res}x{2**res}"
+        put(f"{name}/Conv0_up", conv(next(it)), SQRT2)  # fan-in 9 * in either way
+        w = v[f"{name}/Conv0_up/weight"]
+        v[f"{name}/Conv0_up/weight"] = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2))
+        put(f"{name}/Conv1", conv(next(it)), SQRT2)
+    for lod in range(res_log2 - 1):
+        put(f"ToRGB_lod{lod}", next(it)[np.newaxis, np.newaxis], 1.0)
+    return v
+
+
 def theano_params(rng, resolution, channels=3, latent=512, fmap_base=8192, fmap_max=512, kind="G"):
     """Random param_values of a Theano G_paper or D_paper in Lasagne's order and layouts."""
 

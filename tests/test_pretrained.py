@@ -167,7 +167,10 @@ def test_official_1024_networks_reproduce_the_transcriptions(tmp_path, monkeypat
     assert ref.shape == (1, 3, 258, 258)
     assert_images_match(ours[:, :, :258, :258], ref)
 
-    G_vars = pf.tf_g_variables(rng, 1024, fused=True)
+    # The same generator as a fused TF G_paper (Conv0_up kernels = the mirrored convolutions, as the
+    # test derives them), a pickle of Gs alone: it imports to the same weights, and the TF
+    # transcription (transposed-convolution upscale) gives the same image.
+    G_vars = pf.tf_fused_from_theano(G, 1024)
     kwargs = dict(num_channels=3, resolution=1024, label_size=0)
     write_tf_pickle(tmp_path / "tf.pkl", monkeypatch, G_vars, pf.tf_d_variables(rng, 8), kwargs, dict(kwargs))
     # (D at 8x8 does not fit a 1024 G: the import says so instead of guessing.)
@@ -176,9 +179,10 @@ def test_official_1024_networks_reproduce_the_transcriptions(tmp_path, monkeypat
     Network = pf.network_class(monkeypatch, "tfutil")
     with open(tmp_path / "gs.pkl", "wb") as f:
         pickle.dump(pf.network(Network, pf.tf_state("Gs", "G_paper", kwargs, G_vars)), f, protocol=4)
-    imp = read_file(tmp_path / "gs.pkl")
-    with torch.no_grad(), torch_threads(2):
-        ours = imp.G_ema(torch.from_numpy(z))
+    tf_imp = read_file(tmp_path / "gs.pkl")
+    assert "8x8/Conv0_up/weight" in G_vars and tf_imp.origin == "official-tf"
+    for key, value in tf_imp.G_ema.state_dict().items():
+        torch.testing.assert_close(value, imp.G_ema.state_dict()[key], rtol=1e-5, atol=1e-6)
     ref = pf.tf_g_forward(G_vars, kwargs, z, crop=(16, 4))
     assert ref.shape == (1, 3, 131, 131)  # the fused upscale loses one more edge pixel per level
     assert_images_match(ours[:, :, :131, :131], ref)
