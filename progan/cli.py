@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "progan.metrics.cli",  # evaluate
     "progan.studio.cli",  # video, export, serve
     "progan.pretrained.cli",  # import
+    "progan.faces.commands",  # describe, attributes, directions, edit
 ]
 
 

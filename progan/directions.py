@@ -104,3 +104,40 @@ def move(
             raise UserError(f"this snapshot has no direction '{name}'; it has {have}")
         out += float(amount) * directions[name][0].to(out)
     return out
+
+
+def conditioned(
+    directions: dict[str, tuple[torch.Tensor, dict]], edited: list[str], keep: list[str] | None = None
+) -> dict[str, torch.Tensor]:
+    """Unit directions for `edited` that leave the `keep` directions' traits unchanged.
+
+    InterFaceGAN's conditional manipulation: each edited direction loses its component in the
+    span of the kept ones, so a linear model of a kept trait sees no change. By default every
+    stored direction of another trait (metadata "trait"; a direction without one is its own
+    trait) is kept; directions of the same trait ("blond_hair" beside "red_hair") are free to change.
+    """
+    missing = [n for n in edited if n not in directions]
+    if missing:
+        have = ", ".join(sorted(directions)) or "none (fit some with 'progan directions SNAPSHOT')"
+        raise UserError(f"this snapshot has no direction '{missing[0]}'; it has {have}")
+    out = {}
+    for name in edited:
+        vec, info = directions[name]
+        d = vec / vec.norm()
+        trait = info.get("trait", name)
+        fixed = [
+            k for k in (keep if keep is not None else directions)
+            if k not in edited and k in directions and directions[k][1].get("trait", k) != trait
+        ]  # fmt: skip
+        if fixed:
+            basis = torch.stack([directions[k][0] / directions[k][0].norm() for k in fixed], 1)
+            u, s, _ = torch.linalg.svd(basis, full_matrices=False)
+            u = u[:, s > s.max() * 1e-5]
+            d = d - u @ (u.T @ d)
+            if float(d.norm()) < 0.05:
+                raise UserError(
+                    f"direction '{name}' lies within the {len(fixed)} directions kept fixed; "
+                    "keep fewer (--keep a,b) or edit without keeping (--free)"
+                )
+        out[name] = d / d.norm()
+    return out

@@ -404,7 +404,8 @@ def understand(text: str, attributes: Sequence[str] = (), labels: Sequence[str] 
                     phrase = " ".join(rest[i : i + n])  # type: ignore[arg-type]
                     if source == "attribute":
                         got, unk, _ = _measured_clause(list(rest[i : i + n]), False, [])  # type: ignore[arg-type]
-                        if got and not unk:
+                        # The measured vocabulary keeps a phrase it reads word for word.
+                        if got and not unk and not any(t in STOPWORDS for t in rest[i : i + n]):
                             i += n
                             continue
                     prev = rest[i - 1] if i else None

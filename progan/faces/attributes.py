@@ -1,0 +1,208 @@
+"""Learned attributes: a small classifier trained on a labelled store (`progan attributes fit`).
+
+CelebA's 40 attributes (from `prepare --celeba`), or any labels a store holds, become words for
+`progan describe --attributes FILE` ("smiling", "young", "male", "bangs", "wavy hair", ...).
+
+The classifier is a small strided CNN on the store's level at `resolution` (64x64 at most: the
+attributes it learns are visible there, and it trains in minutes on a CPU). Multi-hot labels
+train one sigmoid per attribute; one-hot labels (classes) a softmax. The file is safetensors:
+the weights, and in its metadata the label names, the kind, the input size and the held-out
+accuracy, so nothing but tensors and JSON is ever read back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from progan.errors import UserError
+
+ATTRIBUTES_FORMAT = "progan-attributes"
+MAX_RESOLUTION = 64
+
+
+class AttributeNet(nn.Module):
+    """Strided 3x3 convolutions down to 4x4, global average pooling, one linear layer."""
+
+    def __init__(self, channels: int, resolution: int, outputs: int, width: int = 32) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c, r = channels, resolution
+        while r > 4:
+            out = min(width * (resolution // r), 8 * width)
+            layers += [nn.Conv2d(c, out, 3, stride=2, padding=1), nn.BatchNorm2d(out), nn.LeakyReLU(0.2)]
+            c, r = out, r // 2
+        layers += [nn.Conv2d(c, c, 3, padding=1), nn.LeakyReLU(0.2)]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(c, outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean((2, 3)))
+
+
+def _prepare(images: torch.Tensor | np.ndarray, channels: int, resolution: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float in [-1, 1] at the classifier's size and channel count."""
+    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    x = x.float() / 127.5 - 1.0
+    if x.shape[1] != channels:
+        x = x.mean(1, keepdim=True) if channels == 1 else x.expand(-1, channels, -1, -1)
+    if x.shape[-1] != resolution:
+        # 'area' is the store's own 2x2 box average at power-of-two factors.
+        x = F.interpolate(
+            x, size=(resolution, resolution), mode="area" if x.shape[-1] > resolution else "nearest"
+        )
+    return x
+
+
+@dataclass
+class AttributeModel:
+    names: list[str]
+    kind: str  # "multilabel" | "class"
+    resolution: int
+    channels: int
+    net: AttributeNet
+    accuracy: dict[str, float]
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor | np.ndarray, batch: int = 256) -> np.ndarray:
+        """Probabilities (N, len(names)) for uint8 (N, C, H, W) images."""
+        self.net.eval()
+        out = []
+        for i in range(0, len(images), batch):
+            logits = self.net(_prepare(images[i : i + batch], self.channels, self.resolution))
+            out.append(torch.softmax(logits, 1) if self.kind == "class" else torch.sigmoid(logits))
+        if not out:
+            return np.zeros((0, len(self.names)), np.float32)
+        return torch.cat(out).numpy()
+
+
+def save_attributes(path: str | os.PathLike, model: AttributeModel, width: int) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format": ATTRIBUTES_FORMAT,
+        "names": json.dumps(model.names),
+        "kind": model.kind,
+        "resolution": str(model.resolution),
+        "channels": str(model.channels),
+        "width": str(width),
+        "accuracy": json.dumps(model.accuracy),
+    }
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def load_attributes(path: str | os.PathLike) -> AttributeModel:
+    """An attribute classifier saved by `progan attributes fit`; UserError for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; make one with 'progan attributes fit STORE --out {path}'")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        if meta.get("format") != ATTRIBUTES_FORMAT:
+            raise ValueError("no progan-attributes marker")
+        names = list(json.loads(meta["names"]))
+        res, ch, width = int(meta["resolution"]), int(meta["channels"]), int(meta["width"])
+        net = AttributeNet(ch, res, len(names), width)
+        net.load_state_dict(tensors)
+    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as e:
+        raise UserError(
+            f"{path} is not a progan attribute classifier ({str(e).splitlines()[0]}); "
+            "make one with 'progan attributes fit STORE --out FILE'"
+        ) from e
+    net.eval()
+    return AttributeModel(names, meta["kind"], res, ch, net, json.loads(meta.get("accuracy", "{}")))
+
+
+def fit_attributes(
+    store_path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    epochs: int = 5,
+    batch: int = 64,
+    lr: float = 2e-3,
+    resolution: int | None = None,
+    width: int = 32,
+    holdout: float = 0.1,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> AttributeModel:
+    """Train the classifier on a labelled store, report held-out accuracy, save it to `out`."""
+    from tqdm import tqdm
+
+    from progan.data.store import open_store
+
+    store = open_store(store_path)
+    labels = store.labels
+    if labels is None:
+        raise UserError(
+            f"store {store.path} has no labels; prepare it with --celeba or --labels FILE|from-folders"
+        )
+    labels = np.asarray(labels, dtype=np.float32)
+    res = resolution or min(MAX_RESOLUTION, store.resolution)
+    images = store.images(res)
+    one_hot = bool(np.all((labels == 0) | (labels == 1)) and np.all(labels.sum(1) == 1))
+    kind = "class" if one_hot else "multilabel"
+    names = store.label_names
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(store.count)
+    n_val = int(round(store.count * holdout)) if store.count >= 10 else 0
+    val, train = np.sort(order[:n_val]), order[n_val:]
+    torch.manual_seed(seed)
+    device = torch.device(device)
+    net = AttributeNet(store.channels, res, len(names), width).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    steps = epochs * max(1, math.ceil(len(train) / batch))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    bar = tqdm(total=steps, unit="step", desc="attributes", disable=not progress, file=sys.stderr)
+    y_all = torch.from_numpy(labels.copy())
+    for _ in range(epochs):
+        net.train()
+        perm = rng.permutation(train)
+        for i in range(0, len(perm), batch):
+            idx = np.sort(perm[i : i + batch])  # sorted reads of the memory map
+            x = _prepare(torch.from_numpy(np.asarray(images[idx])), store.channels, res).to(device)
+            flip = torch.from_numpy(rng.random(len(idx)) < 0.5).to(device)
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)  # faces are left-right symmetric
+            y = y_all[idx].to(device)
+            logits = net(x)
+            if kind == "class":
+                loss = F.cross_entropy(logits, y.argmax(1))
+            else:
+                loss = F.binary_cross_entropy_with_logits(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    model = AttributeModel(names, kind, res, store.channels, net.cpu().eval(), {})
+    if len(val):
+        p = model.predict(np.asarray(images[val]))
+        y = labels[val]
+        if kind == "class":
+            model.accuracy = {"all": float((p.argmax(1) == y.argmax(1)).mean())}
+        else:
+            model.accuracy = {
+                n: float(((p[:, k] > 0.5) == (y[:, k] > 0.5)).mean()) for k, n in enumerate(names)
+            }
+    save_attributes(out, model, width)
+    return model

@@ -1,0 +1,268 @@
+"""`progan describe`, `progan attributes fit`, `progan directions`, `progan edit` (parsing only)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from progan.errors import UserError
+
+DESCRIBE_HELP = """examples:
+  progan describe runs/00003-faces-256 "a round face with red hair and blue eyes" --out picks
+  progan describe SNAPSHOT "ginger, very smiling, no glasses" --candidates 2000 --top 25 --out picks
+  progan describe SNAPSHOT "a young woman with wavy hair" --attributes celeba.attributes --out picks
+  progan describe SNAPSHOT "red hair, blue eyes" --refine 8 --out picks   (after 'progan directions')"""
+
+EDIT_HELP = """examples:
+  progan edit SNAPSHOT --seed 42 --set red_hair=+2,smile=-1 --out face.png
+  progan edit SNAPSHOT --from picks/candidates.json --rank 3 --set round_face=1.5 --out face.png"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be positive")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "describe",
+        help="generate candidates and rank them against a description of a face",
+        epilog=DESCRIBE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("snapshot", help="a snapshot directory, or a run directory (its newest snapshot)")
+    p.add_argument("text", help='the description, e.g. "a round face with red hair and blue eyes"')
+    p.add_argument("--out", required=True, help="write best.png and candidates.json here")
+    p.add_argument("--candidates", type=_positive_int, default=500, help="faces to generate (default 500)")
+    p.add_argument("--top", type=_positive_int, default=16, help="faces in the grid (default 16)")
+    p.add_argument("--first-seed", type=int, default=0, help="candidates are seeds N, N+1, ... (default 0)")
+    p.add_argument("--attributes", metavar="FILE", help="a classifier from 'progan attributes fit'")
+    p.add_argument(
+        "--refine", type=int, default=0, metavar="K",
+        help="push the best K along the snapshot's directions while the score improves",
+    )  # fmt: skip
+    p.add_argument("--refine-rounds", type=_positive_int, default=4)
+    p.add_argument("--batch", type=_positive_int, default=32)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=run_describe)
+
+    p = subparsers.add_parser("attributes", help="learned attributes: fit a classifier on a labelled store")
+    sub = p.add_subparsers(dest="action", metavar="ACTION")
+    sub.required = True
+    f = sub.add_parser("fit", help="train an attribute classifier on a labelled store")
+    f.add_argument("store", help="a labelled store from 'progan prepare' (e.g. --celeba)")
+    f.add_argument("--out", required=True, help="the classifier file to write (safetensors)")
+    f.add_argument("--epochs", type=_positive_int, default=5)
+    f.add_argument("--batch", type=_positive_int, default=64)
+    f.add_argument("--resolution", type=int, help="input size (default: the store's, at most 64)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--device", default="auto")
+    f.add_argument("--no-progress", dest="progress", action="store_false")
+    f.set_defaults(func=run_attributes_fit)
+
+    p = subparsers.add_parser(
+        "directions", help="fit a latent direction per measured face trait (InterFaceGAN-style)"
+    )
+    p.add_argument("snapshot", help="a snapshot directory, or a run directory (its newest snapshot)")
+    p.add_argument("--samples", type=_positive_int, default=2000, help="faces to measure (default 2000)")
+    p.add_argument("--fraction", type=float, default=0.25, help="top and bottom share per trait (0.25)")
+    p.add_argument("--first-seed", type=int, default=1_000_000, help="samples are seeds N, N+1, ...")
+    p.add_argument("--batch", type=_positive_int, default=32)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=run_directions)
+
+    p = subparsers.add_parser(
+        "edit",
+        help="move a face along named directions, keeping the other traits fixed",
+        epilog=EDIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("snapshot", help="a snapshot directory, or a run directory (its newest snapshot)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--seed", type=int, help="the face of this seed")
+    src.add_argument("--from", dest="from_file", metavar="CANDIDATES", help="a describe candidates.json")
+    p.add_argument("--rank", type=_positive_int, default=1, help="with --from: which candidate (1 = best)")
+    p.add_argument("--set", dest="amounts", required=True, help="e.g. red_hair=+2,smile=-1")
+    p.add_argument("--out", required=True, help="the edited image (PNG)")
+    p.add_argument("--keep", help="directions to keep fixed (default: all of the other traits)")
+    p.add_argument("--free", action="store_true", help="move along the plain directions, keeping nothing")
+    p.add_argument("--label", help="class or attributes of a conditional model (with --seed)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.set_defaults(func=run_edit)
+
+
+def _load_attributes(path: str | None):
+    if not path:
+        return None
+    from progan.faces.attributes import load_attributes
+
+    return load_attributes(path)
+
+
+def run_describe(args: argparse.Namespace) -> int:
+    from progan.checkpoint import load_snapshot
+    from progan.device import pick_device
+    from progan.directions import load_directions
+    from progan.faces import describe as d
+    from progan.faces.words import understand
+
+    device = pick_device(args.device)
+    snap = load_snapshot(args.snapshot, device=device)
+    G = snap.G_ema
+    attributes = _load_attributes(args.attributes)
+    desc = understand(args.text, attributes.names if attributes else (), snap.label_names)
+    print(f"understood: {desc.summary()}")
+    if desc.unknown:
+        print(desc.unknown_line())
+    if not desc.wishes:
+        raise UserError(
+            f"nothing in '{args.text}' is measured; describe face shape, hair, eye or skin colour, "
+            "smile, open mouth, glasses or beard (or add --attributes FILE)"
+        )
+    if any(w.source == "measured" for w in desc.wishes):
+        d.check_measurable(G.resolution, snap.path)
+    if args.refine > args.top:
+        raise UserError(
+            f"--refine {args.refine} is more than --top {args.top}; refine at most the shown faces"
+        )
+    directions = load_directions(snap.path) if args.refine else {}
+    seeds = list(range(args.first_seed, args.first_seed + args.candidates))
+    labels = d.label_rows(desc, G.label_size, snap.label_names, seeds)
+    ranked, images = d.describe(
+        G, desc, seeds, top=args.top, labels=labels, attributes=attributes, batch=args.batch,
+        device=device, precision=args.precision, progress=args.progress,
+    )  # fmt: skip
+    measured = any(w.source == "measured" for w in desc.wishes)
+    if measured and all(c.score is None for c in ranked):
+        reasons = sorted({c.reason for c in ranked if c.reason})
+        raise UserError(
+            f"no face found in any of the {len(ranked)} candidates of {snap.path} "
+            f"({'; '.join(reasons) or 'no face found'}); describe needs a model that makes faces"
+        )
+    if args.refine:
+        ranked = d.refine(
+            G, desc, ranked, images, directions, count=args.refine, rounds=args.refine_rounds,
+            attributes=attributes, batch=args.batch, device=device, precision=args.precision,
+        )  # fmt: skip
+    info = {"snapshot": str(snap.path), "latent_method": "progan"}
+    grid, table = d.write_results(args.out, desc, ranked, images, args.top, info)
+    for rank, c in enumerate(ranked[: min(args.top, 5)], 1):
+        score = "no face" if c.score is None else f"{c.score:.3f}"
+        words = ", ".join(f"{k} {v:.2f}" for k, v in c.words.items())
+        print(f"#{rank} seed {c.seed}: {score} ({words})")
+    print(f"wrote {grid} and {table}")
+    return 0
+
+
+def run_attributes_fit(args: argparse.Namespace) -> int:
+    from progan.device import pick_device
+    from progan.faces.attributes import fit_attributes
+
+    model = fit_attributes(
+        args.store, args.out, epochs=args.epochs, batch=args.batch, resolution=args.resolution,
+        seed=args.seed, device=pick_device(args.device), progress=args.progress,
+    )  # fmt: skip
+    print(f"{len(model.names)} attributes ({model.kind}) at {model.resolution}x{model.resolution}")
+    for name, acc in model.accuracy.items():
+        print(f"  {name:24s} held-out accuracy {acc:.3f}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def run_directions(args: argparse.Namespace) -> int:
+    from progan.checkpoint import load_snapshot
+    from progan.device import pick_device
+    from progan.directions import load_directions, save_directions
+    from progan.faces.describe import check_measurable, default_measure
+    from progan.faces.edit import fit_directions, sample_measurements
+    from progan.sampling import labels_for
+
+    if not 0 < args.fraction <= 0.5:
+        raise UserError(f"--fraction {args.fraction} must be in (0, 0.5]; e.g. 0.25")
+    device = pick_device(args.device)
+    snap = load_snapshot(args.snapshot, device=device)
+    check_measurable(snap.G_ema.resolution, snap.path)
+    seeds = list(range(args.first_seed, args.first_seed + args.samples))
+    labels = labels_for(snap.G_ema.label_size, seeds, None, snap.label_names)
+    z, measurements = sample_measurements(
+        snap.G_ema, seeds, default_measure, labels=labels, batch=args.batch, device=device,
+        precision=args.precision, progress=args.progress,
+    )  # fmt: skip
+    fitted, skipped = fit_directions(z, measurements, fraction=args.fraction)
+    directions = load_directions(snap.path)
+    directions.update(fitted)
+    path = save_directions(snap.path, directions)
+    for name, (_, info) in sorted(fitted.items()):
+        print(f"  {name:20s} held-out accuracy {info['holdout_accuracy']:.3f} ({info['samples']} samples)")
+    for name, why in sorted(skipped.items()):
+        print(f"  {name:20s} skipped: {why}")
+    print(f"wrote {len(fitted)} directions to {path}")
+    return 0
+
+
+def _latent_from_candidates(path: str, rank: int):
+    import torch
+
+    try:
+        data = json.loads(Path(path).read_text())
+        cands = data["candidates"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path} is not a describe candidates.json ({e}); pass DIR/candidates.json") from e
+    if not 1 <= rank <= len(cands):
+        raise UserError(f"--rank {rank}: {path} holds candidates 1 to {len(cands)}")
+    c = cands[rank - 1]
+    labels = None if c.get("labels") is None else torch.tensor(c["labels"], dtype=torch.float32)[None]
+    return torch.tensor(c["latent"], dtype=torch.float32)[None], labels, int(c["seed"])
+
+
+def run_edit(args: argparse.Namespace) -> int:
+    from progan.checkpoint import load_snapshot
+    from progan.device import pick_device
+    from progan.directions import conditioned, load_directions, parse_amounts
+    from progan.images import save_image
+    from progan.sampling import images_for_latents, labels_for, latents_for_seeds
+
+    device = pick_device(args.device)
+    snap = load_snapshot(args.snapshot, device=device)
+    G = snap.G_ema
+    amounts = parse_amounts(args.amounts)
+    if not amounts:
+        raise UserError("--set names no direction; write e.g. --set red_hair=+2,smile=-1")
+    if args.from_file:
+        if args.label:
+            raise UserError("--label goes with --seed; a candidates.json already holds each face's labels")
+        z, labels, seed = _latent_from_candidates(args.from_file, args.rank)
+        if z.shape[1] != G.latent_size:
+            raise UserError(
+                f"{args.from_file} holds {z.shape[1]}-value latents; {snap.path} takes {G.latent_size}"
+            )
+    else:
+        seed = args.seed
+        z = latents_for_seeds([seed], G.latent_size)
+        labels = labels_for(G.label_size, [seed], args.label, snap.label_names)
+    directions = load_directions(snap.path)
+    if args.free:
+        from progan.directions import move
+
+        moved = move(z, directions, amounts)
+    else:
+        keep = [k.strip() for k in args.keep.split(",") if k.strip()] if args.keep else None
+        units = conditioned(directions, list(amounts), keep)
+        moved = z.clone()
+        for name, amount in amounts.items():
+            moved += amount * units[name]
+    img = images_for_latents(G, moved, labels, device=device, precision=args.precision)[0]
+    save_image(img.numpy().transpose(1, 2, 0), args.out)
+    print(f"seed {seed} moved by {', '.join(f'{k} {v:+g}' for k, v in amounts.items())}: wrote {args.out}")
+    return 0

@@ -1,0 +1,168 @@
+"""Latent directions for measured traits (`progan directions`), edits along them, and `--refine`.
+
+Fitting follows InterFaceGAN (Shen et al., CVPR 2020): sample many latents, measure each face,
+and for every trait score (a category's score such as hair_colour=red, or a scalar trait such as
+smile) train a linear SVM that separates the latents of the highest-scoring fraction from the
+lowest; the unit normal of its boundary is the trait's direction. 30% of those samples are held
+out and the SVM's accuracy on them is stored with the direction, so a weak direction shows as
+one. The measure function is a parameter: `progan.faces.measure.measure_faces` by default, any
+function with its interface in tests.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from progan.errors import UserError
+from progan.faces.words import CATEGORY_NOUN, Description, Wish
+
+MeasureFn = Callable[[torch.Tensor], list]
+
+
+def direction_name(trait: str, category: str | None) -> str:
+    """'hair_colour', 'red' -> 'red_hair'; 'hair_colour', 'bald' -> 'bald'; 'smile' -> 'smile'."""
+    if category is None:
+        return trait
+    if category == "bald":
+        return "bald"
+    return f"{category}_{CATEGORY_NOUN.get(trait, trait)}"
+
+
+def trait_scores(measurement) -> dict[str, tuple[str, str | None, float, float]]:
+    """direction name -> (trait, category, score, confidence) of one face."""
+    out = {}
+    for trait, t in measurement.traits.items():
+        if t.scores:
+            for cat, s in t.scores.items():
+                out[direction_name(trait, cat)] = (trait, cat, float(s), float(t.confidence))
+        elif not isinstance(t.value, str):
+            out[direction_name(trait, None)] = (trait, None, float(t.value), float(t.confidence))
+    return out
+
+
+def fit_direction(
+    latents: np.ndarray, scores: np.ndarray, fraction: float = 0.25, seed: int = 0
+) -> tuple[np.ndarray, float, int] | None:
+    """InterFaceGAN's boundary: (unit normal, held-out accuracy, samples used), or None when the
+    scores do not vary enough to separate a top from a bottom group."""
+    from sklearn.svm import LinearSVC
+
+    n = len(scores)
+    k = int(n * fraction)
+    order = np.argsort(scores, kind="stable")
+    lo, hi = order[:k], order[n - k :]
+    if k < 5 or scores[hi].min() - scores[lo].max() <= 1e-3:
+        return None
+    x = np.concatenate([latents[lo], latents[hi]])
+    y = np.concatenate([np.zeros(k), np.ones(k)])
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(2 * k)
+    n_val = max(2, int(0.3 * 2 * k))
+    val, train = perm[:n_val], perm[n_val:]
+    svm = LinearSVC(C=1.0, dual="auto", max_iter=5000, random_state=seed).fit(x[train], y[train])
+    acc = float((svm.predict(x[val]) == y[val]).mean())
+    svm = LinearSVC(C=1.0, dual="auto", max_iter=5000, random_state=seed).fit(x, y)
+    w = svm.coef_[0].astype(np.float32)
+    norm = float(np.linalg.norm(w))
+    if not norm > 0:
+        return None
+    return w / norm, acc, 2 * k
+
+
+def sample_measurements(
+    G: torch.nn.Module,
+    seeds: Sequence[int],
+    measure: MeasureFn,
+    *,
+    labels: torch.Tensor | None = None,
+    batch: int = 32,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    latent_method: str = "progan",
+    progress: bool = True,
+) -> tuple[torch.Tensor, list]:
+    """Latents of the seeds and the measurement of each generated face."""
+    from tqdm import tqdm
+
+    from progan.sampling import iter_images, latents_for_seeds
+
+    z = latents_for_seeds(seeds, G.latent_size, latent_method)
+    out: list = []
+    bar = tqdm(total=len(seeds), unit="face", desc="measure", disable=not progress, file=sys.stderr)
+    for images in iter_images(G, z, labels, batch=batch, device=device, precision=precision):
+        out += list(measure(images))
+        bar.update(len(images))
+    bar.close()
+    return z, out
+
+
+def fit_directions(
+    latents: torch.Tensor, measurements: Sequence, fraction: float = 0.25, min_faces: int = 20
+) -> tuple[dict[str, tuple[torch.Tensor, dict]], dict[str, str]]:
+    """({name: (unit direction, metadata)}, {name: why it was skipped}) from measured samples."""
+    found = [i for i, m in enumerate(measurements) if m.face_found]
+    if len(found) < min_faces:
+        raise UserError(
+            f"only {len(found)} of {len(measurements)} samples have a face the measurer finds "
+            f"(at least {min_faces} needed); use more --samples or a model that makes faces"
+        )
+    z = latents[found].numpy()
+    per_face = [trait_scores(measurements[i]) for i in found]
+    names = sorted({k for s in per_face for k in s})
+    fitted, skipped = {}, {}
+    for name in names:
+        rows = [(j, s[name]) for j, s in enumerate(per_face) if name in s]
+        idx = np.array([j for j, _ in rows])
+        # A low-confidence measurement pulls its score to the middle instead of being trusted.
+        scores = np.array([0.5 + (v[2] - 0.5) * v[3] for _, v in rows], dtype=np.float64)
+        result = fit_direction(z[idx], scores, fraction) if len(rows) >= min_faces else None
+        if result is None:
+            skipped[name] = "too few faces" if len(rows) < min_faces else "the measured scores do not vary"
+            continue
+        vector, acc, used = result
+        trait, category = rows[0][1][0], rows[0][1][1]
+        info = {"source": "progan directions", "trait": trait, "category": category,
+                "samples": int(used), "holdout_accuracy": round(acc, 4)}  # fmt: skip
+        fitted[name] = (torch.from_numpy(vector), info)
+    return fitted, skipped
+
+
+def wish_direction(wish: Wish, current: float | None = None) -> tuple[str, float] | None:
+    """(direction name, sign) that moves a face toward a measured wish, or None."""
+    if wish.source != "measured":
+        return None
+    name = direction_name(wish.trait, wish.value)
+    if wish.value is not None:
+        return name, (-1.0 if wish.negated else 1.0)
+    target = 0.0 if wish.negated else (0.5 if wish.weight == 0.5 else 1.0)
+    if current is not None and target == 0.5:
+        return name, (1.0 if current < 0.5 else -1.0)
+    return name, (1.0 if target > 0 else -1.0)
+
+
+def refine_direction(
+    desc: Description, directions: dict[str, tuple[torch.Tensor, dict]], traits: dict | None = None
+) -> tuple[torch.Tensor | None, list[str]]:
+    """One unit direction toward all the description's measured wishes (each wish's direction,
+    signed and weighted, conditioned on the other traits' directions), and the names used."""
+    from progan.directions import conditioned
+
+    picks = []
+    for w in desc.wishes:
+        cur = None
+        if traits and w.value is None and w.trait in traits:
+            cur = traits[w.trait].get("value")
+        got = wish_direction(w, cur if isinstance(cur, (int, float)) else None)
+        if got and got[0] in directions:
+            picks.append((got[0], got[1] * w.weight))
+    if not picks:
+        return None, []
+    names = list(dict.fromkeys(n for n, _ in picks))
+    units = conditioned(directions, names)
+    total = sum(sign * units[n] for n, sign in picks)
+    norm = float(total.norm())
+    return (total / norm if norm > 0 else None), names

@@ -1,0 +1,199 @@
+"""progan describe: scores, ranking, the grid and candidates.json, labels, --refine, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from faces_fakes import ColourGenerator, Measurement, Trait, category, colour_measure, tiny_snapshot
+from PIL import Image
+
+from progan.cli import main
+from progan.directions import add_direction
+from progan.faces import describe as d
+from progan.faces.words import understand
+from progan.sampling import images_for_latents, latents_for_seeds
+
+
+def test_score_of_one_candidate_follows_the_documented_formula():
+    desc = understand("red hair, not blue eyes, very smiling, slightly open mouth, no glasses")
+    m = Measurement(
+        True,
+        {
+            "hair_colour": category({"red": 0.8, "black": 0.2}, confidence=0.5),
+            "eye_colour": category({"blue": 0.3, "brown": 0.7}, confidence=1.0),
+            "smile": Trait(0.9, 0.8),
+            "mouth_open": Trait(0.2, 1.0),
+            # eyeglasses not measured on this face: that word scores 0
+        },
+    )
+    total, words = d.score_candidate(desc, m, None)
+    expect = {
+        "red hair": 0.8 * 0.5,
+        "not blue eyes": (1 - 0.3) * 1.0,
+        "very smile": (1 - abs(0.9 - 1.0)) * 0.8,
+        "slightly open mouth": (1 - abs(0.2 - 0.5)) * 1.0,
+        "not glasses": 0.0,
+    }
+    weights = {
+        "red hair": 1,
+        "not blue eyes": 1,
+        "very smile": 2,
+        "slightly open mouth": 0.5,
+        "not glasses": 1,
+    }
+    assert words == pytest.approx(expect)
+    assert total == pytest.approx(sum(weights[k] * v for k, v in expect.items()) / sum(weights.values()))
+
+
+def test_no_face_has_no_score():
+    desc = understand("red hair")
+    assert d.score_candidate(desc, Measurement(False, {}, reason="no face found"), None)[0] is None
+
+
+def _rank_truth(desc, G, seeds):
+    """Independent ranking: each seed's score from its own image, sorted (ties by seed)."""
+    z = latents_for_seeds(seeds, G.latent_size)
+    imgs = images_for_latents(G, z)
+    scores = [d.score_candidate(desc, m, None)[0] for m in colour_measure(imgs)]
+    return [s for _, s in sorted(zip([-x for x in scores], seeds, strict=True))]
+
+
+def test_describe_ranks_by_score_keeps_the_best_images_and_writes_results(tmp_path):
+    G = ColourGenerator()
+    desc = understand("red hair and blue eyes, freckles")
+    seeds = list(range(40))
+    ranked, images = d.describe(G, desc, seeds, top=6, measure=colour_measure, batch=7, progress=False)
+    assert [c.seed for c in ranked] == _rank_truth(desc, G, seeds)
+    assert sorted(images) == sorted(c.seed for c in ranked[:6])  # only the best are kept
+    # the winners really are red on top and blue at the bottom (z[0], z[1] large)
+    z = latents_for_seeds([c.seed for c in ranked], G.latent_size)
+    assert float(z[:6, :2].sum(1).mean()) > float(z[-6:, :2].sum(1).mean()) + 1.5
+    grid, table = d.write_results(tmp_path, desc, ranked, images, 6, {"snapshot": "x"})
+    data = json.loads(table.read_text())
+    assert data["unknown"] == ["freckles"] and data["understood"] == "hair colour: red; eye colour: blue"
+    cands = data["candidates"]
+    assert [c["seed"] for c in cands] == [c.seed for c in ranked] and cands[0]["rank"] == 1
+    assert set(cands[0]["words"]) == {"red hair", "blue eyes"}
+    # the stored latent regenerates the very image that was ranked
+    img = images_for_latents(G, torch.tensor([cands[0]["latent"]]))[0]
+    assert torch.equal(img, images[cands[0]["seed"]])
+    assert not list(tmp_path.glob(".*.tmp"))
+    sheet = np.asarray(Image.open(grid))
+    assert sheet.shape[1] == 3 * (256 + 4) + 4 and sheet.shape[0] > 2 * 256  # 3x2 cells, captions below
+
+
+def test_candidates_without_a_face_rank_last():
+    class Blackout(ColourGenerator):
+        def forward(self, z, labels=None):
+            img = super().forward(z, labels)
+            img[z[:, 3] > 0, :, 0, 0] = -1  # black corner: 'no face' for colour_measure
+            return img
+
+    G = Blackout()
+    ranked, _ = d.describe(G, understand("red hair"), list(range(30)), measure=colour_measure, progress=False)
+    faces = [c.score is not None for c in ranked]
+    assert faces == sorted(faces, reverse=True) and not all(faces) and any(faces)
+    assert all(c.reason == "no face found" for c in ranked if c.score is None)
+
+
+def test_conditional_labels_are_set_directly():
+    G = ColourGenerator(label_size=2)
+    desc = understand("a smiling woman with red hair", labels=["Smiling", "Male"])
+    seeds = list(range(5))
+    labels = d.label_rows(desc, 2, ["Smiling", "Male"], seeds)
+    assert labels.tolist() == [[1.0, 0.0]] * 5
+    ranked, _ = d.describe(G, desc, seeds, labels=labels, measure=colour_measure, progress=False)
+    assert torch.equal(torch.cat(G.seen_labels), labels)
+    assert set(ranked[0].words) == {"red hair"}  # the labels are not searched for
+
+
+def test_refine_keeps_only_steps_that_improve_the_score():
+    G = ColourGenerator()
+    desc = understand("red hair")
+    ranked, images = d.describe(G, desc, list(range(20)), top=4, measure=colour_measure, progress=False)
+    before = {c.seed: c.score for c in ranked[:4]}
+    red = torch.zeros(G.latent_size)
+    red[0] = 1  # z[0] is the red of the hair
+    dirs = {
+        "red_hair": (red, {"trait": "hair_colour"}),
+        "smile": (torch.eye(G.latent_size)[2], {"trait": "smile"}),
+    }
+    out = d.refine(G, desc, ranked, images, dirs, count=4, rounds=3, step=1.0, measure=colour_measure)
+    refined = [c for c in out if c.refined]
+    assert refined and all(c.score > before[c.seed] for c in refined)
+    for c in refined:  # every kept step raised the score; the image shown is the refined one
+        scores = [before[c.seed]] + [s["score"] for s in c.refined]
+        assert scores == sorted(scores) and len(set(scores)) == len(scores)
+        assert torch.equal(images[c.seed], images_for_latents(G, c.latent[None])[0])
+        assert c.refined[0]["along"] == ["red_hair"]
+    assert [c.score for c in out if c.score is not None] == sorted(
+        [c.score for c in out if c.score is not None], reverse=True
+    )
+
+
+def _run(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def test_describe_on_a_32x32_model_says_too_small(tmp_path, capsys):
+    snap = tiny_snapshot(tmp_path / "snap32", 32)
+    code, out, err = _run(["describe", str(snap), "a round face with red hair and blue eyes", "--out",
+                           str(tmp_path / "o"), "--candidates", "4"], capsys)  # fmt: skip
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("progan describe: error: ")
+    assert "32x32" in err and "too small to measure" in err and "64x64" in err
+    assert out.startswith("understood: face shape: round; hair colour: red; eye colour: blue")
+    assert not (tmp_path / "o").exists()
+
+
+def test_describe_command_end_to_end(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(d, "default_measure", colour_measure)
+    snap = tiny_snapshot(tmp_path / "snap64", 64)
+    code, out, err = _run(["describe", str(snap), "ginger with blue eyes and freckles", "--out",
+                           str(tmp_path / "o"), "--candidates", "12", "--top", "4", "--batch", "5",
+                           "--no-progress"], capsys)  # fmt: skip
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "understood: hair colour: red; eye colour: blue"
+    assert lines[1] == "no measurement for: freckles"
+    data = json.loads((tmp_path / "o" / "candidates.json").read_text())
+    assert sorted(c["seed"] for c in data["candidates"]) == list(range(12))
+    scores = [c["score"] for c in data["candidates"]]
+    assert scores == sorted(scores, reverse=True)
+    assert len(data["candidates"][0]["latent"]) == 16 and (tmp_path / "o" / "best.png").is_file()
+
+
+def test_describe_with_nothing_understood_is_a_one_line_error(tmp_path, capsys):
+    snap = tiny_snapshot(tmp_path / "snap64", 64)
+    code, _, err = _run(
+        ["describe", str(snap), "freckles and a tall hat", "--out", str(tmp_path / "o")], capsys
+    )
+    assert code == 2 and err.count("\n") == 1 and "nothing in 'freckles and a tall hat' is measured" in err
+
+
+def test_describe_on_a_model_without_faces_says_so(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(
+        d, "default_measure", lambda imgs: [Measurement(False, {}, reason="no face found")] * len(imgs)
+    )
+    snap = tiny_snapshot(tmp_path / "snap64", 64)
+    code, _, err = _run(["describe", str(snap), "red hair", "--out", str(tmp_path / "o"), "--candidates", "3",
+                         "--no-progress"], capsys)  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and "no face found in any of the 3 candidates" in err
+
+
+def test_describe_refine_needs_directions(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(d, "default_measure", colour_measure)
+    snap = tiny_snapshot(tmp_path / "snap64", 64)
+    argv = ["describe", str(snap), "red hair", "--out", str(tmp_path / "o"), "--candidates", "6",
+            "--top", "3", "--refine", "2", "--refine-rounds", "1", "--no-progress"]  # fmt: skip
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and "progan directions" in err
+    add_direction(snap, "red_hair", torch.randn(16), 16, trait="hair_colour")
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
