@@ -106,6 +106,7 @@ def test_directions_and_edit_commands(tmp_path, capsys, monkeypatch):
     code, out, err = _run(["edit", str(snap), "--seed", "3", "--set", "red_hair=+2,smile=-1", "--out",
                            str(tmp_path / "e.png")], capsys)  # fmt: skip
     assert code == 0, err
+    assert out.splitlines()[1].startswith("  red_hair: measured ") and "smile: measured" in out
     units = conditioned(stored, ["red_hair", "smile"])
     z = latents_for_seeds([3], 16) + 2 * units["red_hair"] - units["smile"]
     expect = images_for_latents(G, z)[0].numpy().transpose(1, 2, 0)

@@ -227,6 +227,8 @@ def _latent_from_candidates(path: str, rank: int):
 
 
 def run_edit(args: argparse.Namespace) -> int:
+    import torch
+
     from progan.checkpoint import load_snapshot
     from progan.device import pick_device
     from progan.directions import conditioned, load_directions, parse_amounts
@@ -262,7 +264,27 @@ def run_edit(args: argparse.Namespace) -> int:
         moved = z.clone()
         for name, amount in amounts.items():
             moved += amount * units[name]
-    img = images_for_latents(G, moved, labels, device=device, precision=args.precision)[0]
-    save_image(img.numpy().transpose(1, 2, 0), args.out)
+    pair = None if labels is None else labels.repeat(2, 1)
+    both = images_for_latents(G, torch.cat([z, moved]), pair, device=device, precision=args.precision)
+    save_image(both[1].numpy().transpose(1, 2, 0), args.out)
     print(f"seed {seed} moved by {', '.join(f'{k} {v:+g}' for k, v in amounts.items())}: wrote {args.out}")
+    _print_change(both, list(amounts), G.resolution)
     return 0
+
+
+def _print_change(images, names: list[str], resolution: int) -> None:
+    """The measured score of each edited direction before and after, where faces can be measured."""
+    from progan.faces import describe as d
+    from progan.faces.edit import trait_scores
+
+    if resolution < d.min_measurable_size():
+        return
+    try:
+        before, after = (trait_scores(m) if m.face_found else {} for m in d.default_measure(images))
+    except ImportError:  # the 'faces' extra is not installed: the edit stands without the check
+        return
+    for name in names:
+        if name in before and name in after:
+            print(f"  {name}: measured {before[name][2]:.2f} -> {after[name][2]:.2f}")
+        elif name in before or name in after:
+            print(f"  {name}: no face found {'after' if name in before else 'before'} the edit")
