@@ -157,7 +157,7 @@ def test_describe_command_end_to_end(tmp_path, capsys, monkeypatch):
     snap = tiny_snapshot(tmp_path / "snap64", 64)
     code, out, err = _run(["describe", str(snap), "ginger with blue eyes and freckles", "--out",
                            str(tmp_path / "o"), "--candidates", "12", "--top", "4", "--batch", "5",
-                           "--no-progress"], capsys)  # fmt: skip
+                           "--precision", "bf16", "--no-progress"], capsys)  # fmt: skip
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0] == "understood: hair colour: red; eye colour: blue"
