@@ -206,7 +206,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_generate(args: argparse.Namespace) -> int:
     from progan import directions
     from progan.checkpoint import load_snapshot
-    from progan.device import pick_device
+    from progan.device import check_precision, pick_device
     from progan.generate import labels_for, parse_seeds, write_grid, write_images
     from progan.sampling import images_for_latents, latents_for_seeds
 
@@ -215,6 +215,7 @@ def run_generate(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds)
     amounts = directions.parse_amounts(args.direction) if args.direction else {}
     device = pick_device(args.device)
+    check_precision(args.precision, device.type)
     snap = load_snapshot(args.snapshot, device=device)
     labels = labels_for(snap.G_ema.label_size, seeds, args.label, snap.label_names)
     z = latents_for_seeds(seeds, snap.config.latent_size, args.latents, stream_seed=args.stream_seed)

@@ -197,3 +197,21 @@ def test_sigterm_writes_a_snapshot_and_exits_cleanly(tiny_store, tmp_path):
     assert len(snaps) == 1 and (snaps[0] / "model.safetensors").is_file()
     state = json.loads((snaps[0] / "state.json").read_text())
     assert state["nimg"] >= 80
+
+
+def test_sampling_commands_follow_the_one_precision_rule(capsys, trained_run, tmp_path):
+    # progan.device.check_precision: fp16 needs CUDA, in generate as in train.
+    assert (
+        run_cli(
+            ["generate", trained_run, "--precision", "fp16", "--device", "cpu", "--grid", tmp_path / "g.png"]
+        )
+        == 2
+    )
+    one_line_error(capsys, "--precision fp16 needs a CUDA GPU; use --precision bf16")
+    assert not (tmp_path / "g.png").exists()
+    assert (
+        run_cli(
+            ["generate", trained_run, "--precision", "bf16", "--device", "cpu", "--grid", tmp_path / "g.png"]
+        )
+        == 0
+    )

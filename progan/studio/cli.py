@@ -16,6 +16,8 @@ VIDEO_HELP = """examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from progan.device import PRECISIONS
+
     p = subparsers.add_parser(
         "video",
         help="interpolation loop, morph through chosen faces, or training time-lapse (mp4/gif/webp)",
@@ -40,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--zoom", type=_positive(int), help="enlarge frames (default: to >= 256 pixels)")
     p.add_argument("--batch", type=_positive(int), default=32, help="faces generated per batch")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp16 on CUDA only")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=run_video)
 
@@ -82,10 +84,11 @@ def run_video(args: argparse.Namespace) -> int:
         total, frames = video.training_video(args.source, per_grid, args.fps, args.zoom)
     else:
         from progan.checkpoint import load_snapshot
-        from progan.device import pick_device
+        from progan.device import check_precision, pick_device
         from progan.sampling import labels_for, parse_seeds
 
         device = pick_device(args.device)
+        check_precision(args.precision, device.type)
         snap = load_snapshot(args.source, device=device)
         G = snap.G_ema
         common = dict(batch=args.batch, zoom=args.zoom, device=device, precision=args.precision)
