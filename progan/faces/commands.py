@@ -30,6 +30,8 @@ def _positive_int(text: str) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from progan.device import PRECISIONS
+
     p = subparsers.add_parser(
         "describe",
         help="generate candidates and rank them against a description of a face",
@@ -50,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--refine-rounds", type=_positive_int, default=4)
     p.add_argument("--batch", type=_positive_int, default=32)
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=run_describe)
 
@@ -77,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--first-seed", type=int, default=1_000_000, help="samples are seeds N, N+1, ...")
     p.add_argument("--batch", type=_positive_int, default=32)
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=run_directions)
 
@@ -98,7 +100,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--free", action="store_true", help="move along the plain directions, keeping nothing")
     p.add_argument("--label", help="class or attributes of a conditional model (with --seed)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.set_defaults(func=run_edit)
 
 
