@@ -132,6 +132,8 @@ class TrainingState:
     loader_tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # BatchLoader.state_tensors
     rng: torch.Tensor | None = None  # the training torch.Generator's state
     skipped: torch.Tensor | None = None  # non-finite updates skipped so far
+    precision_chosen: dict = field(default_factory=dict)  # {"precision", "reason"} of --precision auto
+    elapsed_seconds: float = 0.0  # time spent by the run so far (a timed run's budget clock)
 
     @property
     def kimg(self) -> float:
@@ -171,6 +173,8 @@ def save_training_snapshot(
         "schedule": state.schedule,
         "label_names": list(state.label_names),
         "loader": state.loader,
+        "precision_chosen": state.precision_chosen,
+        "elapsed_seconds": state.elapsed_seconds,
         "torch_version": torch.__version__,
         "optimizer_groups": groups,
     }
@@ -213,6 +217,8 @@ def load_training_snapshot(
             loader_tensors=_unprefixed("loader", extra),
             rng=extra["rng.train"],
             skipped=extra["counters.skipped"].reshape(()),
+            precision_chosen=dict(state.get("precision_chosen") or {}),
+            elapsed_seconds=float(state.get("elapsed_seconds", 0.0)),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{snapshot} lacks part of its training state ({e!r}); use another snapshot") from e

@@ -53,7 +53,7 @@ def _positive(kind):
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from progan.device import PRECISIONS
+    from progan.device import PRECISIONS, TRAIN_PRECISIONS
     from progan.metrics.cli import add_metric_arguments
     from progan.schedule import PRESETS
 
@@ -78,7 +78,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--name", help="run name (default: <store>-<resolution>)")
     g.add_argument("--seed", type=int, help=d("seed"))
     g.add_argument("--device", help=f"auto, cpu, cuda, cuda:1, ... {d('device')}")
-    g.add_argument("--precision", choices=PRECISIONS, help=d("precision"))
+    g.add_argument(
+        "--precision",
+        choices=TRAIN_PRECISIONS,
+        help=f"auto: bf16 with AMX, AVX-512 BF16 or bf16 tensor cores, else fp32 {d('precision')}",
+    )
     g.add_argument(
         "--compile", action="store_true", default=None, help="torch.compile G and D (eager on failure)"
     )
@@ -105,6 +109,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=_positive(float),
         help="total length in thousands of images (default: the preset's)",
     )
+    g.add_argument(
+        "--minutes",
+        type=_positive(float),
+        help="train for this long: plan the schedule from measured speeds, end on time with a snapshot",
+    )
+    g.add_argument("--hours", type=_positive(float), help="as --minutes, in hours")
     g.add_argument("--training-kimg", type=_positive(float), help="kimg at each stable resolution")
     g.add_argument("--transition-kimg", type=_positive(float), help="kimg of each fade-in")
     g.add_argument(
@@ -122,7 +132,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--no-labels", dest="conditional", action="store_false", default=None,
                    help="ignore the store's labels (unconditional model)")  # fmt: skip
     g.add_argument("--mirror", action="store_true", default=None, help="random x-flips of the reals")
-    g.add_argument("--ema-beta", type=float, help=d("ema_beta"))
+    g.add_argument(
+        "--ema-kimg", type=_positive(float), help=f"G_ema half-life in kimg, per resolution {d('ema_kimg')}"
+    )
+    g.add_argument("--ema-rampup", type=float, help=f"G_ema ramp-up, 0 for none {d('ema_rampup')}")
+    g.add_argument(
+        "--ema-beta", type=float, help="a fixed G_ema beta per update instead (the paper preset's: 0.999)"
+    )
     g = p.add_argument_group("output")
     g.add_argument("--tick-kimg", type=_positive(float), help=f"kimg between log lines {d('tick_kimg')}")
     g.add_argument("--snapshot-ticks", type=int, help=f"ticks between snapshots {d('snapshot_ticks')}")
@@ -168,9 +184,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="train 4x4 -> 32x32 on 100 real faces (a few minutes on a CPU)")
     p.add_argument("--outdir", default="runs")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=PRECISIONS, default=None)
+    p.add_argument("--precision", choices=TRAIN_PRECISIONS, default=None)
     p.add_argument(
-        "--kimg", dest="total_kimg", type=_positive(float), help="total length (default: the demo's)"
+        "--kimg", dest="total_kimg", type=_positive(float), help="a fixed length in kimg instead of a time"
+    )
+    p.add_argument(
+        "--minutes", type=_positive(float), help="training time, planned from measured speeds (default: 6)"
     )
     p.set_defaults(func=run_demo)
 
@@ -180,8 +199,12 @@ def run_train(args: argparse.Namespace) -> int:
     from progan.runspec import TrainOptions, resolve_resume, resolve_run
     from progan.training import train
 
-    runtime = ("func", "command", "resume", "gpus", "dry_run")
+    runtime = ("func", "command", "resume", "gpus", "dry_run", "hours")
     given = {k: v for k, v in vars(args).items() if v is not None and k not in runtime}
+    if args.hours is not None:
+        if args.minutes is not None:
+            raise UserError("--minutes and --hours both given; pass one of them")
+        given["minutes"] = args.hours * 60
     if not args.resume and not args.data:
         raise UserError("no dataset given: pass --data STORE (make one with 'progan prepare SOURCE STORE')")
     # The whole run is resolved and checked here, before a rank is spawned or a directory made.
@@ -235,6 +258,8 @@ def run_generate(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from progan.demo import run_demo as demo
 
-    overrides = {k: v for k, v in (("precision", args.precision), ("total_kimg", args.total_kimg)) if v}
+    overrides = {k: v for k, v in (("precision", args.precision), ("minutes", args.minutes)) if v}
+    if args.total_kimg:  # a fixed length: the demo's 12 + 12 kimg phases, no time budget
+        overrides.update(total_kimg=args.total_kimg, minutes=None, training_kimg=12, transition_kimg=12)
     demo(outdir=args.outdir, device=args.device, **overrides)
     return 0

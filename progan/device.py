@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Iterable
 
 import torch
 
@@ -12,6 +13,8 @@ from progan.errors import UserError
 # The one definition of the training and sampling precisions: argparse `choices`, autocast's
 # dtype and the device rule below all read it.
 PRECISIONS = ("fp32", "bf16", "fp16")
+# What `train` and `demo` accept: `auto` picks one of PRECISIONS by the hardware (choose_precision).
+TRAIN_PRECISIONS = ("auto", *PRECISIONS)
 PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # fp16 autocast and loss scaling run on the CPU too, but CPUs have no fast fp16 convolutions, so
@@ -36,6 +39,56 @@ def pick_device(name: str) -> torch.device:
         return torch.device(name)
     except RuntimeError as e:
         raise UserError(f"--device {name} is not a device ({e}); use auto, cpu, cuda or cuda:N") from e
+
+
+# CPU instruction sets (Linux /proc/cpuinfo names) with native bf16 dot products; without them
+# PyTorch emulates bf16 convolutions and they run no faster than fp32 (AVX2 CPUs: slower).
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cuda_has_bf16_tensor_cores(device: torch.device) -> bool:
+    # bf16 tensor cores arrived with Ampere (compute capability 8.0); older GPUs emulate bf16.
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def choose_precision(
+    device: torch.device, flags: Iterable[str] | None = None, cuda_bf16: bool | None = None
+) -> tuple[str, str]:
+    """What `--precision auto` trains in on `device`, and why: bf16 where the hardware runs it fast
+    (a CPU with AMX or AVX-512 BF16, a CUDA GPU with bf16 tensor cores), fp32 elsewhere.
+
+    `flags` (CPU feature names) and `cuda_bf16` stand in for the hardware's answers (tests)."""
+    if device.type == "cuda":
+        if cuda_bf16 is None:
+            cuda_bf16 = cuda_has_bf16_tensor_cores(device)
+        if cuda_bf16:
+            return "bf16", "CUDA GPU with bf16 tensor cores (compute capability 8.0 or higher)"
+        return "fp32", "CUDA GPU without bf16 tensor cores (compute capability below 8.0)"
+    if device.type == "cpu":
+        found = [f for f in BF16_CPU_FLAGS if f in set(cpu_flags() if flags is None else flags)]
+        if found:
+            return "bf16", f"CPU with native bf16 ({', '.join(found)}): bf16 trains about 2x faster than fp32"
+        return "fp32", "CPU without AMX or AVX-512 BF16: bf16 would be emulated, no faster than fp32"
+    return "fp32", f"{device.type} device: fp32 (bf16 is chosen automatically only on CPUs and CUDA GPUs)"
+
+
+def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
+    """(precision, reason) for a requested precision: `auto` decides by the hardware."""
+    if requested == "auto":
+        return choose_precision(device)
+    return requested, "asked for with --precision"
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

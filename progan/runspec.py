@@ -20,10 +20,12 @@ import numpy as np
 
 from progan import checkpoint as ckpt
 from progan.data.store import Store, open_store
-from progan.device import check_precision, pick_device
+from progan.device import check_precision, pick_device, resolve_precision
+from progan.ema import EMA_KIMG, EMA_RAMPUP, EmaRule, ema_rule
 from progan.errors import UserError
 from progan.loss import LossConfig
 from progan.networks import NetworkConfig, resolution_error
+from progan.planner import final_reserve
 from progan.schedule import PRESETS, Schedule
 
 # The network fields a user chooses; resolution, channels and label size come from the store.
@@ -52,11 +54,16 @@ class TrainOptions:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     conditional: bool = True  # use the store's labels when it has any
     mirror: bool = False
-    ema_beta: float = 0.999
+    # G_ema: a half-life in kimg with a ramp-up, restarted for each resolution's layers when it
+    # starts fading in (progan.ema); ema_beta, when set, is a fixed beta per update instead (the
+    # paper's 0.999 is the `paper` preset's default).
+    ema_beta: float | None = None
+    ema_kimg: float = EMA_KIMG
+    ema_rampup: float | None = EMA_RAMPUP
     loss: dict = field(default_factory=lambda: asdict(LossConfig()))
     seed: int = 0
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"  # auto: bf16 where the hardware runs it fast, else fp32 (device.choose_precision)
     channels_last: bool = True
     compile: bool = False
     deterministic: bool = False
@@ -69,6 +76,13 @@ class TrainOptions:
     metrics_num: int = 2048
     inception_weights: str | None = None  # for fid/kid/is/pr during training
     progress: bool = True
+    # Train for a time instead of a kimg total: the budget in minutes, and the schedule planned for
+    # it from measured speeds (progan.planner), fixed when the run starts and kept on resume.
+    minutes: float | None = None
+    plan: dict | None = None
+    # The clock of --minutes: "wall", or "cpu" (the process's CPU seconds per thread: what the run
+    # would take on an otherwise idle machine; benchmarks on a shared machine use it).
+    clock: str = "wall"
     latent_size: InitVar[int | None] = None
     fmap_base: InitVar[int | None] = None
     fmap_decay: InitVar[float | None] = None
@@ -107,7 +121,7 @@ def option_default(name: str):
 RESUME_OVERRIDABLE = {
     "total_kimg", "batch", "tick_kimg", "snapshot_ticks", "image_ticks", "device", "precision", "progress",
     "metrics", "metrics_every", "metrics_num", "inception_weights", "deterministic", "channels_last",
-    "compile",
+    "compile", "minutes",
 }  # fmt: skip
 
 
@@ -123,11 +137,15 @@ class RunSpec:
     resume: Path | None = None  # the snapshot a resumed run continues from
     start_nimg: int = 0  # images already shown (resume)
     world_size: int = 1
+    ema: EmaRule = field(default_factory=EmaRule)
+    precision: str = "fp32"  # what --precision (auto included) resolved to on this machine
+    precision_reason: str = ""
 
     def to_dict(self) -> dict:
-        """options.json: the options, the network and the schedule."""
+        """options.json: the options, the precision chosen, the network and the schedule."""
         return {
             **self.options.to_dict(),
+            "precision_chosen": {"precision": self.precision, "reason": self.precision_reason},
             "network": self.network.to_dict(),
             "schedule": self.schedule.to_dict(),
         }
@@ -143,20 +161,25 @@ class RunSpec:
                 if n.label_size
                 else "unconditional"
             ),  # fmt: skip
-            f"device {o.device}, precision {o.precision}, ranks {self.world_size}, seed {o.seed}, "
-            f"x-flips {'on' if o.mirror else 'off'}",
+            f"device {o.device}, precision {o.precision} -> {self.precision} ({self.precision_reason}), "
+            f"ranks {self.world_size}, seed {o.seed}, x-flips {'on' if o.mirror else 'off'}",
             f"network: latent {n.latent_size}, fmap_base {n.fmap_base}, fmap_max {n.fmap_max}, "
             f"fmap_decay {n.fmap_decay:g}, mbstd group {n.mbstd_group_size}",
-            f"loss: {', '.join(f'{k} {v}' for k, v in asdict(self.loss).items())}; G_ema beta {o.ema_beta}",
-            f"schedule (preset {o.preset}): {s.training_kimg:g} kimg stable + {s.transition_kimg:g} kimg "
-            f"fade-in per resolution, {s.total_kimg:g} kimg in all",
+            f"loss: {', '.join(f'{k} {v}' for k, v in asdict(self.loss).items())}",
+            f"G_ema: {self.ema.describe()}",
+            (
+                f"schedule (preset {o.preset}): {s.training_kimg:g} kimg stable + {s.transition_kimg:g} kimg "
+                f"fade-in per resolution, {s.total_kimg:g} kimg in all"
+                if s.training_kimgs is None
+                else f"schedule planned for {o.minutes:g} minutes: {s.total_kimg:g} kimg in all"
+            ),
             "  resolution  fades in at kimg  stable at kimg  minibatch  lr      feature maps",
         ]
-        phase = s.training_kimg + s.transition_kimg
+        phases = s.phases()
         res, k = s.start_resolution, 0
         while res <= n.resolution:
-            fade = "-" if k == 0 else f"{(k - 1) * phase + s.training_kimg:g}"
-            stable = f"{0 if k == 0 else k * phase:g}"
+            fade = "-" if k == 0 else f"{s.fade_start_kimg(res):g}"
+            stable = f"{0 if k == 0 else s.fade_start_kimg(res) + phases[k - 1][1]:g}"
             lg = int(math.log2(res))
             lines.append(
                 f"  {res:<10d}  {fade:<16s}  {stable:<14s}  {s.batch_at(res):<9d}  {s.lr_at(res):<6g}  "
@@ -185,6 +208,14 @@ class RunSpec:
                 )
 
 
+def apply_plan(schedule: Schedule, plan: dict, total_kimg: float | None = None) -> None:
+    """Give `schedule` the per-phase lengths of a time plan (progan.planner) and its total, unless
+    a total is given (--kimg on resume)."""
+    schedule.training_kimgs = [float(k) for k in plan["training_kimgs"]]
+    schedule.transition_kimgs = [float(k) for k in plan["transition_kimgs"]]
+    schedule.total_kimg = float(plan["total_kimg"] if total_kimg is None else total_kimg)
+
+
 def run_name(opts: TrainOptions) -> str:
     return opts.name or f"{Path(opts.data).name}-{opts.resolution}"
 
@@ -194,7 +225,19 @@ def _check_options(opts: TrainOptions) -> None:
     if opts.preset not in PRESETS:
         raise UserError(f"unknown preset '{opts.preset}'; choose one of {', '.join(PRESETS)}")
     # A bad device name, or fp16 where it cannot run, fails here, before anything is built.
-    check_precision(opts.precision, pick_device(opts.device).type)
+    device = pick_device(opts.device)
+    check_precision(resolve_precision(opts.precision, device)[0], device.type)
+    if opts.clock not in ("wall", "cpu"):
+        raise UserError(f"unknown clock '{opts.clock}'; use wall or cpu")
+    if opts.minutes is not None and opts.plan is None:
+        flags = {
+            "total_kimg": "--kimg",
+            "training_kimg": "--training-kimg",
+            "transition_kimg": "--transition-kimg",
+        }
+        fixed = [flag for key, flag in flags.items() if getattr(opts, key) is not None]
+        if fixed:
+            raise UserError(f"--minutes plans the schedule itself; drop {fixed[0]}")
     opts.metrics = []
     if metrics:
         from progan.metrics.evaluate import INCEPTION, parse_metrics
@@ -237,6 +280,8 @@ def resolve_run(opts: TrainOptions, store: Store | None = None, world_size: int 
         )  # fmt: skip
     except ValueError as e:
         raise UserError(f"{e}; check --training-kimg and --transition-kimg") from e
+    if opts.plan is not None:
+        apply_plan(schedule, opts.plan, opts.total_kimg)
     loss = dict(opts.loss)
     if label_size:
         # One-hot classes take the softmax AC-GAN term, attributes (several or none set) the sigmoid one.
@@ -248,7 +293,9 @@ def resolve_run(opts: TrainOptions, store: Store | None = None, world_size: int 
         loss=LossConfig(**loss),
         label_names=list(store.label_names) if label_size else [],
         world_size=world_size,
+        ema=ema_rule(opts.ema_beta, opts.ema_kimg, opts.ema_rampup, opts.preset),
     )
+    spec.precision, spec.precision_reason = resolve_precision(opts.precision, pick_device(opts.device))
     spec.check_world_size(world_size)
     return spec
 
@@ -277,6 +324,12 @@ def resolve_resume(path: str | Path, overrides: dict | None = None, world_size: 
             "resume with the store it was trained on"
         )
     spec.resume, spec.start_nimg = snapshot, int(state["nimg"])
+    spent = float(state.get("elapsed_seconds", 0.0))
+    if opts.minutes is not None and spent >= opts.minutes * 60 - final_reserve(opts.minutes * 60):
+        raise UserError(
+            f"{snapshot} has used its {opts.minutes:g}-minute budget; to go on, resume with "
+            f"--minutes M for a total budget M above {spent / 60:.1f}"
+        )
     done_kimg = spec.start_nimg / 1000
     if done_kimg >= spec.schedule.total_kimg:
         raise UserError(

@@ -70,11 +70,23 @@ class Schedule:
     minibatch: dict[int, int] = field(default_factory=dict)
     lr_default: float = 0.001
     lr: dict[int, float] = field(default_factory=dict)
+    # Per-phase lengths (the time planner's schedules): phase p trains start_resolution * 2**p for
+    # training_kimgs[p], then fades in the next resolution for transition_kimgs[p]. When given,
+    # they replace the uniform training_kimg / transition_kimg.
+    training_kimgs: list[float] | None = None
+    transition_kimgs: list[float] | None = None
 
     def __post_init__(self) -> None:
         # JSON round trips turn int keys into strings.
         self.minibatch = {int(k): int(v) for k, v in self.minibatch.items()}
         self.lr = {int(k): float(v) for k, v in self.lr.items()}
+        if (self.training_kimgs is None) != (self.transition_kimgs is None):
+            raise ValueError("training_kimgs and transition_kimgs go together")
+        if self.training_kimgs is not None:
+            self.training_kimgs = [float(k) for k in self.training_kimgs]
+            self.transition_kimgs = [float(k) for k in self.transition_kimgs]
+            if min(self.training_kimgs + self.transition_kimgs, default=0) < 0:
+                raise ValueError("phase lengths must be >= 0")
         if (
             self.training_kimg < 0
             or self.transition_kimg < 0
@@ -108,7 +120,29 @@ class Schedule:
     def lr_at(self, resolution: int) -> float:
         return self.lr.get(resolution, self.lr_default)
 
+    def phases(self) -> list[tuple[float, float]]:
+        """(stable kimg, fade-in kimg) of every phase before the final resolution's stable one."""
+        steps = int(math.log2(self.final_resolution // self.start_resolution))
+        if self.training_kimgs is not None:
+            if len(self.training_kimgs) < steps or len(self.transition_kimgs) < steps:
+                raise ValueError(f"a per-phase schedule to {self.final_resolution} needs {steps} phases")
+            return list(zip(self.training_kimgs[:steps], self.transition_kimgs[:steps], strict=True))
+        return [(self.training_kimg, self.transition_kimg)] * steps
+
+    def fade_start_kimg(self, resolution: int) -> float:
+        """kimg at which `resolution` starts fading in (0 for the first resolution)."""
+        kimg = 0.0
+        res = self.start_resolution
+        for stable, fade in self.phases():
+            if res >= resolution:
+                break
+            kimg += stable + fade if res * 2 < resolution else stable
+            res *= 2
+        return kimg
+
     def at(self, kimg: float) -> Stage:
+        if self.training_kimgs is not None:
+            return self._at_phases(kimg)
         phase_dur = self.training_kimg + self.transition_kimg
         phase = int(math.floor(kimg / phase_dur))
         phase_kimg = kimg - phase * phase_dur
@@ -121,10 +155,22 @@ class Schedule:
             res, alpha = stable * 2, (phase_kimg - self.training_kimg) / self.transition_kimg
         return Stage(res, alpha, self.batch_at(res), self.lr_at(res))
 
+    def _at_phases(self, kimg: float) -> Stage:
+        res, rest = self.start_resolution, kimg
+        for stable, fade in self.phases():
+            if rest < stable:
+                break
+            rest -= stable
+            if rest < fade:
+                res, alpha = res * 2, rest / fade
+                return Stage(res, alpha, self.batch_at(res), self.lr_at(res))
+            rest -= fade
+            res *= 2
+        return Stage(res, 1.0, self.batch_at(res), self.lr_at(res))
+
     def growth_done_kimg(self) -> float:
         """kimg at which the final resolution is fully faded in."""
-        steps = int(math.log2(self.final_resolution // self.start_resolution))
-        return steps * (self.training_kimg + self.transition_kimg)
+        return sum(stable + fade for stable, fade in self.phases())
 
     def to_dict(self) -> dict:
         return asdict(self)

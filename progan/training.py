@@ -25,13 +25,24 @@ from progan import distributed
 from progan.data.loader import BatchLoader, to_model_range
 from progan.data.store import open_store
 from progan.device import CompiledOrEager, autocast, configure_device, pick_device
+from progan.ema import EmaUpdater
 from progan.errors import UserError
 from progan.images import save_grid, save_strip
 from progan.layers import downsample2x, upsample2x
 from progan.loss import discriminator_loss, generator_loss
 from progan.networks import build_networks
+from progan.planner import calibration_seconds, final_reserve, plan_schedule, training_seconds
+from progan.planner import resolutions as planner_resolutions
 from progan.reporter import Reporter, TickRecord, peak_memory_gb
-from progan.runspec import RESUME_OVERRIDABLE, RunSpec, TrainOptions, resolve_resume, resolve_run, run_name  # noqa: F401
+from progan.runspec import (  # noqa: F401
+    RESUME_OVERRIDABLE,
+    RunSpec,
+    TrainOptions,
+    apply_plan,
+    resolve_resume,
+    resolve_run,
+    run_name,
+)
 from progan.sampling import grid_seeds, images_for_seeds, labels_for
 from progan.schedule import Stage
 
@@ -60,6 +71,11 @@ def fade_reals(reals: torch.Tensor, stage: Stage) -> torch.Tensor:
     return torch.lerp(upsample2x(downsample2x(reals)), reals, stage.alpha)
 
 
+def process_seconds() -> float:
+    """The process's CPU seconds per intra-op thread: the `cpu` clock of timed runs."""
+    return time.process_time() / torch.get_num_threads()
+
+
 def new_run_dir(outdir: Path, name: str) -> Path:
     outdir.mkdir(parents=True, exist_ok=True)
     ids = [int(m.group(1)) for p in outdir.iterdir() if (m := re.match(r"^(\d{5})-", p.name))]
@@ -78,6 +94,7 @@ class Trainer:
     def __init__(
         self, spec: RunSpec | TrainOptions, resume: str | None = None, overrides: dict | None = None
     ) -> None:
+        started = {"wall": time.time(), "cpu": process_seconds()}  # a timed run's clock starts here
         if not isinstance(spec, RunSpec):
             world_size = distributed.world_size_from_environment()
             if resume:
@@ -87,6 +104,10 @@ class Trainer:
         self.spec = spec
         opts = self.opts = spec.options
         self.config, self.schedule, self.loss_cfg = spec.network, spec.schedule, spec.loss
+        self.precision = spec.precision  # --precision auto resolved
+        self._now = time.time if opts.clock == "wall" else process_seconds
+        self.session_start = started[opts.clock]
+        self.elapsed_before = 0.0  # seconds of this run before a resume
         self.device = pick_device(opts.device)
         self.ctx = ctx = distributed.from_environment(self.device.type)
         spec.check_world_size(ctx.world_size)
@@ -123,11 +144,20 @@ class Trainer:
         self.skipped = torch.zeros((), device=self.device)
         # fp16 needs loss scaling; bf16 has fp32's exponent range and does not.
         self.scaler = None
-        if opts.precision == "fp16":
+        if self.precision == "fp16":
             self.scaler = torch.amp.GradScaler(self.device.type)
             self.scaler.scale(torch.zeros((), device=self.device))  # creates the scale tensor
         self.G_fwd = CompiledOrEager(self.G) if opts.compile else self.G
         self.D_fwd = CompiledOrEager(self.D) if opts.compile else self.D
+
+        self.ema = EmaUpdater(self.G, self.G_ema, spec.ema)
+        self.g_params = list(self.G.parameters())
+        self.d_params = list(self.D.parameters())
+        if opts.minutes is not None and opts.plan is None:
+            self._plan_for_time()
+        # Images shown when each resolution starts fading in: the clock of its layers' G_ema.
+        starts = {r: self.schedule.fade_start_kimg(r) for r in self.ema.groups if r <= self.config.resolution}
+        self.ema_starts = {r: round(kimg * 1000) for r, kimg in starts.items()}
 
         if spec.resume is not None:
             self._restore(spec.resume)
@@ -137,9 +167,90 @@ class Trainer:
             ckpt.write_json_atomic(self.run_dir / "options.json", spec.to_dict())
         else:
             self.run_dir = None  # only rank 0 writes
-        self.ema_params = list(self.G_ema.parameters())
-        self.g_params = list(self.G.parameters())
-        self.d_params = list(self.D.parameters())
+        self.deadline = None
+        if opts.minutes is not None:
+            budget = opts.minutes * 60
+            self.deadline = self.session_start - self.elapsed_before + budget - final_reserve(budget)
+
+    # ----------------------------------------------------------------------------------------
+    # training for a time
+
+    def _plan_for_time(self) -> None:
+        """A new timed run: measure speeds, plan the schedule for the rest of opts.minutes, and keep
+        the plan in the options (options.json, every snapshot), so that resume continues it."""
+        opts = self.opts
+        budget = opts.minutes * 60
+        start, final = self.schedule.start_resolution, self.config.resolution
+        stable, fade = self.measure_speeds(calibration_seconds(budget, start, final))
+        seconds = training_seconds(budget, self._now() - self.session_start)
+        try:
+            lengths = plan_schedule(stable, fade, seconds, start, final)
+        except ValueError as e:
+            raise UserError(
+                f"--minutes {opts.minutes:g} leaves {e} after calibration; give it more minutes"
+            ) from e
+        opts.plan = {
+            **lengths,
+            "budget_seconds": budget,
+            "planned_training_seconds": seconds,
+            "clock": opts.clock,
+            "img_per_sec": {str(r): v for r, v in stable.items()},
+            "fade_img_per_sec": {str(r): v for r, v in fade.items()},
+        }
+        apply_plan(self.schedule, opts.plan)
+
+    def measure_speeds(self, seconds_each: float) -> tuple[dict[int, float], dict[int, float]]:
+        """img/s of training steps at every resolution, stable and fading in (alpha 0.5).
+
+        The steps run on this trainer's networks with throw-away optimizers; weights, random state,
+        data order and counters are put back afterwards, so the run starts as if never measured."""
+        saved = {
+            "models": [{k: v.clone() for k, v in m.state_dict().items()} for m in self._models().values()],
+            "gen": self.gen.get_state(),
+            "loader": self.loader.state_dict(),
+            "skipped": self.skipped.clone(),
+            "optimizers": (self.opt_G, self.opt_D),
+        }
+        stable: dict[int, float] = {}
+        fade: dict[int, float] = {}
+        start = self.schedule.start_resolution
+        self.ema_starts = dict.fromkeys(self.ema.groups, 0)
+        try:
+            for res in planner_resolutions(start, self.config.resolution):
+                for alpha, out in ((0.5, fade), (1.0, stable)):
+                    if alpha < 1 and res == start:
+                        continue
+                    stage = Stage(res, alpha, self.schedule.batch_at(res), self.schedule.lr_at(res))
+                    out[res] = self._steps_per_second(stage, seconds_each) * stage.minibatch
+        finally:
+            for m, sd in zip(self._models().values(), saved["models"], strict=True):
+                m.load_state_dict(sd)
+            self.gen.set_state(saved["gen"])
+            self.loader.load_state_dict(saved["loader"])
+            self.skipped = saved["skipped"]
+            self.opt_G, self.opt_D = saved["optimizers"]
+        return stable, fade
+
+    def _steps_per_second(self, stage: Stage, seconds: float) -> float:
+        self.opt_G = make_optimizer(self.G, stage.lr, self.device)
+        self.opt_D = make_optimizer(self.D, stage.lr, self.device)
+        for m in self._models().values():
+            m.set_stage(stage.resolution, stage.alpha)
+        self.step(stage, {})  # the first step at a shape sets up kernels: not timed
+        steps, t0 = 0, self._synced_time()
+        while steps < 2 or self._synced_time() - t0 < seconds:
+            self.step(stage, {})
+            steps += 1
+        return steps / (self._synced_time() - t0)
+
+    def _synced_time(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return self._now()
+
+    def elapsed_seconds(self) -> float:
+        """Seconds this run has taken so far on its clock, earlier sessions (before resumes) included."""
+        return self.elapsed_before + self._now() - self.session_start
 
     @classmethod
     def from_snapshot(cls, path: str | Path, overrides: dict | None = None) -> Trainer:
@@ -165,6 +276,8 @@ class Trainer:
             loader_tensors=self.loader.state_tensors(),
             rng=self.gen.get_state(),
             skipped=self.skipped,
+            precision_chosen={"precision": self.precision, "reason": self.spec.precision_reason},
+            elapsed_seconds=self.elapsed_seconds(),
         )
 
     def _models(self) -> dict[str, torch.nn.Module]:
@@ -194,6 +307,7 @@ class Trainer:
         self.nimg = state.nimg
         self.tick = state.tick
         self.resolution = state.resolution_trained
+        self.elapsed_before = state.elapsed_seconds
 
     # ----------------------------------------------------------------------------------------
     # one step
@@ -252,7 +366,7 @@ class Trainer:
     def step(self, stage: Stage, stats: dict[str, torch.Tensor]) -> None:
         """One D update and one G update on a minibatch of `stage.minibatch` images."""
         n = stage.minibatch
-        amp = autocast(self.device, self.opts.precision)
+        amp = autocast(self.device, self.precision)
         images, labels = self.loader.next(stage.resolution, n)
         if self.device.type == "cuda":
             images = images.pin_memory()  # so that the copy below overlaps with compute
@@ -288,9 +402,8 @@ class Trainer:
         if self.scaler is not None:
             self.scaler.update()
 
-        # G_ema <- lerp(G, G_ema, beta), once per G update.
-        with torch.no_grad():
-            torch._foreach_lerp_(self.ema_params, self.g_params, 1.0 - self.opts.ema_beta)
+        # G_ema <- lerp(G, G_ema, beta), once per G update, with each resolution's own beta.
+        self.ema.update(self.nimg, n, stage.resolution, self.ema_starts)
 
         self.skipped += skipped
         for key, value in {**d_stats, **g_stats}.items():
@@ -337,12 +450,17 @@ class Trainer:
         stats: dict = {}
         tick_start_nimg, tick_start_time = self.nimg, time.time()
         next_tick_nimg = self.nimg + int(opts.tick_kimg * 1000)
-        interrupted = forced = out_of_memory = False
+        interrupted = forced = out_of_memory = out_of_time = False
         stop = StopRequests().install()
         reporter.started()
+        if main:
+            print(f"Precision: {self.precision} ({self.spec.precision_reason})", flush=True)
         try:
             while self.nimg < total_nimg:
-                # Step.
+                # Step (a timed run stops at its deadline, whatever the speed did; ranks agree at a tick).
+                if self._out_of_time() and not self.ctx.distributed:
+                    out_of_time = True
+                    break
                 stage = self.schedule.at(self.nimg / 1000)
                 self._set_stage(stage)
                 self.step(stage, stats)
@@ -358,6 +476,7 @@ class Trainer:
                 # signal at different steps, and an extra collective made gloo abort now and then).
                 self.tick += 1
                 stats["stop"] = torch.tensor(float(stop.requested), device=self.device)
+                stats["out_of_time"] = torch.tensor(float(self._out_of_time()), device=self.device)
                 record, stop_agreed = self._measure_tick(
                     stats, stage, time.time() - tick_start_time, self.nimg - tick_start_nimg
                 )
@@ -376,6 +495,9 @@ class Trainer:
                     reporter.tick(record, self.nimg, stage)
                 if stop_agreed:
                     interrupted = True
+                    break
+                if self.out_of_time_agreed:
+                    out_of_time = True
                     break
                 next_tick_nimg = self.nimg + int(opts.tick_kimg * 1000)
                 tick_start_nimg, tick_start_time = self.nimg, time.time()
@@ -401,10 +523,16 @@ class Trainer:
             self.save_fakes(final)
             self.save_fakes(self.run_dir / f"growth-{self.resolution:04d}.png")
             strip = self.save_growth_strip()
-            print(f"Done: {self.nimg / 1000:g} kimg. Samples: {final}  Growth: {strip}  Snapshot: {snap}")
+            why = f" (the {opts.minutes:g}-minute budget)" if out_of_time else ""
+            print(
+                f"Done: {self.nimg / 1000:g} kimg{why}. Samples: {final}  Growth: {strip}  Snapshot: {snap}"
+            )
         reporter.close(forced=forced)
         distributed.barrier(self.ctx)
         return self.run_dir
+
+    def _out_of_time(self) -> bool:
+        return self.deadline is not None and self._now() >= self.deadline
 
     def _snapshot_after_out_of_memory(self, reporter: Reporter) -> None:
         """Save what there is, then say which --batch to resume with.
@@ -438,6 +566,7 @@ class Trainer:
         distributed.all_reduce_mean_([means], self.ctx)
         values = dict(zip(keys, means.tolist(), strict=True))
         stop_agreed = values.pop("stop", 0.0) > 0
+        self.out_of_time_agreed = values.pop("out_of_time", 0.0) > 0
         record = TickRecord(
             tick=self.tick,
             kimg=round(self.nimg / 1000, 3),

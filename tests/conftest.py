@@ -31,6 +31,7 @@ def tiny_train_args(store, outdir, **extra) -> list[str]:
         data=store, outdir=outdir, training_kimg=0.08, transition_kimg=0.08, kimg=0.48, batch=8,
         latent_size=TINY_NET["latent_size"], fmap_base=TINY_NET["fmap_base"], fmap_max=TINY_NET["fmap_max"],
         tick_kimg=0.04, snapshot_ticks=2, image_ticks=4, grid_size=8,
+        precision="fp32",  # the same numbers on every CPU (auto picks bf16 on some)
     )  # fmt: skip
     args.update(extra)
     out = []

@@ -78,3 +78,17 @@ def test_overrides_and_json_round_trip():
     d = {k: ({str(a): b for a, b in v.items()} if isinstance(v, dict) else v) for k, v in s.to_dict().items()}
     assert Schedule(**d) == s
     assert set(PRESETS) >= {"paper", "v2-1gpu", "v2-2gpu", "v2-4gpu", "v2-8gpu", "cpu"}
+
+
+def test_per_phase_schedule_and_fade_starts():
+    s = Schedule(32, training_kimgs=[10, 5, 5], transition_kimgs=[5, 5, 5], total_kimg=60)
+    expect = {0: (4, 1.0), 9.9: (4, 1.0), 10: (8, 0.0), 12.5: (8, 0.5), 15: (8, 1.0), 20: (16, 0.0),
+              30: (32, 0.0), 34: (32, 0.8), 35: (32, 1.0), 59: (32, 1.0)}  # fmt: skip
+    for kimg, (res, alpha) in expect.items():
+        st = s.at(kimg)
+        assert (st.resolution, st.alpha) == (res, pytest.approx(alpha)), kimg
+    assert [s.fade_start_kimg(r) for r in (4, 8, 16, 32)] == [0, 10, 20, 30]
+    assert s.growth_done_kimg() == 35
+    assert Schedule(**s.to_dict()).at(12.5) == s.at(12.5)  # JSON round trip
+    paper = Schedule.from_preset("paper", 1024)
+    assert [paper.fade_start_kimg(r) for r in (4, 8, 16, 1024)] == [0, 800, 2400, 12000]

@@ -1,0 +1,126 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import progan.training as training
+from progan.planner import final_reserve, plan_schedule, training_seconds
+from progan.schedule import Schedule
+from progan.training import Trainer
+from tests.test_training import run_cli, tiny_options
+
+STABLE = {4: 1000.0, 8: 500.0, 16: 200.0, 32: 100.0}  # img/s
+FADE = {8: 400.0, 16: 160.0, 32: 80.0}
+
+
+def test_plan_equal_time_per_resolution_twice_at_the_last():
+    plan = plan_schedule(STABLE, FADE, seconds=500.0, start=4, final=32)
+    unit = 500.0 / 5  # 4 resolutions, the last counts twice
+    assert plan["training_kimgs"] == pytest.approx([unit * 1.0, unit / 2 * 0.5, unit / 2 * 0.2])
+    assert plan["transition_kimgs"] == pytest.approx([unit / 2 * 0.4, unit / 2 * 0.16, unit / 2 * 0.08])
+    assert plan["total_kimg"] == pytest.approx(sum(plan["training_kimgs"]) + sum(plan["transition_kimgs"])
+                                               + 1.5 * unit * 0.1)  # fmt: skip
+    # Time spent per resolution at the measured speeds: T, T, T, 2T, fade-ins half a phase.
+    s = Schedule(32, **plan)
+    seconds = {r: 0.0 for r in STABLE}
+    step = 0.01  # kimg
+    k = 0.0
+    while k < s.total_kimg - 1e-9:
+        st = s.at(k)
+        seconds[st.resolution] += step * 1000 / (FADE[st.resolution] if st.fading else STABLE[st.resolution])
+        k += step
+    assert [seconds[r] / unit for r in (4, 8, 16, 32)] == pytest.approx([1, 1, 1, 2], abs=0.01)
+    before_32 = sum(plan["training_kimgs"]) + sum(plan["transition_kimgs"][:2])
+    assert s.fade_start_kimg(32) == pytest.approx(before_32)
+
+
+def test_plan_single_resolution_and_errors():
+    assert plan_schedule({4: 100.0}, {}, 10.0, 4, 4) == {"training_kimgs": [], "transition_kimgs": [],
+                                                         "total_kimg": pytest.approx(1.0)}  # fmt: skip
+    with pytest.raises(ValueError):
+        plan_schedule(STABLE, {8: 1.0}, 100.0, 4, 32)  # no fade speed at 16
+    with pytest.raises(ValueError):
+        plan_schedule(STABLE, FADE, -1.0, 4, 32)
+    assert training_seconds(600, 30) == pytest.approx((600 - 30 - final_reserve(600)) * 0.97)
+
+
+def _fixed_speeds(monkeypatch, factor=1.0):
+    # Calibration replaced by given speeds, so that the plan (and the weights) are reproducible.
+    stable = {4: 500.0 * factor, 8: 400.0 * factor, 16: 200.0 * factor}
+    fade = {8: 300.0 * factor, 16: 150.0 * factor}
+    monkeypatch.setattr(Trainer, "measure_speeds", lambda self, seconds: (stable, fade))
+    monkeypatch.setattr(training, "training_seconds", lambda budget, spent: 1.0)
+
+
+def test_calibration_leaves_the_run_untouched(tiny_store, tmp_path):
+    t = Trainer(tiny_options(tiny_store, tmp_path))
+    before = {k: v.clone() for k, v in t.G.state_dict().items()}
+    rng, order = t.gen.get_state(), t.loader.state_dict()
+    stable, fade = t.measure_speeds(0.0)
+    assert sorted(stable) == [4, 8, 16] and sorted(fade) == [8, 16]
+    assert all(v > 0 for v in [*stable.values(), *fade.values()])
+    assert all(torch.equal(before[k], v) for k, v in t.G.state_dict().items())
+    assert torch.equal(t.gen.get_state(), rng) and t.loader.state_dict() == order
+    assert not t.opt_G.state
+
+
+def test_timed_run_plans_then_resumes_the_same_plan(tiny_store, tmp_path, monkeypatch):
+    _fixed_speeds(monkeypatch)
+    common = ["--data", str(tiny_store.path), "--outdir", str(tmp_path), "--batch", "8", "--latent-size",
+              "16", "--fmap-base", "64", "--fmap-max", "16", "--tick-kimg", "0.04", "--snapshot-ticks", "4",
+              "--image-ticks", "0", "--grid-size", "8", "--precision", "fp32", "--no-progress"]  # fmt: skip
+    assert run_cli(["train", *common, "--minutes", "10", "--name", "full"]) == 0
+    full = tmp_path / "00000-full"
+    options = json.loads((full / "options.json").read_text())
+    plan = options["plan"]
+    # 1 s over 3 resolutions (4 units of 0.25 s): 4x4 0.125 kimg; fades 0.0375, 0.01875; ...
+    assert plan["training_kimgs"] == pytest.approx([0.125, 0.05])
+    assert plan["transition_kimgs"] == pytest.approx([0.0375, 0.01875])
+    assert plan["total_kimg"] == pytest.approx(0.125 + 0.05 + 0.0375 + 0.01875 + 0.075)
+    assert options["schedule"]["training_kimgs"] == plan["training_kimgs"]
+
+    # The same run stopped halfway (a signal, at tick 4, in the 8x8 fade) and resumed: the same
+    # weights at the end.
+    original = Trainer._measure_tick
+
+    def stop_at_tick_4(self, stats, *args):
+        if self.tick == 4:
+            stats["stop"] = torch.ones(())
+        return original(self, stats, *args)
+
+    monkeypatch.setattr(Trainer, "_measure_tick", stop_at_tick_4)
+    assert run_cli(["train", *common, "--minutes", "10", "--name", "half"]) == 0
+    monkeypatch.setattr(Trainer, "_measure_tick", original)
+    half = tmp_path / "00001-half"
+    _fixed_speeds(monkeypatch, factor=3.0)  # a resume must not re-plan
+    assert run_cli(["train", "--resume", str(half), "--no-progress"]) == 0
+    state = json.loads(sorted(half.glob("snapshot-*"))[-1].joinpath("state.json").read_text())
+    assert state["options"]["plan"] == plan and 0 < state["elapsed_seconds"] < 600
+    a = load_file(str(sorted(full.glob("snapshot-*"))[-1] / "model.safetensors"))
+    b = load_file(str(sorted(half.glob("snapshot-*"))[-1] / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_timed_run_stops_at_its_deadline(tiny_store, tmp_path, monkeypatch):
+    # Speeds measured far too high: the plan is longer than the budget, the deadline ends it on time.
+    _fixed_speeds(monkeypatch, factor=1000.0)
+    opts = tiny_options(tiny_store, tmp_path, minutes=0.05, training_kimg=None, transition_kimg=None,
+                        total_kimg=None, snapshot_ticks=0, image_ticks=0)  # fmt: skip
+    t = Trainer(opts)
+    run_dir = t.run()
+    elapsed = json.loads(sorted(run_dir.glob("snapshot-*"))[-1].joinpath("state.json").read_text())
+    assert 0.05 * 60 - final_reserve(3) - 0.5 < elapsed["elapsed_seconds"] < 0.05 * 60 + 1.5
+    assert elapsed["nimg"] < t.schedule.total_kimg * 1000
+    assert (run_dir / "fakes-final.png").is_file()
+    with pytest.raises(SystemExit):  # the budget is spent: resume says how to go on
+        from progan.cli import main
+
+        main(["train", "--resume", str(run_dir), "--no-progress"])
+
+
+def test_minutes_refuses_fixed_lengths(tiny_store, tmp_path):
+    from progan.errors import UserError
+
+    with pytest.raises(UserError, match="drop --kimg"):
+        Trainer(tiny_options(tiny_store, tmp_path, minutes=1.0, training_kimg=None, transition_kimg=None))
