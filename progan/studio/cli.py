@@ -68,6 +68,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-check", dest="check", action="store_false", help="skip the onnxruntime check")
     p.set_defaults(func=run_export)
 
+    p = subparsers.add_parser(
+        "serve",
+        help="the web studio: browse, blend, edit and keep faces (http://127.0.0.1:8000)",
+        epilog="examples:\n  progan serve runs/00003-faces\n"
+        "  progan serve runs/ --port 8080 --state-dir ~/faces",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("source", nargs="+", help="snapshot, run directory, or a folder of runs (one model each)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--state-dir", help="where favourites.json lives (default ~/.local/share/progan/studio)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.set_defaults(func=run_serve)
+
 
 def run_video(args: argparse.Namespace) -> int:
     from progan import video
@@ -131,4 +148,18 @@ def run_export(args: argparse.Namespace) -> int:
     if result.max_difference is not None:
         print(f"onnxruntime vs PyTorch: largest difference {result.max_difference:.3g} "
               f"(tolerance {result.tolerance:g})")  # fmt: skip
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from progan.device import pick_device
+
+    try:
+        from progan.studio.app import serve
+    except ModuleNotFoundError as e:
+        raise UserError(f"the studio needs {e.name}: pip install 'progan[serve]'") from None
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port {args.port} is not a TCP port; use 1 to 65535")
+    serve(args.source, host=args.host, port=args.port, state_dir=args.state_dir,
+          device=str(pick_device(args.device)), precision=args.precision)  # fmt: skip
     return 0

@@ -1,0 +1,553 @@
+"""The web studio: browse a model's faces, open one at full resolution, blend two, edit along named
+directions, keep favourites. FastAPI + uvicorn, one static page (`static/`), no JavaScript build step.
+
+Everything a client sends is a number or a name checked against what the server loaded: a model
+id from `/api/models`, a seed in [0, 2**32), a label of the model, a direction of the snapshot
+with an amount in [-MAX_AMOUNT, MAX_AMOUNT], a blend weight in [0, 1], a thumbnail size that is a
+power of two up to the model's resolution. No request ever names a file. Bodies are capped at
+MAX_BODY bytes, the queue of faces waiting for a model at MAX_QUEUE (then 503), favourites at
+MAX_FAVOURITES. Bad requests get a 4xx with a one-line `detail`.
+
+One loaded model serves all requests: a `Batcher` thread per model gathers the faces asked for
+within a few milliseconds (a page of 32 thumbnails arrives as 32 requests) and renders them in
+one generator call through `progan.sampling`, the one sampling path, so a seed's face here is the
+face `progan generate` writes.
+
+Favourites live in `<state dir>/favourites.json` (written atomically; default
+`$XDG_DATA_HOME/progan/studio`, i.e. `~/.local/share/progan/studio`, or `--state-dir`), keyed by
+model id (the run directory's name), so they survive restarts and newer snapshots of a run.
+
+Extending the studio (how `describe` and other features add a panel)
+--------------------------------------------------------------------
+A feature adds a `Panel` to `create_app(..., panels=[...])` (or to `PANELS` before the app is
+made, e.g. from its own module's import):
+
+- `router`: a FastAPI `APIRouter`, mounted at `/api/ext/<name>/`. Its handlers reach the studio
+  through `request.app.state.studio` (`Studio.model(id)`, `Studio.face_latent(...)`,
+  `Studio.render(...)`), and should raise `UserError` for bad input (it becomes a 400).
+- `script`: a JavaScript file served at `/ext/<name>.js` and loaded by the page after start. It
+  uses the page's `window.studio` object: `studio.addPanel(title)` returns an element to fill
+  (shown beside the open face), `studio.state` is the open face `{model, seed, label, edits,
+  blend, t}`, `studio.setState(patch)` changes it (and re-renders), `studio.on("change", fn)` is
+  called after every change, `studio.api(path, options)` fetches JSON and throws with the
+  server's `detail` on a 4xx.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import json
+import math
+import os
+import queue
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from pydantic import BaseModel, Field
+
+from progan.checkpoint import list_snapshots, load_snapshot, resolve_snapshot, write_json_atomic
+from progan.directions import load_directions, move
+from progan.errors import UserError
+from progan.sampling import MAX_SEED, images_for_latents, labels_for, latent_for_seed, slerp
+
+STATIC = Path(__file__).with_name("static")
+MAX_BODY = 16 * 1024
+MAX_QUEUE = 512
+MAX_BATCH = 32
+MAX_FAVOURITES = 1000
+MAX_AMOUNT = 10.0
+MAX_MODELS = 32
+GATHER_SECONDS = 0.005
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+class Busy(Exception):
+    """Too many faces are waiting for this model: the client should retry later (503)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# batching
+
+
+@dataclass
+class _Job:
+    latent: torch.Tensor
+    label: torch.Tensor | None
+    future: concurrent.futures.Future
+
+
+class Batcher:
+    """One thread per model: gathers the faces asked for within `gather` seconds into one batch."""
+
+    def __init__(self, G, device, precision: str, max_batch: int = MAX_BATCH, gather: float = GATHER_SECONDS,
+                 max_queue: int = MAX_QUEUE) -> None:  # fmt: skip
+        self.G, self.device, self.precision = G, device, precision
+        self.max_batch, self.gather = max_batch, gather
+        self.jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
+        self.batches: list[int] = []  # sizes of the batches run (for tests and the benchmark)
+        self.thread = threading.Thread(target=self._run, daemon=True, name="progan-studio-batcher")
+        self.thread.start()
+
+    def submit(self, latent: torch.Tensor, label: torch.Tensor | None) -> concurrent.futures.Future:
+        job = _Job(latent, label, concurrent.futures.Future())
+        try:
+            self.jobs.put_nowait(job)
+        except queue.Full:
+            raise Busy("the model is busy; try again in a moment") from None
+        return job.future
+
+    def close(self) -> None:
+        self.jobs.put(None)
+        self.thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            first = self.jobs.get()
+            if first is None:
+                return
+            batch = [first]
+            deadline = time.monotonic() + self.gather
+            while len(batch) < self.max_batch:
+                try:
+                    job = self.jobs.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if job is None:
+                    self.jobs.put(None)  # finish this batch, then stop
+                    break
+                batch.append(job)
+            self._render(batch)
+
+    def _render(self, batch: list[_Job]) -> None:
+        try:
+            z = torch.stack([j.latent for j in batch])
+            labels = None if batch[0].label is None else torch.stack([j.label for j in batch])
+            images = images_for_latents(self.G, z, labels, batch=len(batch), device=self.device,
+                                        precision=self.precision)  # fmt: skip
+            self.batches.append(len(batch))
+            for job, image in zip(batch, images, strict=True):
+                job.future.set_result(image)
+        except Exception as e:  # noqa: BLE001 - every waiting request gets the error, the thread lives on
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(e)
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+
+
+@dataclass
+class Model:
+    id: str
+    name: str
+    snapshot: Path
+    G: torch.nn.Module
+    label_names: list[str]
+    multi_hot: bool
+    directions: dict[str, tuple[torch.Tensor, dict]]
+    kimg: float
+    batcher: Batcher
+
+    @property
+    def config(self):
+        return self.G.config
+
+    def describe(self) -> dict:
+        c = self.config
+        return {
+            "id": self.id, "name": self.name, "kimg": self.kimg, "resolution": int(self.G.resolution),
+            "channels": c.channels, "latent_size": c.latent_size, "label_size": c.label_size,
+            "label_names": self.label_names, "multi_hot": self.multi_hot,
+            "directions": [{"name": k, "info": v[1]} for k, v in sorted(self.directions.items())],
+            "max_amount": MAX_AMOUNT, "max_seed": MAX_SEED,
+        }  # fmt: skip
+
+
+def find_snapshots(path: str | os.PathLike) -> list[Path]:
+    """A snapshot, a run (its newest snapshot) or a folder of runs (each run's newest snapshot)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path} is not a directory; pass a snapshot, a run or a folder of runs")
+    if (path / "state.json").is_file() or list_snapshots(path):
+        return [resolve_snapshot(path)]
+    found = [list_snapshots(p)[-1] for p in sorted(path.iterdir()) if p.is_dir() and list_snapshots(p)]
+    if not found:
+        raise UserError(f"{path} holds no snapshots; pass runs/<run>, runs/<run>/snapshot-<kimg> or runs/")
+    if len(found) > MAX_MODELS:
+        raise UserError(
+            f"{path} holds {len(found)} runs; the studio serves up to {MAX_MODELS}: pick a folder"
+        )
+    return found
+
+
+def model_id(snapshot: Path, taken: set[str]) -> str:
+    base = snapshot.parent.name if snapshot.name.startswith("snapshot-") else snapshot.name
+    base = re.sub(r"[^A-Za-z0-9._-]", "-", base).lstrip("-._")[:90] or "model"
+    name, i = base, 2
+    while name in taken:
+        name, i = f"{base}-{i}", i + 1
+    return name
+
+
+# ---------------------------------------------------------------------------------------------
+# favourites
+
+
+class Favourites:
+    """A list of kept faces in one JSON file, rewritten atomically on every change."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / "favourites.json"
+        self.lock = threading.Lock()
+        self.items: list[dict] = []
+        if self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text())
+                self.items = [i for i in data.get("favourites", []) if isinstance(i, dict) and "id" in i]
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+                raise UserError(f"{self.path} is not a favourites file ({e}); move it away or fix it") from e
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.path, {"format": "progan-studio-favourites", "version": 1,
+                                      "favourites": self.items})  # fmt: skip
+
+    def add(self, face: dict) -> dict:
+        key = json.dumps(face, sort_keys=True)
+        with self.lock:
+            for item in self.items:
+                if json.dumps(item["face"], sort_keys=True) == key:
+                    return item
+            if len(self.items) >= MAX_FAVOURITES:
+                raise UserError(f"already {MAX_FAVOURITES} favourites; remove some first")
+            item = {"id": f"{int(time.time() * 1000):x}{len(self.items):03x}", "face": face,
+                    "added": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+            self.items.append(item)
+            self._save()
+            return item
+
+    def remove(self, fid: str) -> bool:
+        with self.lock:
+            kept = [i for i in self.items if i["id"] != fid]
+            if len(kept) == len(self.items):
+                return False
+            self.items = kept
+            self._save()
+            return True
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "progan" / "studio"
+
+
+# ---------------------------------------------------------------------------------------------
+# the studio: models + favourites, independent of the web layer
+
+
+@dataclass
+class Face:
+    """What a client asks for: everything is a number or a name checked against the model."""
+
+    seed: int
+    label: str | None = None
+    edits: dict[str, float] = field(default_factory=dict)
+    blend: int | None = None
+    t: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"seed": self.seed, "label": self.label, "edits": self.edits, "blend": self.blend, "t": self.t}
+
+
+def parse_edits(text: str | None) -> dict[str, float]:
+    """'smile:1.5,age:-2' -> {'smile': 1.5, 'age': -2.0} (':' rather than '=' reads well in a URL)."""
+    edits: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        name, _, value = part.partition(":")
+        try:
+            amount = float(value)
+        except ValueError:
+            raise UserError(f"edit '{part}' is not NAME:AMOUNT, e.g. smile:1.5") from None
+        edits[name.strip()] = amount
+    return edits
+
+
+class Studio:
+    def __init__(self, sources: list[str | os.PathLike], state_dir: str | os.PathLike | None = None,
+                 device: str | torch.device = "cpu", precision: str = "fp32", max_batch: int = MAX_BATCH,
+                 gather: float = GATHER_SECONDS) -> None:  # fmt: skip
+        self.models: dict[str, Model] = {}
+        snapshots = [s for src in sources for s in find_snapshots(src)]
+        for snap_path in snapshots:
+            snap = load_snapshot(snap_path, device=device)
+            mid = model_id(snap.path, set(self.models))
+            run = snap.path.parent.name if snap.path.name.startswith("snapshot-") else snap.path.name
+            multi_hot = bool((snap.options.get("loss") or {}).get("multi_hot", False))
+            self.models[mid] = Model(
+                id=mid, name=f"{run} ({snap.path.name}, {snap.kimg:g} kimg)", snapshot=snap.path,
+                G=snap.G_ema, label_names=snap.label_names, multi_hot=multi_hot,
+                directions=load_directions(snap.path), kimg=snap.kimg,
+                batcher=Batcher(snap.G_ema, torch.device(device), precision, max_batch, gather),
+            )  # fmt: skip
+        self.favourites = Favourites(Path(state_dir) if state_dir else default_state_dir())
+
+    def close(self) -> None:
+        for m in self.models.values():
+            m.batcher.close()
+
+    def model(self, mid: str) -> Model:
+        if mid not in self.models:
+            raise KeyError(mid)
+        return self.models[mid]
+
+    def check_face(self, m: Model, face: Face) -> Face:
+        for seed in (face.seed, face.blend):
+            if seed is not None and not 0 <= seed <= MAX_SEED:
+                raise UserError(f"seed {seed} is out of range; use 0 to {MAX_SEED}")
+        if not 0.0 <= face.t <= 1.0 or math.isnan(face.t):
+            raise UserError(f"blend weight t={face.t} is out of range; use 0 to 1")
+        for name, amount in face.edits.items():
+            if name not in m.directions:
+                have = ", ".join(sorted(m.directions)) or "none"
+                raise UserError(f"model {m.id} has no direction '{name}'; it has {have}")
+            if not abs(amount) <= MAX_AMOUNT:
+                raise UserError(
+                    f"edit {name}:{amount} is out of range; use -{MAX_AMOUNT:g} to {MAX_AMOUNT:g}"
+                )
+        if face.label is not None and not m.config.label_size:
+            raise UserError(f"model {m.id} is not conditional; drop the label")
+        if face.label is not None and len(face.label) > 1000:
+            raise UserError("label is too long")
+        return face
+
+    def face_latent(self, m: Model, face: Face) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The latent (L,) and label row (K,) of a face: blend (slerp), then directions."""
+        self.check_face(m, face)
+        L, K = m.config.latent_size, m.config.label_size
+        z = latent_for_seed(face.seed, L)
+        label = None
+        if K:
+            label = labels_for(K, [face.seed], face.label, m.label_names)[0]
+        if face.blend is not None:
+            z = slerp(z, latent_for_seed(face.blend, L), face.t)
+            if K:
+                label = torch.lerp(label, labels_for(K, [face.blend], face.label, m.label_names)[0], face.t)
+        if face.edits:
+            z = move(z[None], m.directions, face.edits)[0]
+        return z, label
+
+    def render(self, m: Model, face: Face) -> concurrent.futures.Future:
+        """A future of the face's uint8 (C, H, W) image, rendered in the model's next batch."""
+        return m.batcher.submit(*self.face_latent(m, face))
+
+
+def png_bytes(image: torch.Tensor, size: int | None = None) -> bytes:
+    """uint8 (C, H, W) -> PNG; `size` < H gives a box-filtered thumbnail."""
+    arr = image.numpy().transpose(1, 2, 0)
+    img = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else np.ascontiguousarray(arr))
+    if size and size < img.height:
+        img = img.resize((size, size), Image.BOX)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# the web layer
+
+
+@dataclass
+class Panel:
+    """An extension of the studio: API routes under /api/ext/<name>/ and a script for the page."""
+
+    name: str
+    title: str
+    router: APIRouter | None = None
+    script: Path | None = None
+
+
+PANELS: list[Panel] = []
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes ends in 413 before it is read whole."""
+
+    def __init__(self, app, limit: int = MAX_BODY) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            return await _plain(send, 413, f"request body over {self.limit} bytes")
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _plain(send, 413, f"request body over {self.limit} bytes")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _plain(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class FaceIn(BaseModel):
+    """A favourite as the page sends it."""
+
+    model: str = Field(max_length=100)
+    seed: int = Field(ge=0, le=MAX_SEED)
+    label: str | None = Field(None, max_length=1000)
+    edits: dict[str, float] = Field(default_factory=dict, max_length=64)
+    blend: int | None = Field(None, ge=0, le=MAX_SEED)
+    t: float = Field(0.0, ge=0.0, le=1.0)
+    note: str = Field("", max_length=200)
+
+
+def create_app(studio: Studio, panels: list[Panel] | None = None) -> FastAPI:
+    """The FastAPI app of a studio (models, favourites) with its extension panels."""
+    import asyncio
+
+    panels = list(PANELS) + list(panels or [])
+    app = FastAPI(title="progan studio", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.studio = studio
+    app.add_middleware(BodyLimit)
+
+    @app.exception_handler(UserError)
+    async def user_error(request: Request, exc: UserError):
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        # One line, as for every other bad request: "seed: Input should be greater than or equal to 0".
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        where = ".".join(str(x) for x in first.get("loc", ())[1:]) or "request"
+        return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}"}, status_code=400)
+
+    @app.exception_handler(Busy)
+    async def busy(request: Request, exc: Busy):
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
+    def get_model(mid: str) -> Model:
+        try:
+            return studio.model(mid)
+        except KeyError:
+            raise HTTPException(404, f"no model '{mid[:100]}'; GET /api/models lists them") from None
+
+    api = APIRouter(prefix="/api")
+
+    @api.get("/models")
+    def models() -> list[dict]:
+        return [m.describe() for m in studio.models.values()]
+
+    @api.get("/models/{mid}/face.png")
+    async def face_png(
+        mid: str,
+        seed: int = Query(ge=0, le=MAX_SEED),
+        label: str | None = Query(None, max_length=1000),
+        edits: str | None = Query(None, max_length=4000),
+        blend: int | None = Query(None, ge=0, le=MAX_SEED),
+        t: float = Query(0.5, ge=0.0, le=1.0),
+        size: int | None = Query(None, ge=1, le=1024),
+    ):
+        m = get_model(mid)
+        if size is not None and (size & (size - 1) or size > m.G.resolution):
+            raise UserError(f"size {size} is not a power of two up to {m.G.resolution}")
+        face = Face(seed, label or None, parse_edits(edits), blend, t if blend is not None else 0.0)
+        image = await asyncio.wrap_future(studio.render(m, face))
+        png = await asyncio.to_thread(png_bytes, image, size)
+        # The same URL always gives the same picture from the same snapshot.
+        return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+    @api.get("/favourites")
+    def favourites() -> list[dict]:
+        return studio.favourites.items
+
+    @api.post("/favourites", status_code=201)
+    def add_favourite(face: FaceIn) -> dict:
+        m = get_model(face.model)
+        f = Face(
+            face.seed, face.label or None, face.edits, face.blend, face.t if face.blend is not None else 0.0
+        )
+        studio.check_face(m, f)
+        studio.face_latent(m, f)  # labels checked too: only faces that render are kept
+        return studio.favourites.add({"model": m.id, **f.to_dict(), "note": face.note})
+
+    @api.delete("/favourites/{fid}")
+    def remove_favourite(fid: str) -> dict:
+        if not studio.favourites.remove(fid):
+            raise HTTPException(404, f"no favourite '{fid[:40]}'")
+        return {"removed": fid}
+
+    @api.get("/panels")
+    def list_panels() -> list[dict]:
+        return [{"name": p.name, "title": p.title, "script": f"/ext/{p.name}.js" if p.script else None}
+                for p in panels]  # fmt: skip
+
+    app.include_router(api)
+    for p in panels:
+        if not ID_PATTERN.fullmatch(p.name):
+            raise ValueError(f"panel name {p.name!r} is not URL-safe")
+        if p.router is not None:
+            app.include_router(p.router, prefix=f"/api/ext/{p.name}")
+        if p.script is not None:
+            app.add_api_route(f"/ext/{p.name}.js", _file_route(Path(p.script), "text/javascript"))
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _file_route(path: Path, media_type: str):
+    def serve():
+        return FileResponse(path, media_type=media_type)
+
+    return serve
+
+
+def serve(sources: list[str], host: str = "127.0.0.1", port: int = 8000, state_dir: str | None = None,
+          device: str = "cpu", precision: str = "fp32") -> None:  # fmt: skip
+    """Load the models and run the studio until Ctrl-C."""
+    import uvicorn
+
+    studio = Studio(sources, state_dir, device=device, precision=precision)
+    app = create_app(studio)
+    print(f"progan studio: {len(studio.models)} model(s), favourites in {studio.favourites.path}")
+    print(f"open http://{'[' + host + ']' if ':' in host else host}:{port}/")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", limit_concurrency=256)
+    finally:
+        studio.close()
