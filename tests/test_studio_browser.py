@@ -1,0 +1,114 @@
+"""The studio page end to end in a real browser: Playwright driving Debian's headless Chromium.
+
+Browser downloads are impossible here, so Playwright is given the system Chromium's path
+(`apt-get install chromium`, done by .ci/run). Set PROGAN_STUDIO_SCREENSHOT=FILE.png to also save
+a screenshot of the whole page (docs/images/studio.png comes from this test).
+"""
+
+import io
+import os
+import shutil
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from playwright import sync_api
+from studio_util import write_tiny_snapshot
+
+from progan.directions import add_direction
+from progan.studio.app import Studio, create_app
+
+CHROMIUM = next((p for p in (os.environ.get("PROGAN_CHROMIUM"), shutil.which("chromium"),
+                             shutil.which("chromium-browser")) if p), None)  # fmt: skip
+if CHROMIUM is None and not os.environ.get("CI"):
+    pytest.skip("no chromium on this machine (apt-get install chromium)", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    import uvicorn
+
+    snap = write_tiny_snapshot(tmp_path / "runs" / "00000-faces", resolution=32)
+    add_direction(snap, "smile", torch.randn(16, generator=torch.Generator().manual_seed(1)), 16)
+    add_direction(snap, "age", torch.randn(16, generator=torch.Generator().manual_seed(2)), 16)
+    studio = Studio([tmp_path / "runs"], tmp_path / "state")
+    port = free_port()
+    config = uvicorn.Config(create_app(studio), host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+    studio.close()
+
+
+ALL_FACES_LOADED = """() => {
+  const imgs = [...document.querySelectorAll('#grid img')];
+  return imgs.length === 32 && imgs.every((i) => i.complete && i.naturalWidth > 0);
+}"""
+BIG_LOADED = "() => { const i = document.getElementById('big'); return i.complete && i.naturalWidth > 0; }"
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.int16)
+
+
+def test_browse_open_blend_keep_and_reload(server):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 800})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(server)
+            page.wait_for_function(ALL_FACES_LOADED, timeout=30_000)
+
+            page.locator("#grid .face").nth(3).click()
+            page.wait_for_function(BIG_LOADED)
+            assert page.locator("#detail-title").inner_text() == "seed 3"
+            before = pixels(page.locator("#big").screenshot())
+
+            page.locator("#blend").fill("0.8")
+            page.wait_for_function("() => document.getElementById('big').src.includes('t=0.8')")
+            page.wait_for_function(BIG_LOADED)
+            page.wait_for_timeout(100)
+            after = pixels(page.locator("#big").screenshot())
+            assert np.abs(after - before).mean() > 5  # the blend moved the face
+            assert page.locator("#blend-seed").input_value() == "4"
+            assert "blend=4" in page.locator("#permalink").get_attribute("href")
+
+            page.locator("#keep").click()
+            page.wait_for_selector("#favourite-list .face")
+            page.wait_for_function("() => [...document.querySelectorAll('#favourite-list img')]"
+                                   ".every((i) => i.complete && i.naturalWidth > 0)")  # fmt: skip
+            shot = os.environ.get("PROGAN_STUDIO_SCREENSHOT")
+            if shot:
+                page.locator("[data-direction=smile]").fill("2.5")
+                page.wait_for_function("() => document.getElementById('big').src.includes('smile')")
+                page.wait_for_function(BIG_LOADED)
+                page.wait_for_timeout(300)
+                page.screenshot(path=shot, full_page=True)
+
+            page.reload()  # the permalink in the address bar reopens the face; the favourite is still kept
+            page.wait_for_selector("#favourite-list .face")
+            assert page.locator("#favourite-list .face").count() == 1
+            assert page.locator("#favourite-list .face span").inner_text().startswith("3")
+            assert page.locator("#detail-title").inner_text().startswith("seed 3 \u2194 4")
+            assert errors == []
+        finally:
+            browser.close()
