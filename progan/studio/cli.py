@@ -15,6 +15,15 @@ VIDEO_HELP = """examples:
   progan video runs/00003-faces --out growth.mp4 --kind training        # time-lapse of the run's grids"""
 
 
+def need(extra: str, *modules: str) -> None:
+    """A one-line error naming the extra to install when an optional dependency is missing."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"this command needs {', '.join(missing)}: pip install 'progan[{extra}]'")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from progan.device import PRECISIONS
 
@@ -87,6 +96,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_video(args: argparse.Namespace) -> int:
+    need("video", *(["imageio_ffmpeg"] if args.out.lower().endswith(".mp4") else []),
+         *(["scipy"] if args.kind == "interpolation" else []))  # fmt: skip
     from progan import video
 
     path = video.check_output(args.out)
@@ -128,6 +139,7 @@ def run_video(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    need("export", "onnx", *(["onnxruntime"] if args.check else []))
     from progan.checkpoint import load_snapshot
     from progan.export import ExportMismatch, export_onnx
 
@@ -154,10 +166,9 @@ def run_export(args: argparse.Namespace) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     from progan.device import pick_device
 
-    try:
-        from progan.studio.app import serve
-    except ModuleNotFoundError as e:
-        raise UserError(f"the studio needs {e.name}: pip install 'progan[serve]'") from None
+    need("serve", "fastapi", "uvicorn")
+    from progan.studio.app import serve
+
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a TCP port; use 1 to 65535")
     serve(args.source, host=args.host, port=args.port, state_dir=args.state_dir,
