@@ -1,11 +1,12 @@
 """Speed of the studio (`progan serve`) and of video generation (`progan video`) on this machine.
 
-    python benchmarks/studio_speed.py                     # ~3 min on 2 CPU cores
+    python benchmarks/studio_speed.py                     # ~5 min on 2 quiet CPU cores
     python benchmarks/studio_speed.py --resolutions 32 --precisions fp32 --json out.json
 
-Networks: the paper's G (latent 512, fmap_base 8192, fmap_max 512) at 32x32 and 256x256 with
-random weights (speed does not depend on their values), written as snapshots and served by the
-real app: uvicorn on 127.0.0.1 in a thread, requests from httpx over TCP, as a browser sends them.
+Networks: the paper's G (latent 512, fmap_base 8192, fmap_max 512; about 12.6 GFLOP per face at
+32x32 and 56 at 256x256) with random weights (speed does not depend on their values), written as
+snapshots and served by the real app: uvicorn on 127.0.0.1 in a thread, requests from httpx over
+TCP, as a browser sends them.
 
 * first page: the wall time from sending the 32 thumbnail requests of the page's first grid
   (`size=128`, or the full size below 128) at once until the last PNG has arrived, on a server
@@ -15,7 +16,8 @@ real app: uvicorn on 127.0.0.1 in a thread, requests from httpx over TCP, as a b
 * video frames/s: `interpolation_video` (1x1 grid, batch 32) streamed into an H.264 mp4 through
   `write_video`, frames per wall second, generation and encoding together.
 
-Each figure is the median of `--repeats` runs. The machine is shared: compare numbers from one run.
+Each figure is the median of `--repeats` runs (1 by default: a page at 256x256 takes most of a
+minute on two cores). The machine is shared: compare numbers from one run.
 """
 
 from __future__ import annotations
@@ -104,8 +106,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--resolutions", default="32,256")
     ap.add_argument("--precisions", default="fp32,bf16")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -122,7 +124,7 @@ def main() -> None:
                 runs = [
                     bench_serve(snap, res, precision, args.rounds, tmp / "state") for _ in range(args.repeats)
                 ]
-                frames = 120 if res <= 64 else 30
+                frames = 60 if res <= 64 else 8
                 fps = [bench_video(G, precision, frames, tmp / "v.mp4") for _ in range(args.repeats)]
                 row = {
                     "resolution": res, "precision": precision,
