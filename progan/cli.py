@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "progan.commands",  # train, generate, demo
     "progan.data.cli",  # prepare
     "progan.metrics.cli",  # evaluate
+    "progan.faces.cli",  # faces measure
     "progan.studio.cli",  # video, export, serve
     "progan.pretrained.cli",  # import
     "progan.faces.commands",  # describe, attributes, directions, edit

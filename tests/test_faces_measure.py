@@ -111,17 +111,24 @@ def test_glasses_and_beard_variants(face, base):
     assert base.traits["eyeglasses"].value < 0.3 and base.traits["beard"].value < 0.3
 
 
-def test_same_reading_at_other_resolutions():
-    for size in (128, 512):
-        blue = measure_face(fv.recolour_iris(fv.astronaut_face(size), "blue")).traits
+def test_same_reading_at_other_resolutions(face):
+    from PIL import Image
+
+    # 128: its own CelebA-HQ crop; 640: the 256 crop upscaled (the large-image detection path).
+    big = np.asarray(Image.fromarray(face).resize((640, 640), Image.LANCZOS))
+    for size, img in [(128, fv.astronaut_face(128)), (640, big)]:
+        blue = measure_face(fv.recolour_iris(img, "blue")).traits
         assert blue["eye_colour"].value == "blue", size
         assert blue["hair_colour"].value in ("blond", "brown") and blue["skin_tone"].value == "light"
 
 
 def test_no_face_and_too_small():
+    from skimage.data import chelsea
+
     noise = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
-    m = measure_face(noise)
-    assert not m.face_found and m.traits == {} and m.landmarks is None and m.reason == "no face found"
+    for img in (noise, chelsea()):  # chelsea: a cat's face, not a human one
+        m = measure_face(img)
+        assert not m.face_found and m.traits == {} and m.landmarks is None and m.reason == "no face found"
     small = measure_face(np.zeros((32, 32, 3), np.uint8))
     assert not small.face_found and "32x32" in small.reason and f"{MIN_SIZE}x{MIN_SIZE}" in small.reason
 
@@ -132,3 +139,36 @@ def test_batches_nchw_tensor_and_nhwc(face):
     nhwc = measure_faces(batch)
     assert [m.face_found for m in nchw] == [True, False] == [m.face_found for m in nhwc]
     assert nchw[0].traits["hair_colour"] == nhwc[0].traits["hair_colour"]
+
+
+def _cli(capsys, *args) -> tuple[int, str, str]:
+    from progan.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["faces", "measure", *map(str, args)])
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def test_cli_text_json_overlay_and_errors(capsys, tmp_path, face):
+    import json
+
+    from PIL import Image
+
+    Image.fromarray(fv.recolour_hair(face, "red")).save(tmp_path / "red.jpg", quality=95)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "tiny.png")
+    code, out, _ = _cli(capsys, tmp_path / "red.jpg", tmp_path / "tiny.png")
+    assert code == 0 and "hair_colour  red" in out and "at least 64x64" in out
+    code, out, _ = _cli(capsys, tmp_path / "red.jpg", "--json", "--overlay", tmp_path / "ov")
+    (rec,) = json.loads(out)
+    assert rec["file"].endswith("red.jpg") and rec["traits"]["hair_colour"]["value"] == "red"
+    assert len(rec["landmarks"]) == 68 and set(rec["traits"]) == set(TRAITS)
+    assert (tmp_path / "ov" / "red.faces.png").is_file()
+    (tmp_path / "junk.png").write_text("not an image")
+    for bad, needle in [
+        (tmp_path / "nope.png", "no such file"),
+        (tmp_path / "junk.png", "not a readable image"),
+    ]:
+        code, out, err = _cli(capsys, tmp_path / "red.jpg", bad)
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+        assert err.startswith("progan faces: error:") and str(bad) in err and needle in err

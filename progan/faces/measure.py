@@ -204,11 +204,9 @@ class Face:
         return np.asarray(mask, dtype=bool)
 
     @cached_property
-    def skin(self) -> tuple[np.ndarray, np.ndarray]:
-        """Median CIELAB of the cheeks' skin and its robust spread (MAD, per channel).
-
-        Cheeks: below the eyes, beside the nose, above the mouth corners; rarely covered by hair.
-        """
+    def cheeks(self) -> np.ndarray:
+        """Mask of two discs on the cheeks: below the eyes, beside the nose, above the mouth
+        corners; rarely covered by hair, glasses or beard."""
         lm = self.lm
         r = 0.07 * self.u
         h, w = self.image.shape[:2]
@@ -217,9 +215,16 @@ class Face:
         for idx in ([1, 2, 3, 31, 40, 41, 48], [13, 14, 15, 35, 46, 47, 54]):
             c = lm[idx].mean(0)
             mask |= (xx - c[0]) ** 2 + (yy - c[1]) ** 2 <= r * r
-        px = self.lab[mask]
+        return mask
+
+    @cached_property
+    def skin(self) -> tuple[np.ndarray, np.ndarray]:
+        """Median CIELAB of the cheeks' skin and its robust spread (MAD, per channel)."""
+        px = self.lab[self.cheeks]
         if len(px) == 0:
-            px = self.lab[int(np.clip(lm[29][1], 0, h - 1)), int(np.clip(lm[29][0], 0, w - 1))][None]
+            h, w = self.image.shape[:2]
+            x, y = self.lm[29]
+            px = self.lab[int(np.clip(y, 0, h - 1)), int(np.clip(x, 0, w - 1))][None]
         med = np.median(px, 0)
         return med, np.median(np.abs(px - med), 0)
 
@@ -275,8 +280,8 @@ IRIS_PROTOTYPES = {
 IRIS_SPREAD = (10.0, 6.0, 7.0)
 
 
-def iris_pixels(face: Face, eye: int) -> np.ndarray:
-    """CIELAB pixels of one iris (eye 0: points 36-41, eye 1: 42-47).
+def iris_mask(face: Face, eye: int) -> np.ndarray:
+    """Mask of one iris's pixels (eye 0: points 36-41, eye 1: 42-47).
 
     Inside the eye outline, within an iris-sized disc (iris diameter ~0.4 of the eye's width,
     11.7 mm of ~29 mm) centred where the eye is darkest along its axis (gaze moves the iris),
@@ -286,7 +291,7 @@ def iris_pixels(face: Face, eye: int) -> np.ndarray:
     pts = face.lm[idx]
     inside = face.polygon(pts)
     if not inside.any():
-        return np.zeros((0, 3), np.float32)
+        return inside
     corner0, corner1 = pts[0], pts[3]
     width = float(np.linalg.norm(corner1 - corner0))
     axis = (corner1 - corner0) / max(width, 1e-6)
@@ -311,16 +316,15 @@ def iris_pixels(face: Face, eye: int) -> np.ndarray:
     cand = inside & (d <= r) & (d >= 0.4 * r)
     if cand.sum() < 3:
         cand = inside & (d <= r)
-    px = face.lab[cand]
-    if len(px) == 0:
-        return px
-    med = np.median(px[:, 0])
-    return px[(px[:, 0] <= med + 15.0) & (px[:, 0] >= med - 20.0)]
+    if not cand.any():
+        return cand
+    med = np.median(L[cand])
+    return cand & (L <= med + 15.0) & (L >= med - 20.0)
 
 
 def measure_eye_colour(face: Face) -> Trait:
     """blue / green / grey / hazel / brown / dark from the median iris colour of both eyes."""
-    px = np.concatenate([iris_pixels(face, 0), iris_pixels(face, 1)])
+    px = face.lab[iris_mask(face, 0) | iris_mask(face, 1)]
     if len(px) == 0:
         return Trait("dark", 0.0, {c: 1.0 / len(IRIS_PROTOTYPES) for c in IRIS_PROTOTYPES})
     scores = _prototype_scores(np.median(px, 0), IRIS_PROTOTYPES, IRIS_SPREAD)
@@ -439,12 +443,16 @@ def _row_edge_strength(L: np.ndarray, mask: np.ndarray, face: Face) -> float:
     return float((sums[keep] / counts[keep]).max()) if keep.any() else 0.0
 
 
+def bridge_region(face: Face) -> np.ndarray:
+    """The nose bridge between the eyes, from the brows' line to below the inner eye corners."""
+    return face.box(-0.07, 0.07, 0.0, 0.22)
+
+
 def measure_eyeglasses(face: Face) -> Trait:
     """0..1: a frame's bridge is a straight edge across the nose between the eyes, from top to
     bottom of the bridge's run; skin there only shades smoothly. The strongest row-mean edge (L*
     per pixel, scaled to a 256-pixel face) over 2.5 is the midpoint."""
-    bridge = face.box(-0.07, 0.07, 0.0, 0.22)
-    strength = _row_edge_strength(face.lab[..., 0], bridge, face) * face.u / 128.0
+    strength = _row_edge_strength(face.lab[..., 0], bridge_region(face), face) * face.u / 128.0
     value = _sigmoid((strength - 2.5) / 0.6)
     return Trait(value, abs(2 * value - 1) * _evidence(face.u, 40.0))
 
@@ -486,6 +494,33 @@ MEASURES = {
 
 # --------------------------------------------------------------------------------------------
 # Entry points
+
+
+def overlay(image: np.ndarray, m: FaceMeasurement) -> np.ndarray:
+    """The image with the measured regions tinted and the 68 landmarks dotted, for checking by eye:
+    hair regions magenta (non-skin pixels, the ones measured, stronger), irises cyan, cheeks
+    yellow, nose bridge blue, beard region green."""
+    out = np.asarray(image, dtype=np.float64).copy()
+    if m.landmarks is None:
+        return np.asarray(image, dtype=np.uint8).copy()
+    face = Face(image, m.landmarks)
+    hair = hair_regions(face)
+    tints = [
+        (hair & ~face.skin_like(face.lab), (255, 0, 255), 0.6),
+        (hair & face.skin_like(face.lab), (255, 0, 255), 0.25),
+        (iris_mask(face, 0) | iris_mask(face, 1), (0, 255, 255), 0.6),
+        (face.cheeks, (255, 255, 0), 0.4),
+        (bridge_region(face), (0, 80, 255), 0.4),
+        (beard_region(face), (0, 255, 0), 0.3),
+    ]
+    for mask, colour, alpha in tints:
+        out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(colour, dtype=np.float64)
+    pil = Image.fromarray(np.round(out).astype(np.uint8))
+    draw = ImageDraw.Draw(pil)
+    r = max(1.0, face.u / 120)
+    for x, y in m.landmarks:
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=(255, 0, 0))
+    return np.asarray(pil).copy()
 
 
 def too_small_reason(height: int, width: int) -> str:

@@ -1,0 +1,100 @@
+"""How often each face measurement names the known truth on controlled variants of a real photo.
+
+The truth is known because the variants are made to order (tests/face_variants.py): the astronaut
+photo, CelebA-HQ aligned at each size, with its hair recoloured to each hair colour, its irises to
+each eye colour, stretched narrower/wider, with glasses or a beard drawn on. Prints a markdown table
+(the README's "Describe: honest limits" quotes it) and the median time of one `measure_face` call per
+size (a ratio between sizes; absolute times depend on the machine and its load).
+
+    .venv/bin/python benchmarks/faces_agreement.py                  # ~1 min on 2 CPU cores
+    .venv/bin/python benchmarks/faces_agreement.py --sizes 128 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import face_variants as fv  # noqa: E402
+
+from progan.faces.measure import Face, measure_face, shape_features  # noqa: E402
+
+STRETCH = (0.8, 0.9, 1.0, 1.1, 1.25)
+
+
+def evaluate(size: int) -> tuple[dict[str, list[bool]], float, dict]:
+    face = fv.astronaut_face(size)
+    res: dict[str, list[bool]] = {}
+    t0 = time.perf_counter()
+    base = measure_face(face)
+    elapsed = [time.perf_counter() - t0]
+    notes: dict = {"base": {k: t.value for k, t in base.traits.items()}}
+
+    def m(img):
+        t = time.perf_counter()
+        out = measure_face(img)
+        elapsed.append(time.perf_counter() - t)
+        return out
+
+    hair = {c: m(fv.recolour_hair(face, c)).traits for c in fv.HAIR_RGB}
+    res["hair_colour"] = [hair[c]["hair_colour"].value == c for c in fv.HAIR_RGB]
+    notes["hair"] = {c: hair[c]["hair_colour"].value for c in fv.HAIR_RGB}
+    iris = {c: m(fv.recolour_iris(face, c)).traits for c in fv.IRIS_RGB}
+    res["eye_colour"] = [iris[c]["eye_colour"].value == c for c in fv.IRIS_RGB]
+    notes["iris"] = {c: iris[c]["eye_colour"].value for c in fv.IRIS_RGB}
+    index, long, broad, shape = [], [], [], []
+    for x in STRETCH:
+        img = fv.stretch_face(face, x)
+        r = m(img)
+        index.append(shape_features(Face(img, r.landmarks))[0])
+        s = r.traits["face_shape"].scores
+        long.append(s["long"])
+        broad.append(s["round"] + s["square"])
+        shape.append(r.traits["face_shape"].value)
+    # Each neighbouring pair of stretches ordered the right way (index and scores), plus the ends named.
+    res["face_shape"] = (
+        [a > b for a, b in zip(index, index[1:], strict=False)]
+        + [a >= b for a, b in zip(long, long[1:], strict=False)]
+        + [a <= b for a, b in zip(broad, broad[1:], strict=False)]
+        + [shape[0] == "long", shape[-1] in ("round", "square")]
+    )
+    notes["shape"] = dict(zip(STRETCH, shape, strict=True))
+    glasses = m(fv.add_glasses(face)).traits["eyeglasses"].value
+    beard = m(fv.add_beard(face)).traits["beard"].value
+    res["eyeglasses"] = [glasses > 0.5, base.traits["eyeglasses"].value < 0.5]
+    res["beard"] = [beard > 0.5, base.traits["beard"].value < 0.5]
+    res["skin_tone"] = [base.traits["skin_tone"].value == "light"]
+    res["smile"] = [base.traits["smile"].value > 0.5]
+    res["mouth_open"] = [base.traits["mouth_open"].value > 0.1]  # teeth show between the lips
+    return res, float(np.median(elapsed)), notes
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
+    p.add_argument("--verbose", action="store_true", help="print what was named for each variant")
+    args = p.parse_args()
+    table: dict[str, dict[int, list[bool]]] = {}
+    times = {}
+    for size in args.sizes:
+        res, sec, notes = evaluate(size)
+        times[size] = sec
+        for k, v in res.items():
+            table.setdefault(k, {})[size] = v
+        if args.verbose:
+            print(size, notes, file=sys.stderr)
+    print("| trait | " + " | ".join(f"{s}x{s}" for s in args.sizes) + " |")
+    print("| --- |" + " --- |" * len(args.sizes))
+    for k, per in table.items():
+        print(f"| {k} | " + " | ".join(f"{sum(per[s])}/{len(per[s])}" for s in args.sizes) + " |")
+    print("| s per measure_face (median) | " + " | ".join(f"{times[s]:.3f}" for s in args.sizes) + " |")
+
+
+if __name__ == "__main__":
+    main()
