@@ -1,9 +1,10 @@
 """How often each face measurement names the known truth on controlled variants of a real photo.
 
 The truth is known because the variants are made to order (tests/face_variants.py): the astronaut
-photo, CelebA-HQ aligned at each size, with its hair recoloured to each hair colour, its irises to
-each eye colour, stretched narrower/wider, with glasses or a beard drawn on. Prints a markdown table
-(the README's "Describe: honest limits" quotes it) and the median time of one `measure_face` call per
+photo, CelebA-HQ aligned at each size, with its hair recoloured to each hair colour or painted
+skin-coloured (bald), its irises to each eye colour, its skin to each tone, the picture stretched
+narrower/wider, its mouth corners lowered, glasses or a beard drawn on. Prints a markdown table (the
+README's "Describe: honest limits" quotes it) and the median time of one `measure_face` call per
 size (a ratio between sizes; absolute times depend on the machine and its load).
 
     .venv/bin/python benchmarks/faces_agreement.py                  # ~1 min on 2 CPU cores
@@ -43,8 +44,9 @@ def evaluate(size: int) -> tuple[dict[str, list[bool]], float, dict]:
         return out
 
     hair = {c: m(fv.recolour_hair(face, c)).traits for c in fv.HAIR_RGB}
-    res["hair_colour"] = [hair[c]["hair_colour"].value == c for c in fv.HAIR_RGB]
-    notes["hair"] = {c: hair[c]["hair_colour"].value for c in fv.HAIR_RGB}
+    hair["bald"] = m(fv.make_bald(face)).traits
+    res["hair_colour"] = [hair[c]["hair_colour"].value == c for c in hair]
+    notes["hair"] = {c: hair[c]["hair_colour"].value for c in hair}
     iris = {c: m(fv.recolour_iris(face, c)).traits for c in fv.IRIS_RGB}
     res["eye_colour"] = [iris[c]["eye_colour"].value == c for c in fv.IRIS_RGB]
     notes["iris"] = {c: iris[c]["eye_colour"].value for c in fv.IRIS_RGB}
@@ -69,8 +71,15 @@ def evaluate(size: int) -> tuple[dict[str, list[bool]], float, dict]:
     beard = m(fv.add_beard(face)).traits["beard"].value
     res["eyeglasses"] = [glasses > 0.5, base.traits["eyeglasses"].value < 0.5]
     res["beard"] = [beard > 0.5, base.traits["beard"].value < 0.5]
-    res["skin_tone"] = [base.traits["skin_tone"].value == "light"]
-    res["smile"] = [base.traits["smile"].value > 0.5]
+    skin = {t: m(fv.recolour_skin(face, t)).traits["skin_tone"].value for t in fv.SKIN_RGB}
+    res["skin_tone"] = [base.traits["skin_tone"].value == "light"] + [skin[t] == t for t in fv.SKIN_RGB]
+    notes["skin"] = skin
+    smiles = [base.traits["smile"].value] + [
+        m(fv.move_mouth_corners(face, dy)).traits["smile"].value for dy in (0.05, 0.1, 0.15)
+    ]
+    # The real smile reads as one; lowering the corners step by step lowers the score each time.
+    res["smile"] = [smiles[0] > 0.5] + [a > b for a, b in zip(smiles, smiles[1:], strict=False)]
+    notes["smile"] = smiles
     res["mouth_open"] = [base.traits["mouth_open"].value > 0.1]  # teeth show between the lips
     return res, float(np.median(elapsed)), notes
 

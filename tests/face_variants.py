@@ -196,3 +196,72 @@ def add_beard(img: np.ndarray, rgb: tuple[int, int, int] = (60, 42, 30), seed: i
     out = img.astype(np.float64)
     out[mask] = np.clip(np.asarray(rgb, dtype=np.float64) + noise[mask], 0, 255)
     return np.round(out).astype(np.uint8)
+
+
+# Skin tones as sRGB of photographed cheeks (light, medium, dark), not the module's ITA bounds.
+SKIN_RGB = {"light": (232, 190, 165), "medium": (188, 132, 92), "dark": (104, 66, 46)}
+
+
+def skin_mask(img: np.ndarray) -> np.ndarray:
+    """Skin pixels: inside the convex hull of the jaw line and the brows lifted to mid-forehead,
+    within a*/b* reach of the nose-side cheek colour (which leaves out eyes, brows, lips, teeth)."""
+    lm = _landmarks(img)
+    h, w = img.shape[:2]
+    lab = _lab(img)
+    d = float(lm[45, 0] - lm[36, 0])
+    brows = lm[26:16:-1].copy()
+    brows[:, 1] -= 0.35 * d
+    face = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(face).polygon([tuple(p) for p in np.concatenate([lm[0:17], brows])], fill=1)
+    y, x = int(lm[29, 1]), int(lm[31, 0])
+    cheek = lab[y - round(0.03 * d) : y + round(0.03 * d) + 1, x - round(0.2 * d) : x - round(0.06 * d)]
+    skin = np.median(cheek.reshape(-1, 3), 0)
+    near = (np.hypot(lab[..., 1] - skin[1], lab[..., 2] - skin[2]) < 10) & (
+        np.abs(lab[..., 0] - skin[0]) < 25
+    )
+    return np.asarray(face, dtype=bool) & near
+
+
+def recolour_skin(img: np.ndarray, tone: str) -> np.ndarray:
+    """The image with the face's skin recoloured to SKIN_RGB[tone] (shading kept)."""
+    mask = skin_mask(img)
+    lab = _lab(img)
+    _retint(lab, mask, SKIN_RGB[tone], texture=0.8)
+    out = img.copy()
+    out[mask] = _rgb(lab)[mask]
+    return out
+
+
+def move_mouth_corners(img: np.ndarray, dy: float) -> np.ndarray:
+    """The mouth corners moved down by `dy` mouth widths (up when negative): a smooth local warp
+    (Gaussian falloff, 0.25 mouth widths) around each corner, the rest of the face unchanged."""
+    from scipy.ndimage import map_coordinates
+
+    lm = _landmarks(img)
+    h, w = img.shape[:2]
+    width = float(np.linalg.norm(lm[54] - lm[48]))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    shift = np.zeros((h, w))
+    for c in (lm[48], lm[54]):
+        shift += np.exp(-((xx - c[0]) ** 2 + (yy - c[1]) ** 2) / (2 * (0.25 * width) ** 2))
+    src_y = yy - dy * width * shift  # backward map: the output pixel takes what lay above it
+    out = np.empty_like(img)
+    for ch in range(3):
+        out[..., ch] = np.clip(map_coordinates(img[..., ch].astype(np.float64), [src_y, xx], order=1), 0, 255)
+    return out
+
+
+def make_bald(img: np.ndarray) -> np.ndarray:
+    """The hair (as `hair_mask` finds it) painted in the cheeks' skin colour, shading kept: a
+    crude bald head (the scalp reads as skin; the head's outline stays the hair's)."""
+    lm = _landmarks(img)
+    lab = _lab(img)
+    d = float(lm[45, 0] - lm[36, 0])
+    y, x = int(lm[29, 1]), int(lm[31, 0])
+    cheek = img[y - round(0.03 * d) : y + round(0.03 * d) + 1, x - round(0.2 * d) : x - round(0.06 * d)]
+    rgb = tuple(int(v) for v in np.median(cheek.reshape(-1, 3), 0))
+    mask = hair_mask(img)
+    _retint(lab, mask, rgb, texture=0.3)
+    out = img.copy()
+    out[mask] = _rgb(lab)[mask]
+    return out

@@ -83,6 +83,11 @@ def test_recoloured_hair_is_named(face, base, colour):
     assert t.scores[colour] > base.traits["hair_colour"].scores[colour] or colour == "blond"
 
 
+def test_skin_coloured_scalp_reads_bald(face):
+    t = measure_face(fv.make_bald(face)).traits["hair_colour"]
+    assert t.value == "bald" and t.confidence > 0.5
+
+
 @pytest.mark.parametrize("colour", ["blue", "green", "grey", "hazel", "brown", "dark"])
 def test_recoloured_iris_is_named(face, colour):
     t = measure_face(fv.recolour_iris(face, colour)).traits["eye_colour"]
@@ -103,6 +108,17 @@ def test_stretching_moves_face_shape_the_right_way(face):
     assert index == sorted(index, reverse=True) and long == sorted(long, reverse=True)
     assert broad == sorted(broad)
     assert value[0] == "long" and value[-1] in ("round", "square")
+
+
+@pytest.mark.parametrize("tone", ["medium", "dark"])
+def test_recoloured_skin_is_named(face, tone):
+    assert measure_face(fv.recolour_skin(face, tone)).traits["skin_tone"].value == tone
+
+
+def test_lowered_mouth_corners_lower_the_smile(face, base):
+    smiles = [base.traits["smile"].value]
+    smiles += [measure_face(fv.move_mouth_corners(face, dy)).traits["smile"].value for dy in (0.08, 0.16)]
+    assert smiles == sorted(smiles, reverse=True) and smiles[0] - smiles[-1] > 0.3
 
 
 def test_glasses_and_beard_variants(face, base):

@@ -77,7 +77,7 @@ def _load(path: str):
 def _resize(rgb: np.ndarray, scale: float) -> np.ndarray:
     h, w = rgb.shape[:2]
     size = (max(1, round(w / scale)), max(1, round(h / scale)))
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR, reducing_gap=2.0))
 
 
 def _detect(detector, rgb: np.ndarray, scale: float, upsample: int):

@@ -109,12 +109,20 @@ TRAITS: dict[str, TraitSpec] = {
 # Colour
 
 
+def _srgb_linear(c: np.ndarray) -> np.ndarray:
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+_SRGB_LINEAR = _srgb_linear(np.arange(256, dtype=np.float64) / 255.0)
+
+
 def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     """uint8 or [0, 1] float sRGB (..., 3) -> CIELAB (..., 3), D65 white (as skimage's rgb2lab)."""
-    c = np.asarray(rgb, dtype=np.float32)
-    if np.asarray(rgb).dtype == np.uint8:
-        c = c / 255.0
-    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    rgb = np.asarray(rgb)
+    if rgb.dtype == np.uint8:
+        lin = _SRGB_LINEAR[rgb]  # a table: the power function per pixel is most of the cost
+    else:
+        lin = _srgb_linear(rgb.astype(np.float32))
     m = np.array(
         [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]],
         dtype=np.float32,
@@ -288,17 +296,29 @@ def iris_mask(face: Face, eye: int) -> np.ndarray:
     minus the pupil (inner 40% of the radius), the sclera and highlights (more than 15 L* above
     the median) and lashes/shadow (more than 20 L* below it)."""
     idx = list(range(36, 42)) if eye == 0 else list(range(42, 48))
-    pts = face.lm[idx]
-    inside = face.polygon(pts)
+    full = np.zeros(face.image.shape[:2], bool)
+    # Work in the eye's bounding window (a few hundred pixels, not the whole crop).
+    h, w = full.shape
+    x0, y0 = (
+        int(np.clip(np.floor(v) - 1, 0, lim)) for v, lim in zip(face.lm[idx].min(0), (w, h), strict=True)
+    )
+    x1, y1 = (
+        int(np.clip(np.ceil(v) + 2, 0, lim)) for v, lim in zip(face.lm[idx].max(0), (w, h), strict=True)
+    )
+    if x1 <= x0 or y1 <= y0:
+        return full
+    pts = face.lm[idx] - [x0, y0]
+    m = Image.new("L", (x1 - x0, y1 - y0), 0)
+    ImageDraw.Draw(m).polygon([(float(x), float(y)) for x, y in pts], fill=1)
+    inside = np.asarray(m, dtype=bool)
     if not inside.any():
-        return inside
+        return full
     corner0, corner1 = pts[0], pts[3]
     width = float(np.linalg.norm(corner1 - corner0))
     axis = (corner1 - corner0) / max(width, 1e-6)
-    h, w = inside.shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    yy, xx = np.mgrid[0 : y1 - y0, 0 : x1 - x0].astype(np.float64)
     t = (xx - corner0[0]) * axis[0] + (yy - corner0[1]) * axis[1]  # position along the eye
-    L = face.lab[..., 0]
+    L = face.lab[y0:y1, x0:x1, 0]
     # Darkest position along the axis: the iris and pupil, smoothed over a quarter of the width.
     bins = np.clip((t[inside] / max(width, 1e-6) * 16).astype(int), 0, 15)
     sums = np.bincount(bins, L[inside], 16)
@@ -316,10 +336,10 @@ def iris_mask(face: Face, eye: int) -> np.ndarray:
     cand = inside & (d <= r) & (d >= 0.4 * r)
     if cand.sum() < 3:
         cand = inside & (d <= r)
-    if not cand.any():
-        return cand
-    med = np.median(L[cand])
-    return cand & (L <= med + 15.0) & (L >= med - 20.0)
+    if cand.any():
+        med = np.median(L[cand])
+        full[y0:y1, x0:x1] = cand & (L <= med + 15.0) & (L >= med - 20.0)
+    return full
 
 
 def measure_eye_colour(face: Face) -> Trait:
