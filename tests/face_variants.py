@@ -20,6 +20,7 @@ Colour names are the measurement categories.
 from __future__ import annotations
 
 import functools
+import hashlib
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -72,10 +73,18 @@ def astronaut_face(size: int = 256) -> np.ndarray:
     return _astronaut(size).copy()
 
 
+_LANDMARKS: dict[tuple, np.ndarray] = {}
+
+
 def _landmarks(img: np.ndarray) -> np.ndarray:
-    lm = landmarks_68(img)
-    assert lm is not None, "dlib found no face in the test image"
-    return lm.astype(np.float64)
+    """dlib's 68 points, remembered per image content: the variants are mostly made from a few
+    base pictures, and detection is most of a variant's cost."""
+    key = (img.shape, hashlib.sha1(np.ascontiguousarray(img).tobytes()).hexdigest())
+    if key not in _LANDMARKS:
+        lm = landmarks_68(img)
+        assert lm is not None, "dlib found no face in the test image"
+        _LANDMARKS[key] = lm.astype(np.float64)
+    return _LANDMARKS[key].copy()
 
 
 def _retint(lab: np.ndarray, mask: np.ndarray, rgb: tuple[int, int, int], texture: float) -> None:

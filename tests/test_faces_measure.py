@@ -188,3 +188,28 @@ def test_cli_text_json_overlay_and_errors(capsys, tmp_path, face):
         code, out, err = _cli(capsys, tmp_path / "red.jpg", bad)
         assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
         assert err.startswith("progan faces: error:") and str(bad) in err and needle in err
+
+
+def test_missing_landmark_model_is_one_line(capsys, tmp_path, face, monkeypatch):
+    from PIL import Image
+
+    Image.fromarray(face).save(tmp_path / "a.png")
+    monkeypatch.setattr(landmarks, "find_dlib_model", lambda: None)
+    monkeypatch.setattr(landmarks, "_LOADED", {})
+    code, out, err = _cli(capsys, tmp_path / "a.png")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "progan[faces]" in err and landmarks.DLIB_MODEL in err
+
+
+def test_a_tilted_head_reads_the_same(face, base):
+    # The regions live in a frame that follows the eye line, so a roll of 20 degrees changes nothing.
+    from PIL import Image
+
+    src = fv.recolour_iris(fv.recolour_hair(face, "red"), "blue")
+    index0 = shape_features(Face(face, base.landmarks))[0]
+    for angle in (-20, 20):
+        img = np.asarray(Image.fromarray(src).rotate(angle, Image.BICUBIC, fillcolor=(200, 195, 200)))
+        m = measure_face(img)
+        assert m.traits["hair_colour"].value == "red" and m.traits["eye_colour"].value == "blue", angle
+        assert shape_features(Face(img, m.landmarks))[0] == pytest.approx(index0, abs=0.03)
+        assert m.traits["smile"].value > 0.8 and m.traits["skin_tone"].value == "light"

@@ -57,14 +57,23 @@ def load_dlib(model: str | None = None, purpose: str = "face landmarks"):
 
     `purpose` names the feature in the error message when dlib or its model is missing.
     """
+    key = (model, os.environ.get("PROGAN_DLIB_LANDMARKS"))
+    if key in _LOADED:  # measuring a batch calls this per image: skip the file-system search
+        return _LOADED[key]
     try:
         import dlib  # noqa: F401
     except ImportError as e:
         raise UserError(f"{purpose} need dlib; {DLIB_HINT}") from e
     path = Path(model) if model else find_dlib_model()
+    if model and not path.is_file():
+        raise UserError(f"{purpose}: {model} is not a file; point it at dlib's {DLIB_MODEL}")
     if path is None or not path.is_file():
         raise UserError(f"{purpose} need dlib's {DLIB_MODEL}; {DLIB_HINT}")
-    return _load(str(path.resolve()))
+    _LOADED[key] = _load(str(path.resolve()))
+    return _LOADED[key]
+
+
+_LOADED: dict = {}
 
 
 @functools.lru_cache(maxsize=4)
