@@ -213,3 +213,13 @@ def test_a_tilted_head_reads_the_same(face, base):
         assert m.traits["hair_colour"].value == "red" and m.traits["eye_colour"].value == "blue", angle
         assert shape_features(Face(img, m.landmarks))[0] == pytest.approx(index0, abs=0.03)
         assert m.traits["smile"].value > 0.8 and m.traits["skin_tone"].value == "light"
+
+
+def test_landmarks_that_are_no_face_are_refused(monkeypatch):
+    from progan.faces import measure
+
+    lm = np.zeros((68, 2), np.float32)
+    lm[36:42], lm[42:48], lm[17:27], lm[8] = [10, 10], [30, 10], [20, 5], [20, 2]  # chin above the brows
+    monkeypatch.setattr(measure, "landmarks_68", lambda image: lm)
+    m = measure_face(np.zeros((64, 64, 3), np.uint8))
+    assert not m.face_found and m.traits == {} and m.reason.startswith("no face found")

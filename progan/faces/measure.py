@@ -564,8 +564,25 @@ def measure_face(image: np.ndarray) -> FaceMeasurement:
     lm = landmarks_68(image)
     if lm is None:
         return FaceMeasurement(False, {}, None, "no face found")
+    u = float((lm[8] - lm[17:27].mean(0)) @ _down(lm))
+    if not u >= MIN_FACE_U:  # also NaN: a chin above the brows is no face to measure
+        return FaceMeasurement(
+            False, {}, None, f"no face found (the landmarks span {u:.0f} pixels brow to chin)"
+        )
     face = Face(*_measuring_crop(image, lm))
     return FaceMeasurement(True, {name: fn(face) for name, fn in MEASURES.items()}, lm)
+
+
+# dlib finds faces from about 40 pixels wide (80 with upsampling halved); below 16 pixels from brows
+# to chin, or with the chin above the brows, the points are not a face's.
+MIN_FACE_U = 16.0
+
+
+def _down(lm: np.ndarray) -> np.ndarray:
+    """Unit vector from the eye line towards the chin (the face frame's y axis)."""
+    ex = lm[42:48].mean(0) - lm[36:42].mean(0)
+    ex = ex / max(float(np.linalg.norm(ex)), 1e-9)
+    return np.array([-ex[1], ex[0]])
 
 
 # Pixels per brow-to-chin unit the regions are measured at: an iris is then ~13 pixels across,
