@@ -33,7 +33,14 @@ def vm_kib(field: str) -> int:
     return 0
 
 
-def worker(precision: str, batch: int, device_name: str, repeats: int, warmup: bool = True) -> dict:
+def worker(
+    precision: str,
+    batch: int,
+    device_name: str,
+    repeats: int,
+    warmup: bool = True,
+    channels_last: bool = False,
+) -> dict:
     import torch
 
     from progan.device import configure_device
@@ -43,6 +50,8 @@ def worker(precision: str, batch: int, device_name: str, repeats: int, warmup: b
     device = torch.device(device_name)
     configure_device(device)
     G = Generator(NetworkConfig()).to(device).eval().requires_grad_(False)
+    if channels_last:  # `generate` runs NCHW; on CPUs without AVX-512 bf16 this layout matters (README)
+        G = G.to(memory_format=torch.channels_last)
     built_kib = vm_kib("VmRSS")
     if warmup:
         list(iter_images(G, latents_for_seeds([0], 512), batch=1, device=device, precision=precision))
@@ -62,6 +71,7 @@ def worker(precision: str, batch: int, device_name: str, repeats: int, warmup: b
     out = {
         "precision": precision,
         "batch": batch,
+        "layout": "channels_last" if channels_last else "NCHW",
         "device": str(device),
         "params": count_parameters(G),
         "call_s": times,
@@ -82,13 +92,14 @@ def print_table(results: list[dict], device: str) -> None:
     print(f"\ntorch {torch.__version__}, device {device}, {results[0]['threads']} threads, "
           f"G_paper 1024x1024, {results[0]['params'] / 1e6:.2f} M parameters\n")  # fmt: skip
     gpu = device.startswith("cuda")
-    head = "| precision | batch | img/s | s/img | calls (s) | RSS after build MiB | peak RSS MiB |"
+    head = "| precision | layout | batch | img/s | s/img | calls (s) | RSS after build MiB | peak RSS MiB |"
     print(head + (" peak CUDA MiB |" if gpu else ""))
-    print("| --- | ---: | ---: | ---: | --- | ---: | ---: |" + (" ---: |" if gpu else ""))
+    print("| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |" + (" ---: |" if gpu else ""))
     for r in results:
         calls = ", ".join(f"{t:.2f}" for t in r["call_s"])
-        row = (f"| {r['precision']} | {r['batch']} | {r['img_per_s']:.3f} | {1 / r['img_per_s']:.2f} | "
-               f"{calls} | {r['built_rss_mib']:.0f} | {r['peak_rss_mib']:.0f} |")  # fmt: skip
+        row = (f"| {r['precision']} | {r.get('layout', 'NCHW')} | {r['batch']} | {r['img_per_s']:.3f} | "
+               f"{1 / r['img_per_s']:.2f} | {calls} | "
+               f"{r['built_rss_mib']:.0f} | {r['peak_rss_mib']:.0f} |")  # fmt: skip
         print(row + (f" {r['peak_cuda_mib']:.0f} |" if gpu else ""))
 
 
@@ -109,6 +120,7 @@ def main() -> None:
     parser.add_argument(
         "--worker", nargs=3, metavar=("PRECISION", "BATCH", "REPEATS"), help=argparse.SUPPRESS
     )
+    parser.add_argument("--channels-last", action="store_true", help="G's weights channels-last")
     parser.add_argument(
         "--table", metavar="JSONL", help="print the table of a --json file (several runs) and exit"
     )
@@ -120,7 +132,11 @@ def main() -> None:
         return
     if args.worker:
         precision, batch, repeats = args.worker
-        print(json.dumps(worker(precision, int(batch), args.device, int(repeats), args.warmup)))
+        print(
+            json.dumps(
+                worker(precision, int(batch), args.device, int(repeats), args.warmup, args.channels_last)
+            )
+        )
         return
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -128,7 +144,8 @@ def main() -> None:
     for precision in args.precisions.split(","):
         for batch in [int(b) for b in args.batches.split(",")]:
             cmd = [sys.executable, __file__, "--device", args.device, "--worker", precision, str(batch),
-                   str(args.repeats)] + ([] if args.warmup else ["--no-warmup"])  # fmt: skip
+                   str(args.repeats)] + ([] if args.warmup else ["--no-warmup"]) \
+                + (["--channels-last"] if args.channels_last else [])  # fmt: skip
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             results.append(r)
