@@ -49,7 +49,10 @@ def fit_direction(
 ) -> tuple[np.ndarray, float, int] | None:
     """InterFaceGAN's boundary: (unit normal, held-out accuracy, samples used), or None when the
     scores do not vary enough to separate a top from a bottom group."""
-    from sklearn.svm import LinearSVC
+    try:
+        from sklearn.svm import LinearSVC
+    except ImportError as e:
+        raise UserError("fitting directions needs scikit-learn; pip install 'progan[describe]'") from e
 
     n = len(scores)
     k = int(n * fraction)
