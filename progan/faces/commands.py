@@ -187,8 +187,10 @@ def run_directions(args: argparse.Namespace) -> int:
     from progan.device import pick_device
     from progan.directions import load_directions, save_directions
     from progan.faces.describe import check_measurable, default_measure
-    from progan.faces.edit import fit_directions, sample_measurements
+    from progan.faces.edit import fit_directions, linear_svm, sample_measurements
     from progan.sampling import labels_for
+
+    linear_svm()  # before minutes of measuring, not after
 
     if not 0 < args.fraction <= 0.5:
         raise UserError(f"--fraction {args.fraction} must be in (0, 0.5]; e.g. 0.25")

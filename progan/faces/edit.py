@@ -44,15 +44,21 @@ def trait_scores(measurement) -> dict[str, tuple[str, str | None, float, float]]
     return out
 
 
+def linear_svm():
+    """sklearn's LinearSVC, or the one-line error naming the extra to install."""
+    try:
+        from sklearn.svm import LinearSVC
+    except ImportError as e:
+        raise UserError("fitting directions needs scikit-learn; pip install 'progan[describe]'") from e
+    return LinearSVC
+
+
 def fit_direction(
     latents: np.ndarray, scores: np.ndarray, fraction: float = 0.25, seed: int = 0
 ) -> tuple[np.ndarray, float, int] | None:
     """InterFaceGAN's boundary: (unit normal, held-out accuracy, samples used), or None when the
     scores do not vary enough to separate a top from a bottom group."""
-    try:
-        from sklearn.svm import LinearSVC
-    except ImportError as e:
-        raise UserError("fitting directions needs scikit-learn; pip install 'progan[describe]'") from e
+    LinearSVC = linear_svm()
 
     n = len(scores)
     k = int(n * fraction)
