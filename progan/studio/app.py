@@ -538,13 +538,20 @@ def _file_route(path: Path, media_type: str):
     return serve
 
 
+def feature_panels() -> list[Panel]:
+    """The panels other features add to `progan serve`: describe (progan/faces/studio_panel.py)."""
+    from progan.faces.studio_panel import describe_panel
+
+    return [describe_panel()]
+
+
 def serve(sources: list[str], host: str = "127.0.0.1", port: int = 8000, state_dir: str | None = None,
           device: str = "cpu", precision: str = "fp32") -> None:  # fmt: skip
     """Load the models and run the studio until Ctrl-C."""
     import uvicorn
 
     studio = Studio(sources, state_dir, device=device, precision=precision)
-    app = create_app(studio)
+    app = create_app(studio, panels=feature_panels())
     print(f"progan studio: {len(studio.models)} model(s), favourites in {studio.favourites.path}")
     print(f"open http://{'[' + host + ']' if ':' in host else host}:{port}/")
     try:

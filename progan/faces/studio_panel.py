@@ -1,0 +1,79 @@
+"""The studio's describe panel: a text box that runs `describe` on the open model and shows the
+ranked candidates (the studio's own direction sliders move the chosen face along the fitted
+directions).
+
+POST /api/ext/describe/run {"model", "text", "candidates", "top", "first_seed"} -> how the words
+were understood, the unknown words, and the best candidates (seed, score, per-word scores, label).
+Everything is bounded: the text at MAX_TEXT characters, candidates at MAX_CANDIDATES, top at
+MAX_TOP, and one describe runs at a time per server (a second gets 503 until it finishes).
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the request model from the handler's
+# annotations, and the model is defined inside describe_panel() (pydantic is imported lazily).
+import asyncio
+import threading
+from pathlib import Path
+
+from progan.errors import UserError
+
+MAX_TEXT = 500
+MAX_CANDIDATES = 1000
+MAX_TOP = 64
+SCRIPT = Path(__file__).with_name("describe_panel.js")
+
+
+def describe_panel():
+    """The `Panel` (progan.studio.app) that serves the describe box."""
+    from fastapi import APIRouter, HTTPException, Request
+    from pydantic import BaseModel, Field
+
+    from progan.faces import describe as d
+    from progan.faces.words import understand
+    from progan.sampling import MAX_SEED
+    from progan.studio.app import Panel
+
+    class DescribeIn(BaseModel):
+        model: str = Field(max_length=200)
+        text: str = Field(min_length=1, max_length=MAX_TEXT)
+        candidates: int = Field(100, ge=1, le=MAX_CANDIDATES)
+        top: int = Field(16, ge=1, le=MAX_TOP)
+        first_seed: int = Field(0, ge=0, le=MAX_SEED - MAX_CANDIDATES)
+
+    router = APIRouter()
+    running = threading.Lock()
+
+    @router.post("/run")
+    async def run(body: DescribeIn, request: Request) -> dict:
+        studio = request.app.state.studio
+        try:
+            m = studio.model(body.model)
+        except KeyError:
+            raise HTTPException(404, f"no model '{body.model[:100]}'; GET /api/models lists them") from None
+        desc = understand(body.text, (), m.label_names)
+        if not desc.wishes:
+            raise UserError(f"nothing in the description is measured ({desc.unknown_line() or 'no words'})")
+        if any(w.source == "measured" for w in desc.wishes):
+            d.check_measurable(m.G.resolution, f"model '{m.id}'")
+        seeds = list(range(body.first_seed, body.first_seed + body.candidates))
+        labels = d.label_rows(desc, m.G.label_size, m.label_names, seeds)
+        if not running.acquire(blocking=False):
+            raise HTTPException(503, "a describe is already running; try again when it has finished")
+        try:
+            device = next(m.G.parameters()).device
+            ranked, _ = await asyncio.to_thread(
+                d.describe, m.G, desc, seeds, top=body.top, labels=labels, device=device, progress=False
+            )
+        finally:
+            running.release()
+        wanted = [w.trait for w in desc.wishes if w.source == "label" and not w.negated]
+        return {
+            "understood": desc.summary(),
+            "unknown": desc.unknown,
+            "faces_found": sum(c.score is not None for c in ranked),
+            "candidates": [
+                {"rank": r, "seed": c.seed, "score": c.score, "words": c.words, "label": ",".join(wanted)}
+                for r, c in enumerate(ranked[: body.top], 1)
+            ],
+        }
+
+    return Panel(name="describe", title="Describe", router=router, script=SCRIPT)
