@@ -46,7 +46,6 @@ from train_speed import (
     GEN_BATCH,
     LATENT,
     PEER_NAME,
-    RESOLUTION,
     serve,
     take_stdout,
     worker_args,
@@ -138,7 +137,8 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    depth = RESOLUTION.bit_length() - 1  # log2: 5 for 32x32
+    resolution = a.resolution
+    depth = resolution.bit_length() - 1  # log2: 5 for 32x32
     gen = Generator(depth=depth, num_channels=3, latent_size=LATENT, use_eql=True)
     dis = Discriminator(depth=depth, num_channels=3, latent_size=FMAPS, use_eql=True)
     with contextlib.redirect_stdout(io.StringIO()):  # its constructor prints both networks
@@ -151,7 +151,7 @@ def main() -> None:
     gen_optim = torch.optim.Adam(params=pro_gan.gen.parameters(), lr=0.003, betas=(0, 0.99), eps=1e-8)
     dis_optim = torch.optim.Adam(params=pro_gan.dis.parameters(), lr=0.003, betas=(0, 0.99), eps=1e-8)
     loss = WganGP()
-    reals = torch.rand(512, 3, RESOLUTION, RESOLUTION) * 2 - 1
+    reals = torch.rand(512, 3, resolution, resolution) * 2 - 1
     cursor = [0]
     alpha = 1.0
 

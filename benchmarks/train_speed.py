@@ -120,6 +120,7 @@ def worker_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--resolution", type=int, default=RESOLUTION)
     return p.parse_args(argv)
 
 
@@ -178,22 +179,23 @@ def worker_progan(a: argparse.Namespace) -> None:
     from progan.training import Trainer, TrainOptions, autocast
 
     torch.set_num_threads(a.threads)
+    res = a.resolution
     with tempfile.TemporaryDirectory(prefix="progan-bench-") as tmp:
-        images = np.random.default_rng(0).integers(0, 256, (512, 3, RESOLUTION, RESOLUTION), dtype=np.uint8)
+        images = np.random.default_rng(0).integers(0, 256, (512, 3, res, res), dtype=np.uint8)
         write_store(Path(tmp) / "store", images)
         del images
         opts = TrainOptions(
             data=str(Path(tmp) / "store"), outdir=str(Path(tmp) / "runs"), latent_size=LATENT,
             fmap_base=FMAPS * 32, fmap_max=FMAPS, batch=BATCH, precision=a.precision,
-            channels_last=True, progress=False, resolution=RESOLUTION, conditional=False,
+            channels_last=True, progress=False, resolution=res, conditional=False,
             device="cpu",
         )  # fmt: skip
         opts.loss = {**opts.loss, "wgan_lambda": WGAN_LAMBDA, "wgan_epsilon": WGAN_DRIFT}
         t = Trainer(opts)
-        nf = {t.config.nf(s) for s in range(RESOLUTION.bit_length() - 1)}
+        nf = {t.config.nf(s) for s in range(res.bit_length() - 1)}
         if nf != {FMAPS}:
             raise SystemExit(f"progan's feature maps are {sorted(nf)}, expected {FMAPS} everywhere")
-        stage = Stage(RESOLUTION, 1.0, BATCH, 0.001)
+        stage = Stage(res, 1.0, BATCH, 0.001)
         t._set_stage(stage)
         stats: dict = {}
         gen = torch.Generator().manual_seed(1)
@@ -395,6 +397,55 @@ def targets(rows: list[dict], peer: dict) -> list[str]:
     return out
 
 
+def per_resolution(a: argparse.Namespace, env: dict, this: str) -> None:
+    """Training img/s of every contender at each of `--resolutions` (stable, alpha 1), interleaved
+    as in the main measurement, one resolution after another; ratios to the peer per resolution."""
+    resolutions = [int(r) for r in a.resolutions.split(",")]
+    precisions = [s.strip() for s in a.precisions.split(",") if s.strip()]
+    peer_python = None if a.skip_peer else a.peer_python or str(ensure_peer_python(a.peer_venv))
+    results: dict[int, dict[str, dict]] = {}
+    for res in resolutions:
+        common = ["--threads", str(a.threads), "--warmup", str(a.warmup), "--resolution", str(res)]
+        commands = (
+            []
+            if peer_python is None
+            else [(PEER_NAME, [peer_python, str(HERE / "peer_pro_gan_pth.py"), *common])]
+        )
+        commands += [(f"progan {p}", [sys.executable, this, "--worker", "progan", "--precision", p, *common])
+                     for p in precisions]  # fmt: skip
+        workers: list[Worker] = []
+        try:
+            for name, cmd in commands:
+                print(f"{res}x{res}: starting {name} ...", file=sys.stderr)
+                workers.append(Worker(name, cmd, env))
+            interleave(workers, "train", a.seconds, a.min_calls, a.slice)
+            results[res] = {w.name: summary(w.calls["train"], BATCH) for w in workers}
+            for w in workers:
+                w.quit()
+        finally:
+            for w in workers:
+                w.kill()
+        row = results[res]
+        print(f"{res}x{res}: " + ", ".join(f"{k} {v['img_s']:.1f} img/s" for k, v in row.items()), flush=True)
+    names = list(next(iter(results.values())))
+    head = "| resolution | " + " | ".join(f"{n} img/s" for n in names)
+    if peer_python:
+        head += " | " + " | ".join(f"{n} x peer" for n in names if n != PEER_NAME)
+    lines = [head + " | cores used |", "| ---: " * (head.count("|")) + "|"]
+    for res, row in results.items():
+        cells = [f"{res}x{res}", *(f"{row[n]['img_s']:.1f}" for n in names)]
+        if peer_python:
+            cells += [f"{row[n]['img_s'] / row[PEER_NAME]['img_s']:.2f}x" for n in names if n != PEER_NAME]
+        cells.append(" / ".join(f"{row[n]['cores_used']:.2f}" for n in names))
+        lines.append("| " + " | ".join(cells) + " |")
+    print(f"\ntraining img/s per stable resolution ({a.threads} threads, latent {LATENT}, {FMAPS} maps, "
+          f"batch {BATCH}, median call, interleaved; {cpu_name()}):")  # fmt: skip
+    print("\n".join(lines))
+    if a.json:
+        a.json.write_text(json.dumps({"threads": a.threads, "seconds": a.seconds, "cpu": cpu_name(),
+                                      "per_resolution": results}, indent=1))  # fmt: skip
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -419,6 +470,11 @@ def main() -> None:
     p.add_argument("--peer-python", help=f"python of a venv with {PEER_PACKAGE} (default: create one)")
     p.add_argument("--peer-venv", type=Path, default=DEFAULT_PEER_VENV, help="where to create the peer venv")
     p.add_argument("--json", type=Path, help="write every number to this file")
+    p.add_argument(
+        "--resolutions",
+        help="e.g. 4,8,16,32,64,128: training speed at each stable resolution, every contender side by side",
+    )
+    p.add_argument("--resolution", type=int, default=RESOLUTION, help=argparse.SUPPRESS)
     p.add_argument("--worker", choices=["progan", "peak"], help=argparse.SUPPRESS)
     p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -431,6 +487,9 @@ def main() -> None:
     env.pop("PYTHONPATH", None)
     common = ["--threads", str(a.threads), "--warmup", str(a.warmup)]
     commands: list[tuple[str, list[str]]] = []
+    if a.resolutions:
+        per_resolution(a, env, this)
+        return
     if not a.skip_peer:
         peer_python = a.peer_python or str(ensure_peer_python(a.peer_venv))
         commands.append((PEER_NAME, [peer_python, str(HERE / "peer_pro_gan_pth.py"), *common]))

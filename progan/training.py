@@ -71,6 +71,14 @@ def fade_reals(reals: torch.Tensor, stage: Stage) -> torch.Tensor:
     return torch.lerp(upsample2x(downsample2x(reals)), reals, stage.alpha)
 
 
+# A timed run's calibration stops measuring after this share of the budget (the resolutions left are
+# estimated), and at least this share is planned for training whatever the set-up took; a fading
+# step costs about this share of a stable one's speed (the lower resolution's to/from-RGB too).
+CALIBRATION_LIMIT_SHARE = 0.08
+MIN_PLANNED_SHARE = 0.1
+FADE_SPEED_ESTIMATE = 0.85
+
+
 def process_seconds() -> float:
     """The process's CPU seconds per intra-op thread: the `cpu` clock of timed runs."""
     return time.process_time() / torch.get_num_threads()
@@ -181,8 +189,12 @@ class Trainer:
         opts = self.opts
         budget = opts.minutes * 60
         start, final = self.schedule.start_resolution, self.config.resolution
-        stable, fade = self.measure_speeds(calibration_seconds(budget, start, final))
-        seconds = training_seconds(budget, self._now() - self.session_start)
+        stable, fade = self.measure_speeds(
+            calibration_seconds(budget, start, final), limit_s=CALIBRATION_LIMIT_SHARE * budget
+        )
+        # Never refuse to start for want of time: on a machine far busier than its calibration
+        # allowed for, plan a short schedule and let the deadline end the run on time.
+        seconds = max(training_seconds(budget, self._now() - self.session_start), MIN_PLANNED_SHARE * budget)
         try:
             lengths = plan_schedule(stable, fade, seconds, start, final)
         except ValueError as e:
@@ -199,8 +211,13 @@ class Trainer:
         }
         apply_plan(self.schedule, opts.plan)
 
-    def measure_speeds(self, seconds_each: float) -> tuple[dict[int, float], dict[int, float]]:
+    def measure_speeds(
+        self, seconds_each: float, limit_s: float = float("inf")
+    ) -> tuple[dict[int, float], dict[int, float]]:
         """img/s of training steps at every resolution, stable and fading in (alpha 0.5).
+
+        Past `limit_s` of calibration, the resolutions left are estimated from the last one
+        measured (a quarter of its speed per doubling: four times the pixels).
 
         The steps run on this trainer's networks with throw-away optimizers; weights, random state,
         data order and counters are put back afterwards, so the run starts as if never measured."""
@@ -215,10 +232,12 @@ class Trainer:
         fade: dict[int, float] = {}
         start = self.schedule.start_resolution
         self.ema_starts = dict.fromkeys(self.ema.groups, 0)
+        resolutions = planner_resolutions(start, self.config.resolution)
+        give_up = self._synced_time() + limit_s
         try:
-            for res in planner_resolutions(start, self.config.resolution):
+            for res in resolutions:
                 for alpha, out in ((0.5, fade), (1.0, stable)):
-                    if alpha < 1 and res == start:
+                    if alpha < 1 and res == start or (stable and self._synced_time() > give_up):
                         continue
                     stage = Stage(res, alpha, self.schedule.batch_at(res), self.schedule.lr_at(res))
                     out[res] = self._steps_per_second(stage, seconds_each) * stage.minibatch
@@ -229,6 +248,9 @@ class Trainer:
             self.loader.load_state_dict(saved["loader"])
             self.skipped = saved["skipped"]
             self.opt_G, self.opt_D = saved["optimizers"]
+        for prev, res in zip(resolutions, resolutions[1:], strict=False):
+            stable.setdefault(res, stable[prev] / 4)
+            fade.setdefault(res, stable[res] * FADE_SPEED_ESTIMATE)
         return stable, fade
 
     def _steps_per_second(self, stage: Stage, seconds: float) -> float:
