@@ -12,7 +12,11 @@ landmark-guided pixel edits whose regions and colours are defined HERE, independ
 - `stretch_face(img, x_factor)`: the whole picture scaled horizontally about the face's centre
   (wider > 1, narrower < 1), cropped / edge-padded back to its size;
 - `add_glasses(img)`, `add_beard(img)`: dark frames around the eyes and across the nose bridge;
-  a dark textured beard on the chin and jaw.
+  a dark textured beard on the chin and jaw;
+- `recolour_skin(img, tone)`, `make_bald(img)`: the face's skin moved to a light / medium / dark
+  tone; the hair painted in the cheeks' colour (a crude bald head);
+- `move_mouth_corners(img, dy)`: a smooth local warp moving both mouth corners down (dy > 0, in
+  mouth widths) or up, which lowers or raises a smile.
 
 Colour names are the measurement categories.
 """
