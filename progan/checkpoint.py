@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -33,7 +34,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from progan.errors import UserError
+from progan.checks import Field, check_fields
+from progan.errors import UserError, writing
 from progan.networks import Generator, NetworkConfig, build_networks  # noqa: F401
 
 SNAPSHOT_FORMAT = "progan-snapshot"
@@ -57,8 +59,9 @@ def snapshot_name(nimg: int) -> str:
 
 def write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    with writing(path):
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, path)
 
 
 def _prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -109,8 +112,13 @@ def _write_snapshot_dir(final: Path, files: dict[str, dict[str, torch.Tensor]], 
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, (OSError, SafetensorError)):
+            raise UserError(
+                f"cannot write snapshot {final}: {_write_failure(e)}; free disk space (or fix the "
+                f"folder's permissions) and run again (training resumes from its last snapshot)"
+            ) from e
         raise
     return final
 
@@ -190,12 +198,7 @@ def load_training_snapshot(
 ) -> TrainingState:
     """Restore a training snapshot into built `models` (G, D, G_ema) and `optimizers` (G_opt,
     D_opt); return the rest of its state."""
-    state = read_state(snapshot)
-    if snapshot_kind(state) != KIND_TRAINING:
-        raise UserError(
-            f"{snapshot} is an inference snapshot (no optimizer state, no data order); it can be "
-            "sampled from (progan generate) but not resumed"
-        )
+    state = read_state(snapshot, for_training=True)
     weights = load_tensors(snapshot / MODEL_FILE)
     for name, module in models.items():
         load_module(module, name, weights, snapshot / MODEL_FILE)
@@ -277,6 +280,15 @@ def snapshot_kind(state: dict) -> str:
     return str(state.get("kind", KIND_TRAINING))
 
 
+def _write_failure(e: BaseException) -> str:
+    """What went wrong in words: safetensors reports I/O errors as text ('IoError(Os { code: 28, ...')."""
+    if isinstance(e, OSError):
+        return os.strerror(e.errno) if e.errno else str(e)
+    text = str(e)
+    m = re.search(r"code: (\d+)", text)
+    return os.strerror(int(m.group(1))) if m else (text.splitlines() or ["write failed"])[0]
+
+
 def list_snapshots(run_dir: str | os.PathLike) -> list[Path]:
     """Complete snapshots of a run, oldest first (temporary directories of torn writes are ignored)."""
     run_dir = Path(run_dir)
@@ -308,17 +320,56 @@ def resolve_snapshot(path: str | os.PathLike) -> Path:
     )
 
 
-def read_state(snapshot: Path) -> dict:
+# What a snapshot's state.json must hold: for loading G_ema (generation, metrics) and, beyond
+# that, for resuming training. Checked on reading, so a damaged file fails with one line.
+STATE_FIELDS = {"network": Field("dict"), "stage": Field("dict", optional=True)}
+TRAINING_STATE_FIELDS = {
+    "nimg": Field("int", 0, 2**53), "tick": Field("int", 0, 2**53),
+    "resolution_trained": Field("int", 0, 1024),
+    "options": Field("dict"), "loader": Field("dict"), "optimizer_groups": Field("dict"),
+    "schedule": Field("dict", optional=True), "label_names": Field("list", optional=True),
+}  # fmt: skip
+STAGE_FIELDS = {"resolution": Field("int", 4, 1024), "alpha": Field("float", 0.0, 1.0)}
+LOADER_FIELDS = {"rng": Field("dict"), "pos": Field("int", 0, 2**53)}
+NETWORK_FIELDS = {
+    "resolution": Field("int", 4, 1024), "channels": Field("int", 1, 3), "latent_size": Field("int", 1, 8192),
+    "label_size": Field("int", 0, 2**16), "fmap_base": Field("int", 1, 2**20),
+    "fmap_decay": Field("float", 1e-6, 16),
+    "fmap_max": Field("int", 1, 8192), "mbstd_group_size": Field("int", 0, 1024),
+}  # fmt: skip
+
+
+def read_state(snapshot: Path, for_training: bool = False) -> dict:
+    """A snapshot's state.json, checked: the fields that loading G_ema needs (and, `for_training`,
+    those that resuming needs) have the right kinds and sizes, or UserError names the first bad one.
+    An inference snapshot asked for training is refused with its own message."""
+    path = snapshot / STATE_FILE
     try:
-        state = json.loads((snapshot / STATE_FILE).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{snapshot / STATE_FILE} is not valid JSON ({e}); use another snapshot") from e
+        state = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise UserError(f"{path} is not valid JSON ({e}); use another snapshot") from e
     if not isinstance(state, dict) or state.get("format") != SNAPSHOT_FORMAT:
         raise UserError(
             f"{snapshot} is not a progan snapshot (no '{SNAPSHOT_FORMAT}' marker in {STATE_FILE})"
         )
-    if int(state.get("format_version", 0)) > SNAPSHOT_VERSION:
+    version = state.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise UserError(f"{path}: format_version is {version!r}, not a number; use another snapshot")
+    if version > SNAPSHOT_VERSION:
         raise UserError(f"{snapshot} was written by a newer progan; upgrade progan to load it")
+    fix = "the file is damaged; use another snapshot"
+    check_fields(state, STATE_FIELDS, str(path), fix)
+    check_fields(state["network"], NETWORK_FIELDS, f"{path} network", fix)
+    if state.get("stage") is not None:
+        check_fields(state["stage"], STAGE_FIELDS, f"{path} stage", fix)
+    if for_training:
+        if snapshot_kind(state) != KIND_TRAINING:
+            raise UserError(
+                f"{snapshot} is an inference snapshot (no optimizer state, no data order); it can be "
+                "sampled from (progan generate) but not resumed"
+            )
+        check_fields(state, TRAINING_STATE_FIELDS, str(path), fix)
+        check_fields(state["loader"], LOADER_FIELDS, f"{path} loader", fix)
     return state
 
 

@@ -199,7 +199,7 @@ def run_train(args: argparse.Namespace) -> int:
     from progan.runspec import TrainOptions, resolve_resume, resolve_run
     from progan.training import train
 
-    runtime = ("func", "command", "resume", "gpus", "dry_run", "hours")
+    runtime = ("func", "command", "resume", "gpus", "dry_run", "hours", "debug")
     given = {k: v for k, v in vars(args).items() if v is not None and k not in runtime}
     if args.hours is not None:
         if args.minutes is not None:
@@ -230,8 +230,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from progan import directions
     from progan.checkpoint import load_snapshot
     from progan.device import check_precision, pick_device
-    from progan.generate import labels_for, parse_seeds, write_grid, write_images
-    from progan.sampling import images_for_latents, latents_for_seeds
+    from progan.generate import parse_seeds, write_seed_images
 
     if not args.outdir and not args.grid:
         raise UserError("nowhere to write: pass --outdir DIR (one PNG per seed) and/or --grid FILE.png")
@@ -240,18 +239,19 @@ def run_generate(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     check_precision(args.precision, device.type)
     snap = load_snapshot(args.snapshot, device=device)
-    labels = labels_for(snap.G_ema.label_size, seeds, args.label, snap.label_names)
-    z = latents_for_seeds(seeds, snap.config.latent_size, args.latents, stream_seed=args.stream_seed)
+    edit = None
     if amounts:
-        z = directions.move(z, directions.load_directions(snap.path), amounts)
-    images = images_for_latents(
-        snap.G_ema, z, labels, batch=args.batch, device=device, precision=args.precision
-    )
+        found = directions.load_directions(snap.path)
+        edit = lambda z: directions.move(z, found, amounts)  # noqa: E731
+    written, grid = write_seed_images(
+        snap.G_ema, seeds, args.label, snap.label_names, outdir=args.outdir, grid=args.grid,
+        batch=args.batch, device=device, precision=args.precision, method=args.latents,
+        stream_seed=args.stream_seed, edit=edit,
+    )  # fmt: skip
     if args.outdir:
-        paths = write_images(images, seeds, args.outdir)
-        print(f"wrote {len(paths)} images to {args.outdir}")
-    if args.grid:
-        print(f"wrote grid {write_grid(images, args.grid)}")
+        print(f"wrote {written} images to {args.outdir}")
+    if grid:
+        print(f"wrote grid {grid}")
     return 0
 
 

@@ -41,10 +41,18 @@ def world_size_from_environment() -> int:
 
 def from_environment(device_type: str) -> Context:
     """Join the process group that torchrun (or `launch`) describes in the environment, if any."""
-    if world_size_from_environment() <= 1:
+    world_size = world_size_from_environment()
+    if world_size <= 1:
         return Context()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if _local_rendezvous is not None:  # ranks started by `launch`: the store on 127.0.0.1
+            rank = int(os.environ["RANK"])
+            dist.init_process_group(
+                backend=backend, store=_local_rendezvous, rank=rank, world_size=world_size
+            )
+        else:  # torchrun: its rendezvous, at the addresses the user gave
+            dist.init_process_group(backend=backend)
     return Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
@@ -95,19 +103,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Ranks on one machine talk over the loopback interface only: the rendezvous store listens on
+# 127.0.0.1 (torch's own TCPStore server would listen on every interface) and gloo / NCCL open
+# their sockets on `lo`. Multi-node runs go through torchrun, with the addresses the user names.
+LOOPBACK = "127.0.0.1"
+LOOPBACK_ENV = {"GLOO_SOCKET_IFNAME": "lo", "NCCL_SOCKET_IFNAME": "lo"}
+
+
+def _local_store(rank: int, world_size: int, port: int) -> dist.TCPStore:
+    if rank != 0:
+        return dist.TCPStore(LOOPBACK, port, world_size, is_master=False)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((LOOPBACK, port))
+    listener.listen(world_size * 4)
+    store = dist.TCPStore(LOOPBACK, port, world_size, is_master=True, master_listen_fd=listener.detach())
+    return store
+
+
+_local_rendezvous: dist.TCPStore | None = None
+
+
 def _worker(local_rank: int, world_size: int, port: int, fn, args) -> None:
+    global _local_rendezvous
     os.environ.update(
         RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world_size),
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+        MASTER_ADDR=LOOPBACK, MASTER_PORT=str(port),
     )  # fmt: skip
+    for key, value in LOOPBACK_ENV.items():
+        os.environ.setdefault(key, value)
     try:
+        _local_rendezvous = _local_store(local_rank, world_size, port)
         fn(*args)
     finally:
         shutdown()
 
 
 def launch(nprocs: int, fn, *args) -> None:
-    """Run fn(*args) in `nprocs` processes on this machine, one rank each (like torchrun)."""
+    """Run fn(*args) in `nprocs` processes on this machine, one rank each (like torchrun), meeting
+    at a rendezvous on 127.0.0.1; `from_environment` joins them into a process group."""
     import torch.multiprocessing as mp
 
     mp.spawn(_worker, args=(nprocs, free_port(), fn, args), nprocs=nprocs, join=True)

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from progan.errors import writing
+
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Float images in [-1, 1] (N, C, H, W) -> uint8 [0, 255], rounded and clamped."""
@@ -41,11 +43,16 @@ def upscale_nearest(image: np.ndarray, factor: int) -> np.ndarray:
 def save_image(array: np.ndarray, path: str | os.PathLike) -> Path:
     """Write an (H, W, C) uint8 array as PNG, atomically (temporary name, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
     tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            img.save(tmp, format="PNG")
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+            raise
     return path
 
 

@@ -25,7 +25,9 @@ Which seeds each command shows (so that a picture can be found again with `proga
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import accumulate
 
 import numpy as np
 import torch
@@ -55,19 +57,61 @@ def metric_seeds(num: int, seed: int = 0) -> range:
     return range(first, first + num)
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0-3,10' -> [0, 1, 2, 3, 10]."""
-    seeds: list[int] = []
+class Seeds(Sequence[int]):
+    """A list of seeds kept as ranges: '0-100000000' takes a few bytes, not gigabytes.
+
+    Indexing, slicing, iteration and len work as on a list of ints (a slice is a list), and it
+    compares equal to a list with the same seeds."""
+
+    def __init__(self, ranges: Iterable[range]) -> None:
+        self._ranges = [r for r in ranges if len(r)]
+        self._starts = list(accumulate((len(r) for r in self._ranges), initial=0))
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        n = len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError("seed index out of range")
+        k = bisect_right(self._starts, index) - 1
+        return self._ranges[k][index - self._starts[k]]
+
+    def __iter__(self) -> Iterator[int]:
+        for r in self._ranges:
+            yield from r
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    def __repr__(self) -> str:
+        parts = [f"{r.start}" if len(r) == 1 else f"{r.start}-{r.stop - 1}" for r in self._ranges]
+        return f"Seeds('{','.join(parts)}')"
+
+
+def parse_seeds(text: str) -> Seeds:
+    """'0-3,10' -> the seeds 0, 1, 2, 3, 10 (a Seeds sequence: ranges, not a list of ints)."""
+    ranges: list[range] = []
     for part in text.split(","):
         part = part.strip()
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        m = re.fullmatch(r"(\d{1,20})(?:-(\d{1,20}))?", part)
         if not m:
             raise UserError(f"--seeds '{text}' is not a list of seeds; write e.g. 0-63 or 1,5,9")
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi > MAX_SEED:
+            raise UserError(
+                f"--seeds: seed {hi} is above the largest seed, {MAX_SEED} (2**32 - 1); use smaller"
+            )
         if hi < lo:
             raise UserError(f"--seeds range {part} runs backwards; write {hi}-{lo}")
-        seeds.extend(range(lo, hi + 1))
-    return seeds
+        ranges.append(range(lo, hi + 1))
+    return Seeds(ranges)
 
 
 def latent_for_seed(seed: int, latent_size: int, method: str = "progan") -> torch.Tensor:
@@ -193,6 +237,33 @@ def images_for_seeds(
     """uint8 images (N, C, H, W) for the given seeds: the same seed, the same image, everywhere."""
     z = latents_for_seeds(seeds, G.config.latent_size, method)
     return images_for_latents(G, z, labels, batch=batch, device=device, precision=precision)
+
+
+def iter_seed_images(
+    G: torch.nn.Module,
+    seeds: Sequence[int],
+    label: str | None = None,
+    label_names: Sequence[str] = (),
+    batch: int = 32,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    method: str = "progan",
+    stream_seed: int = 1000,
+    edit: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """(seeds, uint8 images) a batch at a time: latents and labels are made per batch, so any
+    number of seeds takes memory for one batch only. `edit` changes each batch of latents (e.g.
+    `directions.move`) before G sees it."""
+    label_size = getattr(G.config, "label_size", 0)
+    labels_for(label_size, [], label, label_names)  # a bad --label fails before any work
+    for start in range(0, len(seeds), batch):
+        chunk = list(seeds[start : start + batch])
+        z = latents_for_seeds(chunk, G.config.latent_size, method, stream_seed=stream_seed)
+        if edit is not None:
+            z = edit(z)
+        labels = labels_for(label_size, chunk, label, label_names)
+        for images in iter_images(G, z, labels, batch=batch, device=device, precision=precision):
+            yield chunk, images
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:

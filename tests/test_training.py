@@ -1,5 +1,6 @@
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -221,14 +222,23 @@ def _sigterm_on_rank_1_worker(store_path: str, outdir: str) -> None:
 
     Trainer.step = step
     training.train(tiny_options(SimpleNamespace(path=store_path), outdir, batch=16, device="cpu"))
+    # Still joined: every socket this rank listens on (rendezvous, gloo) is on 127.0.0.1.
+    from tests.sockets import listening_addresses
+
+    Path(outdir, f"listening-{os.environ['RANK']}.json").write_text(json.dumps(listening_addresses()))
 
 
 def test_a_signal_on_one_rank_stops_every_rank_at_the_tick(tiny_store, tmp_path):
     # Rank 1 alone gets SIGTERM after step 2 (32 images); both ranks stop at the end of that tick
     # (48 images, past tick_kimg 0.04) and exit cleanly, and rank 0 writes the snapshot.
     distributed.launch(2, _sigterm_on_rank_1_worker, str(tiny_store.path), str(tmp_path / "runs"))
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    (run_dir,) = (tmp_path / "runs").glob("0*")
     assert [p.name for p in run_dir.glob("snapshot-*")] == ["snapshot-000000.048"]
+    from tests.sockets import LOOPBACK_HEX
+
+    for rank in (0, 1):  # issue 13: the rendezvous store listened on every interface
+        addresses = json.loads((tmp_path / "runs" / f"listening-{rank}.json").read_text())
+        assert addresses and set(addresses) <= LOOPBACK_HEX, addresses
 
 
 def test_conditional_training(tmp_path):

@@ -55,6 +55,18 @@ def register(subparsers) -> None:
         "--workers", type=int, default=None, help="decoding processes (default: all cores, at most 8)"
     )
     p.add_argument("--limit", type=int, default=None, help="stop after this many images (for a trial run)")
+    p.add_argument(
+        "--max-file-mb",
+        type=float,
+        default=256.0,
+        help="skip archive members larger than this, in MiB (they are read into memory; default: 256)",
+    )
+    p.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=100.0,
+        help="skip images with more pixels than this, in millions (decoded whole; default: 100)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace DEST if it is a store")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--verify", metavar="STORE", help="check an existing store (hashes, shapes, box averages)")
@@ -94,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
         celebahq_deltas=args.celebahq_deltas,
         limit=args.limit,
         overwrite=args.overwrite,
+        max_file_mb=args.max_file_mb,
+        max_megapixels=args.max_megapixels,
         progress=not args.quiet,
     )
     if args.workers is not None:

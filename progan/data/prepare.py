@@ -23,19 +23,22 @@ with the reason in the store's report.json; the run fails only when nothing usab
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
 import io
+import itertools
 import json
 import math
 import multiprocessing
 import os
 import shutil
+import stat
 import sys
 import tarfile
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -44,6 +47,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
 
+from progan.checks import format_bytes
 from progan.data import align
 from progan.data.store import MANIFEST, Store, StoreWriter, check_destination, check_resolution, levels_up_to
 from progan.errors import UserError
@@ -78,6 +82,13 @@ class Options:
     limit: int | None = None
     overwrite: bool = False
     progress: bool = True
+    # Hostile-input bounds: an archive member is read into memory, an image decoded whole.
+    max_file_mb: float = 256.0  # archive members above this are skipped (--max-file-mb)
+    max_megapixels: float = 100.0  # images above this are skipped (--max-megapixels)
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 2**20)
 
 
 @dataclass
@@ -138,17 +149,57 @@ def source_kind(source: Path, options: Options) -> str:
     )
 
 
-def _folder_items(source: Path, exclude: list[Path]) -> list[Item]:
-    items = []
-    for root, dirs, files in os.walk(source):
+def _folder_items(source: Path, exclude: list[Path]) -> tuple[list[Item], list[tuple[str, str]]]:
+    """The regular files under `source` in sorted order, and (name, reason) for what is skipped:
+    FIFOs, sockets and devices (reading a FIFO would block forever), broken and looping symlinks,
+    symlinked folders (not followed, so that a link cannot loop or leave SOURCE) and unreadable
+    folders."""
+    items, skipped = [], []
+
+    def unreadable(e: OSError) -> None:
+        rel = Path(e.filename).relative_to(source).as_posix() if e.filename else "?"
+        skipped.append((rel + "/", f"folder not readable ({e.strerror}); check its permissions"))
+
+    for root, dirs, files in os.walk(source, onerror=unreadable):
         rootp = Path(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (rootp / d).resolve() not in exclude)
+        keep = []
+        for d in sorted(dirs):
+            if d.startswith(".") or (rootp / d).resolve() in exclude:
+                continue
+            if (rootp / d).is_symlink():
+                skipped.append(
+                    ((rootp / d).relative_to(source).as_posix() + "/", "symlink to a folder (not followed)")
+                )
+                continue
+            keep.append(d)
+        dirs[:] = keep
         for f in sorted(files):
             p = rootp / f
             rel = p.relative_to(source)
-            if not _is_hidden(rel) and p.is_file():
+            if _is_hidden(rel):
+                continue
+            reason = _not_a_regular_file(p)
+            if reason:
+                skipped.append((rel.as_posix(), reason))
+            else:
                 items.append(Item(name=rel.as_posix(), path=str(p)))
-    return items
+    return items, skipped
+
+
+def _not_a_regular_file(p: Path) -> str | None:
+    try:
+        mode = p.stat().st_mode  # follows symlinks
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symlink loop (it points back at itself)"
+        if p.is_symlink():
+            return "broken symlink (its target does not exist)"
+        return f"cannot read it ({e.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    kind = "FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "device"
+    kind = kind if not stat.S_ISDIR(mode) else "folder"
+    return f"not a regular file ({kind})"
 
 
 def _strip_common_top(names: list[str]) -> dict[str, str]:
@@ -158,17 +209,32 @@ def _strip_common_top(names: list[str]) -> dict[str, str]:
     return {n: n for n in names}
 
 
-def _zip_items(source: Path) -> Iterator[Item]:
+def _too_big(size: int, limit: int) -> str:
+    return (
+        f"archive member of {format_bytes(size)} is above the limit of {format_bytes(limit)}; "
+        f"raise it with --max-file-mb"
+    )
+
+
+def _zip_items(source: Path, limit: int) -> Iterator[Item]:
     with zipfile.ZipFile(source) as z:
         infos = [i for i in z.infolist() if not i.is_dir() and not _is_hidden(Path(i.filename))]
         short = _strip_common_top([i.filename for i in infos])
         for info in sorted(infos, key=lambda i: i.filename):
-            try:
-                data = z.read(info)
-            except Exception as e:  # noqa: BLE001 - a damaged member is reported, not fatal
-                yield Item(name=short[info.filename], error=f"unreadable archive member ({e})")
+            name = short[info.filename]
+            if info.file_size > limit:  # refused before reading: a small zip can hold a huge member
+                yield Item(name=name, error=_too_big(info.file_size, limit))
                 continue
-            yield Item(name=short[info.filename], data=data)
+            try:
+                with z.open(info) as f:
+                    data = f.read(limit + 1)  # bounded even if the header lied
+            except Exception as e:  # noqa: BLE001 - a damaged member is reported, not fatal
+                yield Item(name=name, error=f"unreadable archive member ({e})")
+                continue
+            if len(data) > limit:
+                yield Item(name=name, error=_too_big(len(data), limit))
+                continue
+            yield Item(name=name, data=data)
 
 
 def _tar_members(source: Path) -> list[tarfile.TarInfo]:
@@ -179,36 +245,52 @@ def _tar_members(source: Path) -> list[tarfile.TarInfo]:
         raise UserError(f"{source} is not a readable tar archive ({e}); check the file") from e
 
 
-def _tar_items(source: Path, members: list[tarfile.TarInfo]) -> Iterator[Item]:
+def _tar_items(source: Path, members: list[tarfile.TarInfo], limit: int) -> Iterator[Item]:
     short = _strip_common_top([m.name for m in members])
     with tarfile.open(source, "r:*") as t:
         for m in members:  # archive order: a compressed tar is read once, front to back
+            if m.size > limit:
+                yield Item(name=short[m.name], error=_too_big(m.size, limit))
+                continue
             try:
                 f = t.extractfile(m)
-                data = f.read() if f is not None else b""
+                data = f.read(limit + 1) if f is not None else b""
             except (tarfile.TarError, OSError, EOFError) as e:
                 yield Item(name=short[m.name], error=f"unreadable archive member ({e})")
                 continue
             yield Item(name=short[m.name], data=data)
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """An idx file (MNIST's format, optionally gzipped) as a NumPy array."""
+def read_idx(path: Path, max_pixels: int | None = None) -> np.ndarray:
+    """An idx file (MNIST's format, optionally gzipped) as a NumPy array.
+
+    Only the bytes its header declares are read (a gzip bomb cannot inflate past them), and with
+    `max_pixels` an image larger than that is refused before anything is read."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            raw = f.read()
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08:
+                raise UserError(
+                    f"{path} is not an idx file of unsigned bytes (bad magic); give MNIST's idx files"
+                )
+            raw_dims = f.read(4 * head[3])
+            dims = [int.from_bytes(raw_dims[4 * i : 4 * i + 4], "big") for i in range(len(raw_dims) // 4)]
+            if len(dims) != head[3]:
+                raise UserError(f"{path} is truncated in its header; download it again")
+            per_item = math.prod(dims[1:])
+            if max_pixels is not None and per_item > max_pixels:
+                raise UserError(
+                    f"{path}: each image has {per_item} values, above the limit of {max_pixels} "
+                    f"(--max-megapixels); check the file"
+                )
+            size = math.prod(dims)
+            raw = f.read(size)
     except (OSError, EOFError) as e:
         raise UserError(f"{path} is not a readable idx file ({e})") from e
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise UserError(f"{path} is not an idx file of unsigned bytes (bad magic); give MNIST's idx files")
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    start = 4 + 4 * ndim
-    size = int(np.prod(dims))
-    if len(raw) - start < size:
-        raise UserError(f"{path} is truncated ({len(raw) - start} of {size} bytes); download it again")
-    return np.frombuffer(raw, dtype=np.uint8, count=size, offset=start).reshape(dims)
+    if len(raw) < size:
+        raise UserError(f"{path} is truncated ({len(raw)} of {size} bytes); download it again")
+    return np.frombuffer(raw, dtype=np.uint8, count=size).reshape(dims)
 
 
 def _idx_labels_path(images: Path) -> Path | None:
@@ -230,19 +312,27 @@ def _is_number(s: str) -> bool:
         return False
 
 
+# More classes than this is a mistake in the file (a class index of 1e9), not a data set: a one-hot
+# label per image takes label_size * 4 bytes, so the bound keeps labels.npy in proportion.
+MAX_LABEL_SIZE = 65536
+
+
 def read_label_file(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
     """CSV or JSON labels -> (file name -> float32 vector, label names).
 
     JSON: {"name": class_index | [attributes...]}, or {"labels": that dict or [[name, label], ...],
     "names": [...]} (the latter is StyleGAN2-ADA's dataset.json). CSV: rows `name,class` or
-    `name,a1,a2,...`, with an optional header row naming the columns. A single integer per file
-    is a class index (stored one-hot); several values are attributes (multi-hot; -1/1 read as 0/1).
+    `name,a1,a2,...`, with an optional header row naming the columns. A single value per file is
+    a class index, a whole number from 0 (stored one-hot); several values are attributes, each 0
+    or 1 (multi-hot), or each -1 or 1 as CelebA writes them (read as 0/1). Every value is checked
+    before anything is allocated; a bad one fails with its file name and value.
     """
     if not path.is_file():
         raise UserError(
             f"label file {path} does not exist; give a CSV or JSON file, or --labels from-folders"
         )
-    names: list[str] | None = None
+    fix = "see docs/data.md for the format"
+    names: object = None
     raw: dict[str, object] = {}
     try:
         if path.suffix.lower() == ".json":
@@ -251,9 +341,11 @@ def read_label_file(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
                 names = obj.get("names") or obj.get("label_names")
                 obj = obj["labels"]
             if isinstance(obj, list):
-                obj = {str(k): v for k, v in obj}
+                if not all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) for p in obj):
+                    raise UserError(f"{path}: 'labels' must be [[file name, label], ...]; {fix}")
+                obj = dict(obj)
             if not isinstance(obj, dict):
-                raise ValueError("expected an object mapping file names to labels")
+                raise UserError(f"{path}: expected an object mapping file names to labels; {fix}")
             raw = {str(k): v for k, v in obj.items()}
         else:
             with open(path, newline="") as f:
@@ -261,30 +353,75 @@ def read_label_file(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
             if rows and not all(_is_number(c) for c in rows[0][1:]):
                 names, rows = [c.strip() for c in rows[0][1:]], rows[1:]
             for r in rows:
-                vals = [float(c) for c in r[1:]]
-                raw[r[0].strip()] = int(vals[0]) if len(vals) == 1 and vals[0].is_integer() else vals
-    except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read labels from {path} ({e}); see docs/data.md for the format") from e
+                if len(r) < 2:
+                    raise UserError(f"{path}: row '{','.join(r)}' has no label; write name,label")
+                try:
+                    vals = [float(c) for c in r[1:]]
+                except ValueError:
+                    raise UserError(
+                        f"{path}: row '{','.join(r)}' holds a value that is not a number; {fix}"
+                    ) from None
+                raw[r[0].strip()] = vals[0] if len(vals) == 1 else vals
+    except (ValueError, TypeError, RecursionError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"cannot read labels from {path} ({e}); {fix}") from e
     if not raw:
-        raise UserError(f"{path} holds no labels; see docs/data.md for the format")
-    values = list(raw.values())
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        if min(values) < 0:
-            raise UserError(f"{path}: class indices must be >= 0")
-        size = max(values) + 1
-        eye = np.eye(size, dtype=np.float32)
-        out = {k: eye[v] for k, v in raw.items()}
-        class_names = [str(i) for i in range(size)]
-        if names and len(names) == size:
-            class_names = list(names)
-        return _normalise_keys(out), class_names
-    vecs = {k: np.atleast_1d(np.asarray(v, dtype=np.float32)) for k, v in raw.items()}
-    sizes = {v.shape for v in vecs.values()}
-    if len(sizes) != 1 or len(next(iter(sizes))) != 1:
-        raise UserError(f"{path}: every file needs the same number of attributes, found {sorted(sizes)}")
-    if any((v < 0).any() for v in vecs.values()):  # CelebA-style -1/1
-        vecs = {k: (v > 0).astype(np.float32) for k, v in vecs.items()}
-    size = next(iter(sizes))[0]
+        raise UserError(f"{path} holds no labels; {fix}")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise UserError(f"{path}: 'names' must be a list of strings; {fix}")
+    if all(_is_scalar(v) for v in raw.values()):
+        return _class_labels(path, raw, names)
+    return _attribute_labels(path, raw, names)
+
+
+def _is_scalar(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _class_labels(path: Path, raw: dict, names: list[str] | None) -> tuple[dict[str, np.ndarray], list[str]]:
+    for key, v in raw.items():
+        if not (math.isfinite(v) and float(v).is_integer() and 0 <= v < MAX_LABEL_SIZE):
+            raise UserError(
+                f"{path}: {key} has class {v!r}; a class is a whole number from 0 to {MAX_LABEL_SIZE - 1} "
+                f"(several values per file are attributes)"
+            )
+    size = int(max(raw.values())) + 1
+    out = {}
+    for key, v in raw.items():
+        vec = np.zeros(size, dtype=np.float32)
+        vec[int(v)] = 1
+        out[key] = vec
+    class_names = list(names) if names and len(names) == size else [str(i) for i in range(size)]
+    return _normalise_keys(out), class_names
+
+
+def _attribute_labels(
+    path: Path, raw: dict, names: list[str] | None
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    size = None
+    values: set[float] = set()
+    for key, v in raw.items():
+        v = [v] if _is_scalar(v) else v
+        if not (isinstance(v, list) and v and all(_is_scalar(x) for x in v)):
+            raise UserError(f"{path}: {key} has label {v!r:.60}; give a class index or a list of attributes")
+        if size is None:
+            size = len(v)
+        if len(v) != size:
+            raise UserError(
+                f"{path}: every file needs the same number of attributes; {key} has {len(v)}, others {size}"
+            )
+        if size > MAX_LABEL_SIZE:
+            raise UserError(f"{path}: {size} attributes per file, more than {MAX_LABEL_SIZE}; check the file")
+        values.update(v)
+    bad = values - {0, 1, -1}
+    if bad:
+        raise UserError(
+            f"{path}: attribute value {sorted(bad, key=str)[0]!r} is not 0 or 1 (or -1 or 1, CelebA's way); "
+            f"write each attribute as 0/1"
+        )
+    if -1 in values and 0 in values:
+        raise UserError(f"{path}: attributes mix -1, 0 and 1; write them all as 0/1 or all as -1/1")
+    vecs = {k: (np.asarray([v] if _is_scalar(v) else v, dtype=np.float32) > 0).astype(np.float32)
+            for k, v in raw.items()}  # fmt: skip
     attr_names = list(names) if names and len(names) == size else [f"attr{i}" for i in range(size)]
     return _normalise_keys(vecs), attr_names
 
@@ -316,6 +453,8 @@ def _init_worker(options: Options, channels: int) -> None:
     _W.clear()
     _W.update(options=options, channels=channels, zips={}, landmarker=None)
     _W["background"] = ImageColor.getrgb(options.background)[:3]
+    # progan's own --max-megapixels check (in _open) replaces Pillow's decompression-bomb guard.
+    Image.MAX_IMAGE_PIXELS = None
 
 
 def _describe(e: BaseException) -> str:
@@ -328,6 +467,10 @@ def _describe(e: BaseException) -> str:
         return f"truncated image ({msg})"
     if isinstance(e, FileNotFoundError):
         return "file not found"
+    if isinstance(e, PermissionError):
+        return "permission denied (cannot read the file); check its permissions"
+    if isinstance(e, MemoryError):
+        return "out of memory decoding it; lower --max-megapixels or --workers"
     return f"corrupt image ({type(e).__name__}: {msg})"
 
 
@@ -340,6 +483,13 @@ def _open(item: Item, draft_side: int | None) -> Image.Image:
         if not item.data:
             raise _Skip("empty file (0 bytes)")
         img = Image.open(io.BytesIO(item.data))
+    w, h = img.size  # known from the header, before any pixel is decoded
+    limit = _W["options"].max_megapixels * 1e6
+    if w * h > limit:
+        raise _Skip(
+            f"image of {w}x{h} ({w * h / 1e6:.0f} megapixels) is above the limit of "
+            f"{limit / 1e6:g} megapixels; raise it with --max-megapixels"
+        )
     if draft_side and img.format == "JPEG" and img.mode in ("RGB", "L"):
         w, h = img.size
         k = draft_side / min(w, h)
@@ -502,6 +652,8 @@ class Plan:
     channels: int | None = None
     peek: list[Item] = field(default_factory=list)
     label_mode: LabelMode = LabelMode.NONE
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # found while enumerating
+    head: Callable[[], Iterator[Item]] | None = None  # archives: the first members, read again
 
     def set_labels(self, labels: dict[str, np.ndarray] | None, names: list[str] | None) -> None:
         self.labels, self.label_names = labels or {}, names
@@ -511,20 +663,25 @@ class Plan:
 def _plan(source: Path, dest: Path, opts: Options) -> Plan:
     kind = source_kind(source, opts)
     exclude = [dest.resolve()]
+    limit = opts.max_file_bytes
     if kind == "folder":
-        items = _folder_items(source, exclude)
-        if not items:
+        items, skipped = _folder_items(source, exclude)
+        if not items and not skipped:
             raise UserError(f"source folder {source} holds no files; point SOURCE at a folder of images")
-        plan = Plan(kind, iter(items), len(items), peek=items[:64])
+        plan = Plan(kind, iter(items), len(items), peek=items[:64], skipped=skipped)
     elif kind == "zip":
-        with zipfile.ZipFile(source) as z:
-            n = sum(1 for i in z.infolist() if not i.is_dir() and not _is_hidden(Path(i.filename)))
-        plan = Plan(kind, _zip_items(source), n)
+        try:
+            with zipfile.ZipFile(source) as z:
+                n = sum(1 for i in z.infolist() if not i.is_dir() and not _is_hidden(Path(i.filename)))
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise UserError(f"{source} is not a readable zip archive ({e}); check the file") from e
+        plan = Plan(kind, _zip_items(source, limit), n, head=lambda: _zip_items(source, limit))
     elif kind == "tar":
         members = _tar_members(source)
-        plan = Plan(kind, _tar_items(source, members), len(members))
+        plan = Plan(kind, _tar_items(source, members, limit), len(members))
+        plan.head = lambda: _tar_items(source, members[:64], limit)
     elif kind == "idx":
-        images = read_idx(source)
+        images = read_idx(source, max_pixels=int(opts.max_megapixels * 1e6))
         if images.ndim != 3:
             raise UserError(f"{source} holds {images.ndim}-D data; an idx images file is (N, H, W)")
         items = [Item(name=f"{i:06d}", array=images[i]) for i in range(len(images))]
@@ -545,7 +702,7 @@ def _plan(source: Path, dest: Path, opts: Options) -> Plan:
             )
     else:
         plan = _plan_celeba(source, opts, kind)
-    if plan.count == 0:
+    if plan.count == 0 and not plan.skipped:
         raise UserError(f"{source} holds no files; point SOURCE at a folder or archive of images")
 
     # Labels from a file or from folder names.
@@ -622,16 +779,13 @@ def _infer_channels(plan: Plan, opts: Options) -> int:
         return 3
     if plan.channels:
         return plan.channels
-    if not plan.peek:  # archives: look at the first items without losing them
-        head = []
-        for it in plan.items:
-            head.append(it)
-            if len(head) >= 64:
-                break
-        plan.peek = head
-        plan.items = _chain(head, plan.items)
+    # Archives: a second pass over the first members, one in memory at a time (keeping them for
+    # the real pass would hold up to 64 members of --max-file-mb each).
+    peek: Iterable[Item] = plan.peek
+    if not plan.peek and plan.head is not None:
+        peek = itertools.islice(plan.head(), 64)
     modes = []
-    for it in plan.peek:
+    for it in peek:
         try:
             src = it.path if it.path is not None else io.BytesIO(it.data or b"")
             with Image.open(src) as im:
@@ -639,11 +793,6 @@ def _infer_channels(plan: Plan, opts: Options) -> int:
         except Exception:  # noqa: BLE001, S112 - unreadable files are reported later
             continue
     return 1 if modes and all(m in GREY_MODES for m in modes) else 3
-
-
-def _chain(head: list[Item], rest: Iterator[Item]) -> Iterator[Item]:
-    yield from head
-    yield from rest
 
 
 # --------------------------------------------------------------------------------------------
@@ -687,9 +836,12 @@ def _validate(source: Path, dest: Path, opts: Options) -> None:
         ImageColor.getrgb(opts.background)
     except ValueError as e:
         raise UserError(f"--background {opts.background!r} is not a colour; use a name or #rrggbb") from e
+    if opts.max_file_mb <= 0 or opts.max_megapixels <= 0:
+        raise UserError("--max-file-mb and --max-megapixels must be positive")
+    if opts.workers < 0:
+        raise UserError(f"--workers must be 0 or more, not {opts.workers} (0: decode in this process)")
     check_destination(dest, opts.overwrite)
-    if source.exists() and dest.resolve() == source.resolve():
-        raise UserError("DEST must differ from SOURCE; choose another destination")
+    _check_inputs_outside(dest, source, opts)
     if opts.align_faces:
         align.FaceLandmarker()  # fail fast with the install hint
 
@@ -708,12 +860,12 @@ class Streamed:
 def _stream(plan: Plan, opts: Options, channels: int, capacity: int, writer: StoreWriter) -> Streamed:
     """Decode the plan's items in a worker pool (in order, a bounded number in flight) and append
     them to `writer` in chunks of about 16 MiB."""
-    out = Streamed()
+    out = Streamed(skipped=list(plan.skipped))
     chunk = max(1, (1 << 24) // (channels * opts.resolution**2))
     workers = max(0, int(opts.workers))
-    in_flight = threading.Semaphore(max(16, 8 * max(workers, 1)))  # bounds memory in flight
+    in_flight = _InFlight(max(16, 8 * max(workers, 1)), IN_FLIGHT_BYTES)  # bounds memory in flight
     stop = threading.Event()
-    pending: list[str] = []
+    pending: list[tuple[str, int]] = []
 
     def feed() -> Iterator[Item]:
         sent = 0
@@ -726,10 +878,11 @@ def _stream(plan: Plan, opts: Options, channels: int, capacity: int, writer: Sto
             if plan.label_mode is LabelMode.FROM_FOLDERS and "/" not in it.name:
                 out.skipped.append((it.name, "not inside a class folder (--labels from-folders)"))
                 continue
-            in_flight.acquire()
+            size = len(it.data or b"")
+            in_flight.acquire(size)
             if stop.is_set():
                 return
-            pending.append(it.name)
+            pending.append((it.name, size))
             sent += 1
             yield it
 
@@ -747,8 +900,8 @@ def _stream(plan: Plan, opts: Options, channels: int, capacity: int, writer: Sto
             _init_worker(opts, channels)
             results = map(_safe_process, feed())
         for i, (arr, reason, info) in enumerate(results):
-            in_flight.release()
-            name = pending[i]
+            name, size = pending[i]
+            in_flight.release(size)
             bar.update(1)
             if info.get("fatal"):
                 fatal = info["fatal"]
@@ -770,8 +923,7 @@ def _stream(plan: Plan, opts: Options, channels: int, capacity: int, writer: Sto
     finally:
         bar.close()
         stop.set()
-        for _ in range(64):  # unblock the feeder so that the pool can shut down
-            in_flight.release()
+        in_flight.close()  # unblock the feeder so that the pool can shut down
         if pool is not None:
             pool.terminate()
             pool.join()
@@ -822,11 +974,63 @@ def _report(source: Path, plan: Plan, opts: Options, kept: int, streamed: Stream
     return report, how
 
 
+# Archive bytes handed to the workers and not yet done with, at most (one member always passes).
+IN_FLIGHT_BYTES = 512 * 2**20
+
+
+class _InFlight:
+    """Bounds what the feeder has handed to the workers and the writer has not yet taken: a number
+    of items and, for archive members (read into memory), a number of bytes."""
+
+    def __init__(self, max_items: int, max_bytes: int) -> None:
+        self._cond = threading.Condition()
+        self.max_items, self.max_bytes = max_items, max_bytes
+        self.items = self.bytes = 0
+        self.closed = False
+
+    def _room(self, size: int) -> bool:
+        fits = self.items == 0 or self.bytes + size <= self.max_bytes
+        return self.closed or (self.items < self.max_items and fits)
+
+    def acquire(self, size: int) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._room(size))
+            self.items += 1
+            self.bytes += size
+
+    def release(self, size: int) -> None:
+        with self._cond:
+            self.items -= 1
+            self.bytes -= size
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+
 def _nothing_usable(source: Path, skipped: list[tuple[str, str]]) -> str:
     if not skipped:
         return f"no usable images in {source}; point SOURCE at a folder or archive of images"
     eg = "; ".join(f"{n}: {r}" for n, r in skipped[:3])
     return f"no usable images in {source}: all {len(skipped)} file(s) skipped (e.g. {eg}); check the source"
+
+
+def _check_inputs_outside(dest: Path, source: Path, opts: Options) -> None:
+    """Refuse a SOURCE (or labels file, or deltas folder) inside DEST: --overwrite replaces DEST
+    as a whole and would delete it."""
+    inputs = [("SOURCE", source), ("--labels", opts.labels), ("--celebahq-deltas", opts.celebahq_deltas)]
+    d = dest.resolve()
+    for what, path in inputs:
+        if path is None or path in ("none", "from-folders") or not Path(path).exists():
+            continue
+        p = Path(path).resolve()
+        if p == d or d in p.parents:
+            raise UserError(
+                f"{what} {path} lies inside DEST {dest}, which writing the store replaces; "
+                f"choose a DEST outside it"
+            )
 
 
 def _check_space(dest: Path, count: int, channels: int, resolution: int) -> None:
@@ -837,7 +1041,7 @@ def _check_space(dest: Path, count: int, channels: int, resolution: int) -> None
     free = shutil.disk_usage(parent).free
     if need > free:
         raise UserError(
-            f"the store needs about {need / 2**30:.1f} GiB and {parent} has {free / 2**30:.1f} GiB free; "
+            f"the store needs about {format_bytes(need)} and {parent} has {format_bytes(free)} free; "
             f"free space or choose another DEST"
         )
 

@@ -20,22 +20,32 @@ them, and how the store was made ("prepare": source kind, options, skipped files
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from progan.errors import UserError
+from progan.checks import Field, check_fields
+from progan.errors import UserError, user_error_from_os
 from progan.networks import resolution_error
 
 FORMAT = "progan-store"
 FORMAT_VERSION = 1
 MANIFEST = "dataset.json"
+# The manifest fields that reading a store relies on, checked when it is opened.
+MANIFEST_FIELDS = {
+    "format_version": Field("int", 0, optional=True), "count": Field("int", 0, 2**40),
+    "resolution": Field("int", 4, 2**16), "channels": Field("int", 1, 4),
+    "label_size": Field("int", 0, 2**20, optional=True), "label_names": Field("list", optional=True),
+    "hashes": Field("dict", optional=True),
+}  # fmt: skip
 
 
 def level_file(resolution: int) -> str:
@@ -90,13 +100,39 @@ class Store:
                 f"store {self.path} has levels {self.levels}, not {resolution}x{resolution}; "
                 f"prepare it with --resolution {resolution} or train at most at {self.resolution}"
             )
-        return np.load(self.path / level_file(resolution), mmap_mode="r")
+        return self._array(
+            level_file(resolution), np.uint8, (self.count, self.channels, resolution, resolution)
+        )
 
     @property
     def labels(self) -> np.ndarray | None:
         if not self.label_size:
             return None
-        return np.load(self.path / "labels.npy", mmap_mode="r")
+        return self._array("labels.npy", np.float32, (self.count, self.label_size))
+
+    def _array(self, name: str, dtype: type, shape: tuple) -> np.ndarray:
+        """A memory map of one of the store's arrays, checked against the manifest (header only)."""
+        path = self.path / name
+        fix = (
+            f"the store is damaged; check it with 'progan prepare --verify {self.path}' and prepare it again"
+        )
+        try:
+            arr = np.load(path, mmap_mode="r")  # never unpickles: object arrays are refused
+        except FileNotFoundError:
+            raise UserError(f"{path} is missing; {fix}") from None
+        except (ValueError, OSError, EOFError) as e:
+            raise UserError(f"{path} is not a readable .npy file ({e}); {fix}") from e
+        if not isinstance(arr, np.ndarray) or arr.dtype != dtype or arr.shape != shape:
+            found = f"{arr.dtype} {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
+            raise UserError(f"{path} is {found}, expected {np.dtype(dtype)} {shape}; {fix}")
+        return arr
+
+    def check(self) -> None:
+        """Every level and the labels exist with the manifest's shape and dtype (headers only, fast):
+        a damaged store fails here, at the start of a run, not when its resolution comes up."""
+        for res in self.levels:
+            self.images(res)
+        _ = self.labels
 
 
 def open_store(path: str | os.PathLike) -> Store:
@@ -113,11 +149,19 @@ def open_store(path: str | os.PathLike) -> Store:
         )
     try:
         manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise UserError(f"{manifest_path} is not valid JSON ({e}); prepare the store again") from e
-    if manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise UserError(f"{manifest_path} is not a progan store manifest; prepare the store again")
-    if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
+    check_fields(
+        manifest, MANIFEST_FIELDS, str(manifest_path), "the manifest is damaged; prepare the store again"
+    )
+    if manifest["resolution"] & (manifest["resolution"] - 1):
+        res = manifest["resolution"]
+        raise UserError(f"{manifest_path}: resolution {res} is not a power of two; prepare the store again")
+    if manifest.get("label_names") and len(manifest["label_names"]) != manifest.get("label_size", 0):
+        raise UserError(f"{manifest_path}: label_names do not match label_size; prepare the store again")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
         raise UserError(
             f"store {path} was written by a newer progan (format {manifest['format_version']}); "
             f"upgrade progan to read it"
@@ -209,8 +253,17 @@ class StoreWriter:
         self.channels = int(channels)
         self.overwrite = overwrite
         self.count = 0
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.tmp-", dir=self.dest.parent))
+        self._files: dict[int, tuple[int, int]] = {}  # res -> (fd, data offset)
+        self._lock_fd: int | None = None
+        try:
+            self.dest.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.dest.parent, f".{self.dest.name}.tmp-*")
+            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.tmp-", dir=self.dest.parent))
+        except OSError as e:
+            raise user_error_from_os(e, e.filename or self.dest.parent) from e
+        # Held while this writer lives, so that a later writer removes the folder only once its
+        # owner is gone (killed), never while it is being written.
+        self._lock_fd = hold_lock(self.tmp / TEMP_LOCK)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(self.tmp, 0o777 & ~umask)  # mkdtemp makes it private; a store is an ordinary folder
@@ -218,7 +271,6 @@ class StoreWriter:
         # writes: the written data goes through the page cache, which the kernel writes back and
         # frees, so neither the process's memory nor its resident set grows with the data set (a
         # writable memory map would keep every written page resident until it is unmapped).
-        self._files: dict[int, tuple[int, int]] = {}  # res -> (fd, data offset)
         self._hashers = {res: hashlib.sha256() for res in levels_up_to(resolution)}
         try:
             for res in levels_up_to(resolution):
@@ -229,8 +281,10 @@ class StoreWriter:
                 offset = arr.offset
                 del arr
                 self._files[res] = (os.open(path, os.O_RDWR), offset)
-        except BaseException:
+        except BaseException as e:
             self.abort()
+            if isinstance(e, OSError):
+                raise user_error_from_os(e, e.filename or self.tmp) from e
             raise
 
     def __enter__(self) -> StoreWriter:
@@ -254,9 +308,12 @@ class StoreWriter:
             fd, offset = self._files[res]
             data = memoryview(level).cast("B")
             pos = offset + self.count * c * res * res
-            while data:
-                written = os.pwrite(fd, data, pos)
-                data, pos = data[written:], pos + written
+            try:
+                while data:
+                    written = os.pwrite(fd, data, pos)
+                    data, pos = data[written:], pos + written
+            except OSError as e:  # a full disk: one line naming the store, not a traceback
+                raise user_error_from_os(e, self.dest) from e
             self._hashers[res].update(level.data)
             if res > 4:
                 level = box_downsample(level)
@@ -318,9 +375,13 @@ class StoreWriter:
                     shutil.rmtree(self.dest)
                 else:
                     self.dest.unlink()
-            os.replace(self.tmp, self.dest)
-        except BaseException:
+            os.replace(self.tmp, self.dest)  # the lock is held across the rename (it is on the inode)
+            (self.dest / TEMP_LOCK).unlink(missing_ok=True)
+            self._release_lock()
+        except BaseException as e:
             self.abort()
+            if isinstance(e, OSError):
+                raise user_error_from_os(e, e.filename or self.dest) from e
             raise
         return open_store(self.dest)
 
@@ -329,9 +390,66 @@ class StoreWriter:
             os.close(fd)
         self._files.clear()
 
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
     def abort(self) -> None:
         self._close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if hasattr(self, "tmp"):
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        self._release_lock()
+
+
+# --------------------------------------------------------------------------------------------
+# Temporary folders of killed writers. Every writer (store, snapshot) builds its output in a hidden
+# temporary folder beside the destination and renames it into place; a kill leaves the folder
+# behind. Writers hold an flock on TEMP_LOCK inside theirs, so the next writer can tell a dead
+# writer's folder (lock free) from a live one's (lock held) and removes only the former.
+
+TEMP_LOCK = ".lock"
+
+
+def hold_lock(path: Path, blocking: bool = False) -> int | None:
+    """An exclusive flock on `path` (created if missing): its file descriptor, or None when another
+    process holds it (non-blocking). The lock goes when the descriptor is closed or the process dies."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def remove_stale_temporaries(folder: Path, pattern: str) -> list[Path]:
+    """Remove temporary folders matching `pattern` in `folder` whose writer is gone; return them.
+
+    A folder without a lock file is a torn write from before writers took locks, or one being set
+    up this very moment: only the former (older than a minute) is removed."""
+    removed = []
+    for tmp in sorted(folder.glob(pattern)):
+        if not tmp.is_dir() or tmp.is_symlink():
+            continue
+        lock = tmp / TEMP_LOCK
+        if lock.exists():
+            try:
+                fd = hold_lock(lock)
+            except OSError:
+                continue
+            if fd is None:  # a live writer
+                continue
+            os.close(fd)
+        else:
+            try:
+                if time.time() - tmp.stat().st_mtime < 60:
+                    continue
+            except OSError:
+                continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp)
+    return removed
 
 
 def check_resolution(resolution: int) -> None:
