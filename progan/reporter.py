@@ -8,6 +8,7 @@ with its console format and whether TensorBoard plots it; the training loop only
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 from dataclasses import dataclass, field, fields
@@ -18,6 +19,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from progan.errors import writing
 from progan.schedule import Stage
 
 STATS_FILE = "stats.jsonl"
@@ -92,6 +94,27 @@ def _summary_writer(run_dir: Path):
     return SummaryWriter(str(run_dir))
 
 
+def truncate_stats(path: Path, tick: int) -> None:
+    """Keep the stats lines of ticks up to `tick` (the snapshot resumed from): a run killed after
+    logging later ticks trains them again, and must not log them twice. A torn line goes too."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("tick"), int) and record["tick"] <= tick:
+            kept.append(line)
+    if kept != lines or (lines and not path.read_text().endswith("\n")):
+        tmp = path.with_name(f".{path.name}.tmp")
+        with writing(path):
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, path)
+
+
 class Reporter:
     """Progress bar, stats.jsonl, console and TensorBoard of one rank; only rank 0 (`main`) writes."""
 
@@ -144,7 +167,7 @@ class Reporter:
 
     def append_stats(self, record: TickRecord) -> None:
         """The one place that appends to stats.jsonl."""
-        with open(self.run_dir / STATS_FILE, "a") as f:
+        with writing(self.run_dir / STATS_FILE), open(self.run_dir / STATS_FILE, "a") as f:
             f.write(json.dumps(record.to_json()) + "\n")
 
     def image(self, tag: str, path: Path, nimg: int) -> None:

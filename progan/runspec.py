@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from progan import checkpoint as ckpt
+from progan.checks import Field, check_fields
 from progan.data.store import Store, open_store
 from progan.device import check_precision, pick_device, resolve_precision
 from progan.ema import EMA_KIMG, EMA_RAMPUP, EmaRule, ema_rule
@@ -116,6 +117,9 @@ def option_default(name: str):
     f = {f.name: f for f in fields(TrainOptions)}[name]
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
+
+# What a finished run has beyond its last snapshot: a run killed before writing them resumes to.
+FINAL_FILES = ("fakes-final.png", "growth.png")
 
 # Options that may change when a run is resumed; everything else is fixed by the snapshot.
 RESUME_OVERRIDABLE = {
@@ -216,11 +220,51 @@ def apply_plan(schedule: Schedule, plan: dict, total_kimg: float | None = None) 
     schedule.total_kimg = float(plan["total_kimg"] if total_kimg is None else total_kimg)
 
 
+# The kinds and ranges of the options, checked before a run starts (and for a resumed run's
+# state.json): a bad value fails at once with one line, not hours later.
+OPTION_FIELDS = {
+    "data": Field("str"), "outdir": Field("str"), "name": Field("str"),
+    "resolution": Field("int", 0, 1024), "preset": Field("str", choices=tuple(PRESETS)),
+    "training_kimg": Field("float", 1e-3, 1e9, optional=True),
+    "transition_kimg": Field("float", 1e-3, 1e9, optional=True),
+    "total_kimg": Field("float", 1e-3, 1e9, optional=True),
+    "batch": Field("int", 1, 2**16, optional=True), "lr": Field("float", 1e-12, 1e3, optional=True),
+    "conditional": Field("bool"), "mirror": Field("bool"), "ema_beta": Field("float", 0.0, below=1.0),
+    "loss": Field("dict"), "seed": Field("int", 0, 2**63 - 1), "device": Field("str"),
+    "precision": Field("str"), "channels_last": Field("bool"), "compile": Field("bool"),
+    "deterministic": Field("bool"), "tick_kimg": Field("float", 1e-3, 1e9),
+    "snapshot_ticks": Field("int", 0, 2**31), "image_ticks": Field("int", 0, 2**31),
+    "grid_size": Field("int", 1, 4096), "metrics_every": Field("int", 0, 2**31),
+    "metrics_num": Field("int", 1, 2**24), "inception_weights": Field("str", optional=True),
+    "progress": Field("bool"),
+}  # fmt: skip
+NETWORK_OPTION_FIELDS = {
+    "latent_size": Field("int", 1, 8192), "fmap_base": Field("int", 1, 2**20),
+    "fmap_decay": Field("float", 1e-6, 16), "fmap_max": Field("int", 1, 8192),
+    "mbstd_group_size": Field("int", 0, 1024),
+}  # fmt: skip
+
+
+def check_options(values: dict, where: str | None = None) -> None:
+    """UserError for the first option out of its kind or range. `values`: command-line options
+    (only those given are checked; `where` None) or the options of `where`, a state.json (all;
+    the network's may be nested under "network", as TrainOptions.to_dict writes them)."""
+    fix = "see 'progan train --help'" if where is None else "the file is damaged; use another snapshot"
+    label = "options" if where is None else f"{where} options"
+    if not isinstance(values, dict):
+        check_fields(values, {}, label, fix)
+    flat = {**values, **(values.get("network") if isinstance(values.get("network"), dict) else {})}
+    spec = {**OPTION_FIELDS, **NETWORK_OPTION_FIELDS}
+    spec = {k: f for k, f in spec.items() if k in flat or (where is not None and k in OPTION_FIELDS)}
+    check_fields(flat, spec, label, fix, option_names=where is None)
+
+
 def run_name(opts: TrainOptions) -> str:
     return opts.name or f"{Path(opts.data).name}-{opts.resolution}"
 
 
 def _check_options(opts: TrainOptions) -> None:
+    check_options({k: v for k, v in opts.to_dict().items() if k != "metrics"})
     metrics = opts.metrics
     if opts.preset not in PRESETS:
         raise UserError(f"unknown preset '{opts.preset}'; choose one of {', '.join(PRESETS)}")
@@ -250,12 +294,17 @@ def _check_options(opts: TrainOptions) -> None:
         raise UserError(f"--metrics-num {opts.metrics_num} is too small; use at least a few hundred images")
 
 
-def resolve_run(opts: TrainOptions, store: Store | None = None, world_size: int = 1) -> RunSpec:
+def resolve_run(
+    opts: TrainOptions, store: Store | None = None, world_size: int = 1, new_run: bool = True
+) -> RunSpec:
     """The spec of a new run from its options and its store (opened here when not given)."""
     # A copy: the caller's options stay as given. `metrics` may still be the CLI's "swd,msssim".
     metrics = opts.metrics if isinstance(opts.metrics, str) else list(opts.metrics)
     opts = dataclasses.replace(opts, network=opts.network, metrics=metrics, loss=dict(opts.loss))
     _check_options(opts)
+    outdir = Path(opts.outdir)
+    if new_run and outdir.exists() and not outdir.is_dir():
+        raise UserError(f"--outdir {outdir} is a file; pass a folder for the run directories")
     if store is None:
         if not opts.data:
             raise UserError("no dataset: pass --data STORE (make one with 'progan prepare')")
@@ -303,20 +352,20 @@ def resolve_run(opts: TrainOptions, store: Store | None = None, world_size: int 
 def resolve_resume(path: str | Path, overrides: dict | None = None, world_size: int = 1) -> RunSpec:
     """The spec of a resumed run: the snapshot's options with `overrides` (RESUME_OVERRIDABLE only)."""
     snapshot = ckpt.resolve_snapshot(path)
-    state = ckpt.read_state(snapshot)
-    if ckpt.snapshot_kind(state) != ckpt.KIND_TRAINING:
-        raise UserError(f"{snapshot} is an inference snapshot; it can be sampled from but not resumed")
+    state = ckpt.read_state(snapshot, for_training=True)  # refuses inference snapshots too
     fixed = sorted(set(overrides or {}) - RESUME_OVERRIDABLE)
     if fixed:
         raise UserError(
             f"--{fixed[0].replace('_', '-')} cannot change when resuming (the snapshot fixes it); "
             f"drop it, or start a new run without --resume"
         )
+    check_options(state["options"], str(snapshot / ckpt.STATE_FILE))
+    check_options(overrides or {})
     try:
         opts = TrainOptions.from_dict({**state["options"], **(overrides or {})})
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{snapshot} holds no valid run options ({e}); use another snapshot") from e
-    spec = resolve_run(opts, world_size=world_size)
+    spec = resolve_run(opts, world_size=world_size, new_run=False)
     saved = ckpt.load_config(state, snapshot)
     if saved != spec.network:
         raise UserError(
@@ -331,7 +380,8 @@ def resolve_resume(path: str | Path, overrides: dict | None = None, world_size: 
             f"--minutes M for a total budget M above {spent / 60:.1f}"
         )
     done_kimg = spec.start_nimg / 1000
-    if done_kimg >= spec.schedule.total_kimg:
+    finished = all((snapshot.parent / f).is_file() for f in FINAL_FILES)
+    if done_kimg >= spec.schedule.total_kimg and finished:  # (a killed run resumes to write them)
         raise UserError(
             f"{snapshot} has already trained its {done_kimg:g} kimg; to go on, resume with "
             f"--kimg N for a total N above {done_kimg:g}"

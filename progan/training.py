@@ -11,10 +11,12 @@ every snapshot, so a resumed run continues bit for bit where it stopped.
 from __future__ import annotations
 
 import gc
+import os
 import re
 import signal
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -23,17 +25,17 @@ import torch
 from progan import checkpoint as ckpt
 from progan import distributed
 from progan.data.loader import BatchLoader, to_model_range
-from progan.data.store import open_store
+from progan.data.store import LOCK_FILE, hold_lock, open_store, remove_stale_temporaries
 from progan.device import CompiledOrEager, autocast, configure_device, pick_device
 from progan.ema import EmaUpdater
-from progan.errors import UserError
+from progan.errors import UserError, writing
 from progan.images import save_grid, save_strip
 from progan.layers import downsample2x, upsample2x
 from progan.loss import discriminator_loss, generator_loss
 from progan.networks import build_networks
 from progan.planner import calibration_seconds, final_reserve, plan_schedule, training_seconds
 from progan.planner import resolutions as planner_resolutions
-from progan.reporter import Reporter, TickRecord, peak_memory_gb
+from progan.reporter import STATS_FILE, Reporter, TickRecord, peak_memory_gb, truncate_stats
 from progan.runspec import (  # noqa: F401
     RESUME_OVERRIDABLE,
     RunSpec,
@@ -168,11 +170,20 @@ class Trainer:
         starts = {r: self.schedule.fade_start_kimg(r) for r in self.ema.groups if r <= self.config.resolution}
         self.ema_starts = {r: round(kimg * 1000) for r, kimg in starts.items()}
 
+        self._lock = None
         if spec.resume is not None:
-            self._restore(spec.resume)
             self.run_dir = spec.resume.parent
+            if ctx.is_main:
+                self._lock = RunLock(self.run_dir)
+            self._restore(spec.resume)
+            if ctx.is_main:
+                # What a killed run left behind: its temporary folders, and stats lines of ticks
+                # after this snapshot (they are trained again, and logged again).
+                remove_leftovers(self.run_dir)
+                truncate_stats(self.run_dir / STATS_FILE, self.tick)
         elif ctx.is_main:
             self.run_dir = new_run_dir(Path(opts.outdir), run_name(opts))
+            self._lock = RunLock(self.run_dir)
             ckpt.write_json_atomic(self.run_dir / "options.json", spec.to_dict())
         else:
             self.run_dir = None  # only rank 0 writes
@@ -325,7 +336,13 @@ class Trainer:
                 "this run continues correctly but not bit for bit as it would have there",
                 file=sys.stderr,
             )
-        self.loader.load_state(state.loader, state.loader_tensors)
+        try:
+            self.loader.load_state(state.loader, state.loader_tensors)
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(
+                f"{snapshot / ckpt.STATE_FILE}: the data loader's state is damaged ({e}); "
+                "use another snapshot"
+            ) from e
         self.skipped = state.skipped.to(self.device)
         self.nimg = state.nimg
         self.tick = state.tick
@@ -460,9 +477,18 @@ class Trainer:
     # the loop
 
     def run(self) -> Path:
+        """Train to the schedule's total (the run directory's lock is released at the end)."""
+        try:
+            return self._run()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _run(self) -> Path:
         """Train to the schedule's total. The loop reads in sections: step; on a tick: measure,
         metrics, report, grids, snapshot, stop."""
         opts = self.opts
+        start_nimg = self.nimg
         main = self.ctx.is_main
         total_nimg = int(self.schedule.total_kimg * 1000)
         reporter = Reporter(self.run_dir, self.schedule.total_kimg, self.nimg, opts.progress, main)
@@ -536,7 +562,9 @@ class Trainer:
         if not main:
             distributed.barrier(self.ctx)
             return self.run_dir
-        snap = self.save()
+        snap = self.run_dir / ckpt.snapshot_name(self.nimg)
+        if self.nimg != start_nimg or not (snap / ckpt.STATE_FILE).is_file():
+            snap = self.save()  # (not again when a resume only finishes a killed run's final grids)
         if interrupted:
             print(
                 f"Interrupted: snapshot written to {snap}; resume with 'progan train --resume {self.run_dir}'"
@@ -636,6 +664,44 @@ class Trainer:
             inception_weights=self.opts.inception_weights,
         )
         return {f"metric/{k}": v for k, v in results.items()}
+
+
+class RunLock:
+    """An exclusive lock on a run directory while a trainer uses it (flock on RUN/.lock): a second
+    trainer on the same run fails at once instead of both writing snapshots and stats. The kernel
+    drops the lock when the process dies, so a killed run can be resumed at once."""
+
+    def __init__(self, run_dir: Path) -> None:
+        path = run_dir / LOCK_FILE
+        with writing(path):
+            self.fd = hold_lock(path)
+        if self.fd is None:
+            try:
+                pid = path.read_text().strip() or "?"
+            except OSError:
+                pid = "?"
+            raise UserError(
+                f"run {run_dir} is in use by another trainer (process {pid}); wait for it to finish or "
+                f"stop it, then resume"
+            )
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+        # Released with the trainer even when it is dropped without finishing (tests, errors).
+        self._finalizer = weakref.finalize(self, os.close, self.fd)
+
+    def release(self) -> None:
+        self._finalizer()
+
+
+def remove_leftovers(run_dir: Path) -> list[Path]:
+    """Remove the temporary snapshot folders and files that killed writers left in `run_dir` (the
+    caller holds the run's lock, so no writer of this run is alive)."""
+    removed = remove_stale_temporaries(run_dir, ".snapshot-*.tmp-*", owner_gone=True)
+    for tmp in run_dir.glob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 class StopRequests:

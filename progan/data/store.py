@@ -153,9 +153,11 @@ def open_store(path: str | os.PathLike) -> Store:
         raise UserError(f"{manifest_path} is not valid JSON ({e}); prepare the store again") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise UserError(f"{manifest_path} is not a progan store manifest; prepare the store again")
-    check_fields(
-        manifest, MANIFEST_FIELDS, str(manifest_path), "the manifest is damaged; prepare the store again"
-    )
+    fix = "the manifest is damaged; prepare the store again"
+    check_fields(manifest, {"count": MANIFEST_FIELDS["count"]}, str(manifest_path), fix)
+    if manifest["count"] < 1:
+        raise UserError(f"store {path} holds no images; prepare it again from a folder with images")
+    check_fields(manifest, MANIFEST_FIELDS, str(manifest_path), fix)
     if manifest["resolution"] & (manifest["resolution"] - 1):
         res = manifest["resolution"]
         raise UserError(f"{manifest_path}: resolution {res} is not a power of two; prepare the store again")
@@ -408,7 +410,7 @@ class StoreWriter:
 # behind. Writers hold an flock on TEMP_LOCK inside theirs, so the next writer can tell a dead
 # writer's folder (lock free) from a live one's (lock held) and removes only the former.
 
-TEMP_LOCK = ".lock"
+TEMP_LOCK = LOCK_FILE = ".lock"
 
 
 def hold_lock(path: Path, blocking: bool = False) -> int | None:
@@ -423,17 +425,21 @@ def hold_lock(path: Path, blocking: bool = False) -> int | None:
     return fd
 
 
-def remove_stale_temporaries(folder: Path, pattern: str) -> list[Path]:
+def remove_stale_temporaries(folder: Path, pattern: str, owner_gone: bool = False) -> list[Path]:
     """Remove temporary folders matching `pattern` in `folder` whose writer is gone; return them.
 
-    A folder without a lock file is a torn write from before writers took locks, or one being set
-    up this very moment: only the former (older than a minute) is removed."""
+    `owner_gone`: the caller knows no writer is alive (it holds the lock of the folder they write
+    into); else a folder's writer is alive while it holds its TEMP_LOCK. A folder without a lock
+    file is a torn write from before writers took locks, or one being set up this very moment:
+    only the former (older than a minute) is removed."""
     removed = []
     for tmp in sorted(folder.glob(pattern)):
         if not tmp.is_dir() or tmp.is_symlink():
             continue
         lock = tmp / TEMP_LOCK
-        if lock.exists():
+        if owner_gone:
+            pass
+        elif lock.exists():
             try:
                 fd = hold_lock(lock)
             except OSError:
