@@ -687,10 +687,15 @@ class RunLock:
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
         # Released with the trainer even when it is dropped without finishing (tests, errors).
-        self._finalizer = weakref.finalize(self, os.close, self.fd)
+        self._finalizer = weakref.finalize(self, _unlock, path, self.fd)
 
     def release(self) -> None:
         self._finalizer()
+
+
+def _unlock(path: Path, fd: int) -> None:
+    path.unlink(missing_ok=True)  # before closing: a waiting trainer then locks a fresh file
+    os.close(fd)
 
 
 def remove_leftovers(run_dir: Path) -> list[Path]:

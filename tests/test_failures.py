@@ -315,8 +315,14 @@ def test_archive_members_and_images_above_the_limits_are_refused(tmp_path, capsy
     code, err = run(["prepare", "--quiet", archive, tmp_path / "out", "-r", 8, "--workers", 0,
                      "--max-file-mb", 2, "--max-megapixels", 1], capsys)  # fmt: skip
     assert code == 0, err
-    report = {r["file"]: r["reason"] for r in json.loads((tmp_path / "out" / "report.json").read_text())["skipped"]}
-    assert "3.0 MiB" in report["big.png"] and "2.0 MiB" in report["big.png"] and "--max-file-mb" in report["big.png"]
+    report = {
+        r["file"]: r["reason"] for r in json.loads((tmp_path / "out" / "report.json").read_text())["skipped"]
+    }
+    assert (
+        "3.0 MiB" in report["big.png"]
+        and "2.0 MiB" in report["big.png"]
+        and "--max-file-mb" in report["big.png"]
+    )
     assert "3000x400" in report["wide.png"] and "--max-megapixels" in report["wide.png"]
     assert -1 not in reads  # every archive read is bounded
 
@@ -344,7 +350,9 @@ def test_seed_lists_are_ranges_and_images_stream_in_batches(tmp_path):
     # Batching changes nothing: the same seeds give the same images as one call.
     streamed = torch.cat([images for _, images in first])
     assert torch.equal(streamed, images_for_seeds(G, list(range(12))))
-    written, grid = write_seed_images(G, parse_seeds("3,1-2"), outdir=tmp_path / "o", grid=tmp_path / "g.png", batch=2)
+    written, grid = write_seed_images(
+        G, parse_seeds("3,1-2"), outdir=tmp_path / "o", grid=tmp_path / "g.png", batch=2
+    )
     assert written == 3 and grid.is_file()
     assert np.array_equal(np.asarray(Image.open(tmp_path / "o" / "seed0003.png")),
                           images_for_seeds(G, [3])[0].permute(1, 2, 0).numpy())  # fmt: skip
@@ -370,7 +378,9 @@ def test_odd_files_permission_errors_and_free_space_are_reported(tmp_path, monke
     monkeypatch.setattr(prepare_module.Image, "open", open_)
     code, err = run(["prepare", "--quiet", src, tmp_path / "out", "-r", 8, "--workers", 0], capsys)
     assert code == 0, err
-    report = {r["file"]: r["reason"] for r in json.loads((tmp_path / "out" / "report.json").read_text())["skipped"]}
+    report = {
+        r["file"]: r["reason"] for r in json.loads((tmp_path / "out" / "report.json").read_text())["skipped"]
+    }
     assert "FIFO" in report["pipe.png"]
     assert "loop" in report["loop.png"] and "broken" in report["dangling.png"]
     assert "not followed" in report["again/"]

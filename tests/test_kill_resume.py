@@ -27,7 +27,8 @@ from progan.training import Trainer, TrainOptions
 # 8x8 from 4x4: 12 steps of 8 images, a tick every 2 steps (6 ticks), a snapshot every 2 ticks.
 ARGS = ["--kimg", "0.096", "--training-kimg", "0.024", "--transition-kimg", "0.024", "--batch", "8",
         "--latent-size", "8", "--fmap-base", "16", "--fmap-max", "8", "--tick-kimg", "0.016",
-        "--snapshot-ticks", "2", "--image-ticks", "100", "--grid-size", "4", "--no-progress", "--device", "cpu"]  # fmt: skip
+        "--snapshot-ticks", "2", "--image-ticks", "100", "--grid-size", "4", "--no-progress",
+        "--device", "cpu"]  # fmt: skip
 
 
 def _cli(argv) -> int:
@@ -97,8 +98,9 @@ def test_sigkill_at_any_moment_then_resume_is_bit_identical(store, tmp_path):
     assert [t["tick"] for t in _ticks(run)] == [1, 2, 3]
 
     # 3. After the final snapshot, before the final grids: resume finishes the run, not refuses it.
+    final_grid = lambda n, a: a[1].name == "fakes-final.png"  # noqa: E731
     _killed_child(["train", "--resume", run, "--no-progress"],
-                  lambda: _kill_on_call(Trainer, "save_fakes", lambda n, a: a[1].name == "fakes-final.png"))  # fmt: skip
+                  lambda: _kill_on_call(Trainer, "save_fakes", final_grid))  # fmt: skip
     assert (run / "snapshot-000000.096").is_dir() and not (run / "fakes-final.png").exists()
 
     # A second trainer on a run in use is refused; the finishing resume then runs.

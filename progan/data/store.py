@@ -416,13 +416,19 @@ TEMP_LOCK = LOCK_FILE = ".lock"
 def hold_lock(path: Path, blocking: bool = False) -> int | None:
     """An exclusive flock on `path` (created if missing): its file descriptor, or None when another
     process holds it (non-blocking). The lock goes when the descriptor is closed or the process dies."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # its holder removed the file as we locked it: lock the new one
 
 
 def remove_stale_temporaries(folder: Path, pattern: str, owner_gone: bool = False) -> list[Path]:
