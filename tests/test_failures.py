@@ -100,6 +100,8 @@ def _manifest(edit):
 
 def _state(edit, command="train"):
     def setup(tmp, store, snap, mp):
+        # The fixture's run trained on a store of its own; this one stands in for it.
+        _edit_state(snap, lambda s: {**s, "options": {**s["options"], "data": str(store)}})
         _edit_state(snap, edit)
         if command == "train":
             return ["train", "--resume", snap, "--no-progress", "--kimg", 1]
