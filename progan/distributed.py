@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from progan.errors import UserError
+
 
 @dataclass(frozen=True)
 class Context:
@@ -144,4 +146,13 @@ def launch(nprocs: int, fn, *args) -> None:
     at a rendezvous on 127.0.0.1; `from_environment` joins them into a process group."""
     import torch.multiprocessing as mp
 
-    mp.spawn(_worker, args=(nprocs, free_port(), fn, args), nprocs=nprocs, join=True)
+    try:
+        mp.spawn(_worker, args=(nprocs, free_port(), fn, args), nprocs=nprocs, join=True)
+    except mp.ProcessRaisedException as e:
+        # A rank's UserError (a full disk, say) reaches here as the text of its traceback: pass on
+        # its one line, so that the command ends as it would with one process.
+        prefix = f"{UserError.__module__}.{UserError.__qualname__}: "
+        lines = [line for line in str(e).splitlines() if line.startswith(prefix)]
+        if lines:
+            raise UserError(lines[-1][len(prefix) :]) from None
+        raise

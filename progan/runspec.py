@@ -309,6 +309,7 @@ def resolve_run(
         if not opts.data:
             raise UserError("no dataset: pass --data STORE (make one with 'progan prepare')")
         store = open_store(opts.data)
+        store.check()  # a damaged level fails now, not hours in when its resolution begins
     resolution = opts.resolution or store.resolution
     if (problem := resolution_error(resolution)) is not None:
         raise UserError(f"--resolution {problem}; try 32 or 128")

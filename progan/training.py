@@ -130,7 +130,6 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         torch.manual_seed(opts.seed)  # weight init
         self.store = open_store(opts.data)
-        self.store.check()  # a damaged level fails now, not hours in when its resolution begins
 
         self.G, self.D, self.G_ema = build_networks(self.config)
         # Channels-last is the layout oneDNN (CPU) and cuDNN (tensor cores) convolve fastest; the

@@ -222,6 +222,11 @@ CASES = [
     # evaluate
     ("evaluate damaged store", lambda t, s, n, m: (s.joinpath(level_file(8)).write_bytes(b"junk"),
      ["evaluate", s, "--metrics", "swd", "--num", 8])[1], ["images-8x8.npy"]),
+    # demo, import
+    ("demo --kimg -1", lambda t, s, n, m: ["demo", "--kimg", -1, "--outdir", t / "runs"], ["--kimg"]),
+    ("demo --outdir is a file", lambda t, s, n, m: (t.joinpath("f").write_text("x"), ["demo", "--outdir", t / "f", "--kimg", 0.001])[1], ["f"]),
+    ("import garbage", lambda t, s, n, m: (t.joinpath("net.pkl").write_bytes(os.urandom(200)), ["import", t / "net.pkl", t / "m"])[1], ["net.pkl"]),
+    ("import missing", lambda t, s, n, m: ["import", t / "nothing.pkl", t / "m"], ["nothing.pkl"]),
     ("evaluate damaged state", _state(lambda s: {**s, "network": []}, "evaluate"), ["network"]),
 ]  # fmt: skip
 
@@ -391,3 +396,21 @@ def test_odd_files_permission_errors_and_free_space_are_reported(tmp_path, monke
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**6, 10**6 - 100, 100))
     code, err = run(["prepare", "--quiet", src, tmp_path / "out2", "-r", 8, "--workers", 0], capsys)
     assert code == 2 and "0.0 GiB" not in err and "needs about 960 B" in err and "has 100 B free" in err, err
+
+
+def test_a_ranks_user_error_is_one_line(monkeypatch):
+    # `train --gpus N`: a rank's UserError arrives as the text of its traceback; launch passes on
+    # its one line instead of "unexpected ProcessRaisedException".
+    import torch.multiprocessing as mp
+
+    from progan import distributed
+
+    def spawn(*a, **k):
+        raise mp.ProcessRaisedException(
+            "\n\n-- Process 1 terminated with the following error:\nTraceback (most recent call last):\n"
+            '  File "x.py", line 1, in f\nprogan.errors.UserError: cannot write snapshot s: no space; free disk space\n',
+            1, 123)  # fmt: skip
+
+    monkeypatch.setattr(mp, "spawn", spawn)
+    with pytest.raises(UserError, match="^cannot write snapshot s: no space; free disk space$"):
+        distributed.launch(2, print)
