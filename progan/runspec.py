@@ -229,7 +229,10 @@ OPTION_FIELDS = {
     "transition_kimg": Field("float", 1e-3, 1e9, optional=True),
     "total_kimg": Field("float", 1e-3, 1e9, optional=True),
     "batch": Field("int", 1, 2**16, optional=True), "lr": Field("float", 1e-12, 1e3, optional=True),
-    "conditional": Field("bool"), "mirror": Field("bool"), "ema_beta": Field("float", 0.0, below=1.0),
+    "conditional": Field("bool"), "mirror": Field("bool"),
+    "ema_beta": Field("float", 0.0, below=1.0, optional=True),
+    "ema_kimg": Field("float", 0.0, 1e9), "ema_rampup": Field("float", 0.0, 1e3, optional=True),
+    "minutes": Field("float", 1e-3, 1e9, optional=True), "plan": Field("dict", optional=True),
     "loss": Field("dict"), "seed": Field("int", 0, 2**63 - 1), "device": Field("str"),
     "precision": Field("str"), "channels_last": Field("bool"), "compile": Field("bool"),
     "deterministic": Field("bool"), "tick_kimg": Field("float", 1e-3, 1e9),
@@ -246,16 +249,17 @@ NETWORK_OPTION_FIELDS = {
 
 
 def check_options(values: dict, where: str | None = None) -> None:
-    """UserError for the first option out of its kind or range. `values`: command-line options
-    (only those given are checked; `where` None) or the options of `where`, a state.json (all;
-    the network's may be nested under "network", as TrainOptions.to_dict writes them)."""
+    """UserError for the first option of `values` out of its kind or range: command-line options
+    (`where` None) or the options of `where`, a state.json (the network's may be nested under
+    "network", as TrainOptions.to_dict writes them). Options a value lacks (older snapshots) take
+    their defaults, so only those present are checked."""
     fix = "see 'progan train --help'" if where is None else "the file is damaged; use another snapshot"
     label = "options" if where is None else f"{where} options"
     if not isinstance(values, dict):
         check_fields(values, {}, label, fix)
     flat = {**values, **(values.get("network") if isinstance(values.get("network"), dict) else {})}
     spec = {**OPTION_FIELDS, **NETWORK_OPTION_FIELDS}
-    spec = {k: f for k, f in spec.items() if k in flat or (where is not None and k in OPTION_FIELDS)}
+    spec = {k: f for k, f in spec.items() if k in flat}
     check_fields(flat, spec, label, fix, option_names=where is None)
 
 
