@@ -224,7 +224,7 @@ def apply_plan(schedule: Schedule, plan: dict, total_kimg: float | None = None) 
 # state.json): a bad value fails at once with one line, not hours later.
 OPTION_FIELDS = {
     "data": Field("str"), "outdir": Field("str"), "name": Field("str"),
-    "resolution": Field("int", 0, 1024), "preset": Field("str", choices=tuple(PRESETS)),
+    "resolution": Field("int", 0, 1024), "preset": Field("str"),
     "training_kimg": Field("float", 1e-3, 1e9, optional=True),
     "transition_kimg": Field("float", 1e-3, 1e9, optional=True),
     "total_kimg": Field("float", 1e-3, 1e9, optional=True),
