@@ -386,7 +386,8 @@ def resolve_resume(path: str | Path, overrides: dict | None = None, world_size: 
         )
     done_kimg = spec.start_nimg / 1000
     finished = all((snapshot.parent / f).is_file() for f in FINAL_FILES)
-    if done_kimg >= spec.schedule.total_kimg and finished:  # (a killed run resumes to write them)
+    # A timed run ends by its budget (checked above), not by its planned kimg.
+    if opts.minutes is None and done_kimg >= spec.schedule.total_kimg and finished:
         raise UserError(
             f"{snapshot} has already trained its {done_kimg:g} kimg; to go on, resume with "
             f"--kimg N for a total N above {done_kimg:g}"

@@ -79,6 +79,9 @@ def fade_reals(reals: torch.Tensor, stage: Stage) -> torch.Tensor:
 CALIBRATION_LIMIT_SHARE = 0.08
 MIN_PLANNED_SHARE = 0.1
 FADE_SPEED_ESTIMATE = 0.85
+# Timed runs keep training at the last resolution past the plan's kimg until the deadline (tests
+# switch this off to check that a resumed run follows the same plan exactly).
+TIMED_RUNS_TRAIN_TO_DEADLINE = True
 
 
 def process_seconds() -> float:
@@ -490,6 +493,10 @@ class Trainer:
         start_nimg = self.nimg
         main = self.ctx.is_main
         total_nimg = int(self.schedule.total_kimg * 1000)
+        if self.deadline is not None and opts.total_kimg is None and TIMED_RUNS_TRAIN_TO_DEADLINE:
+            # A timed run trains at its last resolution until the deadline: when the calibration
+            # underestimated the speed (a busy spell), the time is used rather than left over.
+            total_nimg = sys.maxsize
         reporter = Reporter(self.run_dir, self.schedule.total_kimg, self.nimg, opts.progress, main)
         if main and not (self.run_dir / "reals.png").exists():
             n = min(opts.grid_size, self.store.count)

@@ -53,6 +53,7 @@ def _fixed_speeds(monkeypatch, factor=1.0):
     monkeypatch.setattr(Trainer, "measure_speeds", lambda self, seconds, limit_s: (stable, fade))
     monkeypatch.setattr(training, "training_seconds", lambda budget, spent: 1.0)
     monkeypatch.setattr(training, "MIN_PLANNED_SHARE", 0.0)
+    monkeypatch.setattr(training, "TIMED_RUNS_TRAIN_TO_DEADLINE", False)
 
 
 def test_calibration_leaves_the_run_untouched(tiny_store, tmp_path):
@@ -126,6 +127,22 @@ def test_timed_run_stops_at_its_deadline(tiny_store, tmp_path, monkeypatch):
         from progan.cli import main
 
         main(["train", "--resume", str(run_dir), "--no-progress"])
+
+
+def test_timed_run_uses_the_time_left_after_its_plan(tiny_store, tmp_path, monkeypatch):
+    # Speeds measured far too low (a busy spell during calibration): the last resolution trains on
+    # past the planned kimg until the deadline (fake clock, 0.01 s per reading).
+    _fixed_speeds(monkeypatch, factor=0.01)
+    monkeypatch.setattr(training, "TIMED_RUNS_TRAIN_TO_DEADLINE", True)
+    readings = itertools.count()
+    monkeypatch.setattr(training, "process_seconds", lambda: next(readings) * 0.01)
+    opts = tiny_options(tiny_store, tmp_path, minutes=0.05, clock="cpu", training_kimg=None,
+                        transition_kimg=None, total_kimg=None, snapshot_ticks=0, image_ticks=0)  # fmt: skip
+    t = Trainer(opts)
+    run_dir = t.run()
+    state = json.loads(sorted(run_dir.glob("snapshot-*"))[-1].joinpath("state.json").read_text())
+    assert state["nimg"] > t.schedule.total_kimg * 1000 and state["stage"]["resolution"] == 16
+    assert 0.05 * 60 - final_reserve(3) <= state["elapsed_seconds"]
 
 
 def test_minutes_refuses_fixed_lengths(tiny_store, tmp_path):
