@@ -136,5 +136,15 @@ class MinibatchStdDev(nn.Module):
         y = (y.repeat(g) if strided else y.repeat_interleave(g)).reshape(n, 1, 1, 1)
         return torch.cat([x, y.expand(n, 1, h, w).to(x.dtype)], dim=1)
 
+    def groups_survive_stacking(self, batch: int, copies: int) -> bool:
+        """Whether `copies` batches of `batch` stacked into one call form exactly the groups that
+        each batch forms alone (so one call of D on the stack equals separate calls)."""
+        if self.mode == "official":  # strided groups would mix the stacked batches
+            return False
+        if self.mode == "ganzoo":
+            g = min(batch, self.group_size)
+            return batch % g == 0 and min(batch * copies, self.group_size) == g
+        return mbstd_group_size(batch * copies, self.group_size) == mbstd_group_size(batch, self.group_size)
+
     def extra_repr(self) -> str:
         return f"group_size={self.group_size}" + (f", mode={self.mode}" if self.mode != "progan" else "")

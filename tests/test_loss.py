@@ -97,3 +97,20 @@ def test_gradient_penalty_is_invariant_to_loss_scale():
     mix = torch.rand(4, 1, 1, 1)
     plain = gradient_penalty(D, reals, fakes, mix)
     torch.testing.assert_close(gradient_penalty(D, reals, fakes, mix, loss_scale=torch.tensor(1024.0)), plain)
+
+
+def test_one_call_on_reals_and_fakes_equals_two_calls_whenever_it_is_used():
+    from progan.layers import MinibatchStdDev
+    from progan.loss import scores_of_reals_and_fakes
+
+    D = make_D()
+    # (batch, group size, mode) -> does stacking keep each batch's minibatch-stddev groups?
+    cases = {(4, 4, "progan"): True, (6, 4, "progan"): False, (3, 4, "progan"): True,
+             (16, 4, "ganzoo"): True, (2, 4, "ganzoo"): False, (8, 4, "official"): False}  # fmt: skip
+    for (n, g, mode), stacked in cases.items():
+        D.mbstd = MinibatchStdDev(g, mode)
+        assert D.mbstd.groups_survive_stacking(n, 2) is stacked, (n, g, mode)
+        reals, fakes = torch.randn(n, 3, 8, 8), torch.randn(n, 3, 8, 8)
+        real_out, fake_out = scores_of_reals_and_fakes(D, reals, fakes, D)
+        torch.testing.assert_close(real_out, D(reals), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fake_out, D(fakes), rtol=1e-5, atol=1e-5)
