@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from progan.cliargs import add_generation_arguments, add_snapshot_argument, positive
 from progan.errors import UserError
 
 TRAIN_HELP = """examples:
@@ -39,21 +40,8 @@ def _default(name: str) -> str:
     return f"(default: {value})"
 
 
-def _positive(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{value} must be positive")
-        return value
-
-    return parse
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from progan.device import PRECISIONS, TRAIN_PRECISIONS
+    from progan.device import TRAIN_PRECISIONS
     from progan.metrics.cli import add_metric_arguments
     from progan.schedule import PRESETS
 
@@ -91,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     g.add_argument(
         "--gpus",
-        type=_positive(int),
+        type=positive(int),
         help="data-parallel processes on this machine (CPU ranks with --device cpu)",
     )
     g.add_argument(
@@ -106,64 +94,62 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--kimg",
         dest="total_kimg",
-        type=_positive(float),
+        type=positive(float),
         help="total length in thousands of images (default: the preset's)",
     )
     g.add_argument(
         "--minutes",
-        type=_positive(float),
+        type=positive(float),
         help="train for this long: plan the schedule from measured speeds, end on time with a snapshot",
     )
-    g.add_argument("--hours", type=_positive(float), help="as --minutes, in hours")
-    g.add_argument("--training-kimg", type=_positive(float), help="kimg at each stable resolution")
-    g.add_argument("--transition-kimg", type=_positive(float), help="kimg of each fade-in")
+    g.add_argument("--hours", type=positive(float), help="as --minutes, in hours")
+    g.add_argument("--training-kimg", type=positive(float), help="kimg at each stable resolution")
+    g.add_argument("--transition-kimg", type=positive(float), help="kimg of each fade-in")
     g.add_argument(
         "--batch",
-        type=_positive(int),
+        type=positive(int),
         help="one minibatch size for every resolution (out of memory? lower it)",
     )
-    g.add_argument("--lr", type=_positive(float), help="one learning rate for every resolution")
+    g.add_argument("--lr", type=positive(float), help="one learning rate for every resolution")
     g = p.add_argument_group("model")
-    g.add_argument("--latent-size", type=_positive(int), help=d("latent_size"))
-    g.add_argument("--fmap-base", type=_positive(int), help=d("fmap_base"))
-    g.add_argument("--fmap-max", type=_positive(int), help=d("fmap_max"))
-    g.add_argument("--fmap-decay", type=_positive(float), help=d("fmap_decay"))
+    g.add_argument("--latent-size", type=positive(int), help=d("latent_size"))
+    g.add_argument("--fmap-base", type=positive(int), help=d("fmap_base"))
+    g.add_argument("--fmap-max", type=positive(int), help=d("fmap_max"))
+    g.add_argument("--fmap-decay", type=positive(float), help=d("fmap_decay"))
     g.add_argument("--mbstd-group-size", type=int, help=d("mbstd_group_size"))
     g.add_argument("--no-labels", dest="conditional", action="store_false", default=None,
                    help="ignore the store's labels (unconditional model)")  # fmt: skip
     g.add_argument("--mirror", action="store_true", default=None, help="random x-flips of the reals")
     g.add_argument(
-        "--ema-kimg", type=_positive(float), help=f"G_ema half-life in kimg, per resolution {d('ema_kimg')}"
+        "--ema-kimg", type=positive(float), help=f"G_ema half-life in kimg, per resolution {d('ema_kimg')}"
     )
     g.add_argument("--ema-rampup", type=float, help=f"G_ema ramp-up, 0 for none {d('ema_rampup')}")
     g.add_argument(
         "--ema-beta", type=float, help="a fixed G_ema beta per update instead (the paper preset's: 0.999)"
     )
     g = p.add_argument_group("output")
-    g.add_argument("--tick-kimg", type=_positive(float), help=f"kimg between log lines {d('tick_kimg')}")
+    g.add_argument("--tick-kimg", type=positive(float), help=f"kimg between log lines {d('tick_kimg')}")
     g.add_argument("--snapshot-ticks", type=int, help=f"ticks between snapshots {d('snapshot_ticks')}")
     g.add_argument("--image-ticks", type=int, help=f"ticks between sample grids {d('image_ticks')}")
-    g.add_argument("--grid-size", type=_positive(int), help=f"samples in each grid {d('grid_size')}")
+    g.add_argument("--grid-size", type=positive(int), help=f"samples in each grid {d('grid_size')}")
     g.add_argument(
         "--metrics-every",
         type=int,
         help=f"ticks between metric evaluations, 0: with snapshots {d('metrics_every')}",
     )
     g.add_argument(
-        "--metrics-num", type=_positive(int), help=f"generated images per evaluation {d('metrics_num')}"
+        "--metrics-num", type=positive(int), help=f"generated images per evaluation {d('metrics_num')}"
     )
     add_metric_arguments(g, default_metrics=None)  # --metrics, --inception-weights, as evaluate has them
     p.set_defaults(func=run_train)
 
     p = subparsers.add_parser("generate", help="write images from a snapshot's G_ema")
-    p.add_argument("snapshot", help="a snapshot directory, or a run directory (its newest snapshot)")
+    add_snapshot_argument(p)
     p.add_argument("--seeds", default="0-15", help="e.g. 0-63 or 1,5,9 (default: 0-15)")
     p.add_argument("--outdir", help="write one PNG per seed here")
     p.add_argument("--grid", help="write all images as one grid PNG here")
     p.add_argument("--label", help="class index/name, or comma-separated attributes (conditional models)")
-    p.add_argument("--batch", type=_positive(int), default=32)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    add_generation_arguments(p)
     p.add_argument(
         "--latents",
         choices=["progan", "official", "official-stream"],
@@ -186,10 +172,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=TRAIN_PRECISIONS, default=None)
     p.add_argument(
-        "--kimg", dest="total_kimg", type=_positive(float), help="a fixed length in kimg instead of a time"
+        "--kimg", dest="total_kimg", type=positive(float), help="a fixed length in kimg instead of a time"
     )
     p.add_argument(
-        "--minutes", type=_positive(float), help="training time, planned from measured speeds (default: 6)"
+        "--minutes",
+        type=positive(float),
+        help="training time, planned from measured speeds (default: the demo's own, to end within 8 minutes)",
     )
     p.set_defaults(func=run_demo)
 

@@ -15,23 +15,31 @@ STABLE = {4: 1000.0, 8: 500.0, 16: 200.0, 32: 100.0}  # img/s
 FADE = {8: 400.0, 16: 160.0, 32: 80.0}
 
 
-def test_plan_equal_time_per_resolution_twice_at_the_last():
+def test_plan_equal_images_per_phase_twice_at_the_last():
     plan = plan_schedule(STABLE, FADE, seconds=500.0, start=4, final=32)
-    unit = 500.0 / 5  # 4 resolutions, the last counts twice
-    assert plan["training_kimgs"] == pytest.approx([unit * 1.0, unit / 2 * 0.5, unit / 2 * 0.2])
-    assert plan["transition_kimgs"] == pytest.approx([unit / 2 * 0.4, unit / 2 * 0.16, unit / 2 * 0.08])
-    assert plan["total_kimg"] == pytest.approx(sum(plan["training_kimgs"]) + sum(plan["transition_kimgs"])
-                                               + 1.5 * unit * 0.1)  # fmt: skip
-    # Time spent per resolution at the measured speeds: T, T, T, 2T, fade-ins half a phase.
+    # K images per phase: 4x4 K; 8x8 and 16x16 fade K/2 + stable K/2; 32x32 fades K/2, stable 3K/2.
+    seconds_per_image = {
+        4: 1 / 1000,
+        8: 0.5 / 400 + 0.5 / 500,
+        16: 0.5 / 160 + 0.5 / 200,
+        32: 0.5 / 80 + 1.5 / 100,
+    }
+    k = 500.0 / sum(seconds_per_image.values()) / 1000
+    assert plan["training_kimgs"] == pytest.approx([k, k / 2, k / 2])
+    assert plan["transition_kimgs"] == pytest.approx([k / 2, k / 2, k / 2])
+    assert plan["total_kimg"] == pytest.approx(5 * k)
+    # Walked through with the pure Schedule at the measured speeds, the plan takes the time given,
+    # and each resolution gets time in proportion to its cost per image.
     s = Schedule(32, **plan)
     seconds = {r: 0.0 for r in STABLE}
-    step = 0.01  # kimg
-    k = 0.0
-    while k < s.total_kimg - 1e-9:
-        st = s.at(k)
+    step = 0.005  # kimg
+    k_now = 0.0
+    while k_now < s.total_kimg - 1e-9:
+        st = s.at(k_now)
         seconds[st.resolution] += step * 1000 / (FADE[st.resolution] if st.fading else STABLE[st.resolution])
-        k += step
-    assert [seconds[r] / unit for r in (4, 8, 16, 32)] == pytest.approx([1, 1, 1, 2], abs=0.01)
+        k_now += step
+    assert sum(seconds.values()) == pytest.approx(500.0, rel=0.01)
+    assert seconds == pytest.approx({r: k * 1000 * c for r, c in seconds_per_image.items()}, rel=0.02)
     before_32 = sum(plan["training_kimgs"]) + sum(plan["transition_kimgs"][:2])
     assert s.fade_start_kimg(32) == pytest.approx(before_32)
 
@@ -80,10 +88,12 @@ def test_timed_run_plans_then_resumes_the_same_plan(tiny_store, tmp_path, monkey
     full = tmp_path / "00000-full"
     options = json.loads((full / "options.json").read_text())
     plan = options["plan"]
-    # 1 s over 3 resolutions (4 units of 0.25 s): 4x4 0.125 kimg; fades 0.0375, 0.01875; ...
-    assert plan["training_kimgs"] == pytest.approx([0.125, 0.05])
-    assert plan["transition_kimgs"] == pytest.approx([0.0375, 0.01875])
-    assert plan["total_kimg"] == pytest.approx(0.125 + 0.05 + 0.0375 + 0.01875 + 0.075)
+    # 1 s for K images per phase: 4x4 K at 500/s, 8x8 K/2 at 300/s + K/2 at 400/s, 16x16 K/2 at
+    # 150/s + 3K/2 at 200/s.
+    k = 1.0 / (1 / 500 + 0.5 / 300 + 0.5 / 400 + 0.5 / 150 + 1.5 / 200) / 1000
+    assert plan["training_kimgs"] == pytest.approx([k, k / 2])
+    assert plan["transition_kimgs"] == pytest.approx([k / 2, k / 2])
+    assert plan["total_kimg"] == pytest.approx(4 * k)
     assert options["schedule"]["training_kimgs"] == plan["training_kimgs"]
 
     # The same run stopped halfway (a signal, at tick 4, in the 8x8 fade) and resumed: the same

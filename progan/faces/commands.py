@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from progan.cliargs import add_generation_arguments, add_snapshot_argument, positive
 from progan.errors import UserError
 
 DESCRIBE_HELP = """examples:
@@ -19,18 +20,7 @@ EDIT_HELP = """examples:
   progan edit SNAPSHOT --from picks/candidates.json --rank 3 --set round_face=1.5 --out face.png"""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be positive")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from progan.device import PRECISIONS
 
     p = subparsers.add_parser(
         "describe",
@@ -38,21 +28,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=DESCRIBE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("snapshot", help="a snapshot directory, or a run directory (its newest snapshot)")
+    add_snapshot_argument(p)
     p.add_argument("text", help='the description, e.g. "a round face with red hair and blue eyes"')
     p.add_argument("--out", required=True, help="write best.png and candidates.json here")
-    p.add_argument("--candidates", type=_positive_int, default=500, help="faces to generate (default 500)")
-    p.add_argument("--top", type=_positive_int, default=16, help="faces in the grid (default 16)")
+    p.add_argument("--candidates", type=positive(int), default=500, help="faces to generate (default 500)")
+    p.add_argument("--top", type=positive(int), default=16, help="faces in the grid (default 16)")
     p.add_argument("--first-seed", type=int, default=0, help="candidates are seeds N, N+1, ... (default 0)")
     p.add_argument("--attributes", metavar="FILE", help="a classifier from 'progan attributes fit'")
     p.add_argument(
         "--refine", type=int, default=0, metavar="K",
         help="push the best K along the snapshot's directions while the score improves",
     )  # fmt: skip
-    p.add_argument("--refine-rounds", type=_positive_int, default=4)
-    p.add_argument("--batch", type=_positive_int, default=32)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    p.add_argument("--refine-rounds", type=positive(int), default=4)
+    add_generation_arguments(p)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=run_describe)
 
@@ -62,8 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f = sub.add_parser("fit", help="train an attribute classifier on a labelled store")
     f.add_argument("store", help="a labelled store from 'progan prepare' (e.g. --celeba)")
     f.add_argument("--out", required=True, help="the classifier file to write (safetensors)")
-    f.add_argument("--epochs", type=_positive_int, default=5)
-    f.add_argument("--batch", type=_positive_int, default=64)
+    f.add_argument("--epochs", type=positive(int), default=5)
+    f.add_argument("--batch", type=positive(int), default=64)
     f.add_argument("--resolution", type=int, help="input size (default: the store's, at most 64)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--device", default="auto")
@@ -73,13 +61,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "directions", help="fit a latent direction per measured face trait (InterFaceGAN-style)"
     )
-    p.add_argument("snapshot", help="a snapshot directory, or a run directory (its newest snapshot)")
-    p.add_argument("--samples", type=_positive_int, default=2000, help="faces to measure (default 2000)")
+    add_snapshot_argument(p)
+    p.add_argument("--samples", type=positive(int), default=2000, help="faces to measure (default 2000)")
     p.add_argument("--fraction", type=float, default=0.25, help="top and bottom share per trait (0.25)")
     p.add_argument("--first-seed", type=int, default=1_000_000, help="samples are seeds N, N+1, ...")
-    p.add_argument("--batch", type=_positive_int, default=32)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    add_generation_arguments(p)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=run_directions)
 
@@ -89,18 +75,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EDIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("snapshot", help="a snapshot directory, or a run directory (its newest snapshot)")
+    add_snapshot_argument(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--seed", type=int, help="the face of this seed")
     src.add_argument("--from", dest="from_file", metavar="CANDIDATES", help="a describe candidates.json")
-    p.add_argument("--rank", type=_positive_int, default=1, help="with --from: which candidate (1 = best)")
+    p.add_argument("--rank", type=positive(int), default=1, help="with --from: which candidate (1 = best)")
     p.add_argument("--set", dest="amounts", required=True, help="e.g. red_hair=+2,smile=-1")
     p.add_argument("--out", required=True, help="the edited image (PNG)")
     p.add_argument("--keep", help="directions to keep fixed (default: all of the other traits)")
     p.add_argument("--free", action="store_true", help="move along the plain directions, keeping nothing")
     p.add_argument("--label", help="class or attributes of a conditional model (with --seed)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    add_generation_arguments(p, batch=None)
     p.set_defaults(func=run_edit)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from progan.commands import _positive
+from progan.cliargs import add_generation_arguments, add_snapshot_argument, positive
 from progan.errors import UserError
 
 VIDEO_HELP = """examples:
@@ -25,7 +25,6 @@ def need(extra: str, *modules: str) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from progan.device import PRECISIONS
 
     p = subparsers.add_parser(
         "video",
@@ -38,20 +37,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--kind", choices=["interpolation", "morph", "training"], default="interpolation")
     p.add_argument(
         "--seconds",
-        type=_positive(float),
+        type=positive(float),
         help="length (default: 60 for interpolation, 2 per seed for morph, 0.5 per grid for training)",
     )
-    p.add_argument("--fps", type=_positive(float), default=30.0)
+    p.add_argument("--fps", type=positive(float), default=30.0)
     p.add_argument("--grid", default="1x1", help="interpolation: ROWSxCOLS faces per frame (default 1x1)")
-    p.add_argument("--smoothing", type=_positive(float), default=1.0,
+    p.add_argument("--smoothing", type=positive(float), default=1.0,
                    help="interpolation: sigma of the temporal Gaussian, in seconds (default 1)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="interpolation: random seed of the latents")
     p.add_argument("--seeds", help="morph: the faces to loop through, e.g. 3,17,42")
     p.add_argument("--label", help="conditional models: class index/name or attributes")
-    p.add_argument("--zoom", type=_positive(int), help="enlarge frames (default: to >= 256 pixels)")
-    p.add_argument("--batch", type=_positive(int), default=32, help="faces generated per batch")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp16 on CUDA only")
+    p.add_argument("--zoom", type=positive(int), help="enlarge frames (default: to >= 256 pixels)")
+    add_generation_arguments(p, precision_help="fp16 on CUDA only")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=run_video)
 
@@ -61,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="example:\n  progan export runs/00003-faces --out g.onnx --uint8 --opset 15",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("snapshot", help="a snapshot directory, or a run directory (its newest snapshot)")
+    add_snapshot_argument(p)
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--out", required=True, help="FILE.onnx")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 11 to 20 (default 17)")
@@ -90,8 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--state-dir", help="where favourites.json lives (default ~/.local/share/progan/studio)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    add_generation_arguments(p, batch=None, precisions=["fp32", "bf16"])
     p.set_defaults(func=run_serve)
 
 

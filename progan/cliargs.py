@@ -1,0 +1,48 @@
+"""Command-line arguments that several subcommands share, defined once here.
+
+Every command that turns a snapshot's G_ema into images takes the same snapshot argument and the
+same --batch/--device/--precision triple; the numeric checks give the same one-line errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+
+SNAPSHOT_HELP = "a snapshot directory, or a run directory (its newest snapshot)"
+
+
+def positive(kind: type) -> Callable[[str], int | float]:
+    """An argparse type: `kind(text)`, refused with one line unless it is a positive number."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"'{text}' is not {what}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{value} must be positive")
+        return value
+
+    return parse
+
+
+def add_snapshot_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("snapshot", help=SNAPSHOT_HELP)
+
+
+def add_generation_arguments(
+    p: argparse.ArgumentParser,
+    batch: int | None = 32,
+    precisions: Sequence[str] | None = None,
+    precision_help: str | None = None,
+) -> None:
+    """--batch (left out when `batch` is None), --device and --precision (fp32 by default) of a
+    command that runs G_ema; `precisions` narrows the choices (default: device.PRECISIONS)."""
+    from progan.device import PRECISIONS
+
+    if batch is not None:
+        p.add_argument("--batch", type=positive(int), default=batch, help=f"images per batch ({batch})")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default auto)")
+    p.add_argument("--precision", choices=list(precisions or PRECISIONS), default="fp32", help=precision_help)
