@@ -21,7 +21,6 @@ EDIT_HELP = """examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-
     p = subparsers.add_parser(
         "describe",
         help="generate candidates and rank them against a description of a face",

@@ -25,7 +25,6 @@ def need(extra: str, *modules: str) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-
     p = subparsers.add_parser(
         "video",
         help="interpolation loop, morph through chosen faces, or training time-lapse (mp4/gif/webp)",
