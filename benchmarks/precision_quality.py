@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
@@ -56,24 +55,14 @@ def run_one(store: Path, outdir: Path, precision: str, seed: int, kimg: float) -
     }
 
 
-def side_by_side(results: list[dict], path: Path) -> None:
-    grids = [np.asarray(Image.open(r["grid"]).convert("L")) for r in results]
-    h = max(g.shape[0] for g in grids)
-    gap = 12
-    canvas = np.full((h, sum(g.shape[1] for g in grids) + gap * (len(grids) - 1)), 255, np.uint8)
-    x = 0
-    for g in grids:
-        canvas[: g.shape[0], x : x + g.shape[1]] = g
-        x += g.shape[1] + gap
-    Image.fromarray(canvas).save(path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kimg", type=float, default=64.0, help="training length of each run")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    from progan.images import save_strip
+
     torch.set_num_threads(args.threads)
     if not FASHION.exists():
         sys.exit(f"{FASHION} is missing: apt-get install dataset-fashion-mnist")
@@ -100,7 +89,7 @@ def main() -> None:
     print(f"fp32 seed spread (run-to-run noise): {abs(fp32[0] - fp32[1]):.2f}; "
           f"bf16 - fp32 mean: {np.mean(bf16) - np.mean(fp32):+.2f}")  # fmt: skip
     (out / "precision_quality.json").write_text(json.dumps(results, indent=2))
-    side_by_side(results, out / "precision_quality.png")
+    save_strip([Path(r["grid"]) for r in results], out / "precision_quality.png", gap=12)
     print(f"grids (fp32 s0, fp32 s1, bf16 s0, bf16 s1): {out / 'precision_quality.png'}")
 
 

@@ -25,9 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 TRAIN = FASHION / "train-images-idx3-ubyte.gz"
@@ -99,17 +97,6 @@ def evaluate(ends: list, test_store: Path, num: int) -> list[dict]:
     return rows
 
 
-def side_by_side(paths: list[Path], out: Path) -> None:
-    grids = [np.asarray(Image.open(p).convert("L")) for p in paths]
-    h, gap = max(g.shape[0] for g in grids), 12
-    canvas = np.full((h, sum(g.shape[1] for g in grids) + gap * (len(grids) - 1)), 255, np.uint8)
-    x = 0
-    for g in grids:
-        canvas[: g.shape[0], x : x + g.shape[1]] = g
-        x += g.shape[1] + gap
-    Image.fromarray(canvas).save(out)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget of each run")
@@ -125,6 +112,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if not TRAIN.exists():
         sys.exit(f"{TRAIN} is missing: apt-get install dataset-fashion-mnist")
+    from progan.images import save_strip
     from progan.metrics.evaluate import real_vs_real_swd
 
     work = Path(args.work or tempfile.mkdtemp(prefix="progan-quality-"))
@@ -165,7 +153,7 @@ def main() -> None:
             (out / f"quality_budget{args.tag}.json").write_text(
                 json.dumps({"noise_floor": floor, "num": args.num, "runs": results}, indent=2)
             )
-    side_by_side([Path(r["grid"]) for r in results], out / f"quality_budget{args.tag}.png")
+    save_strip([Path(r["grid"]) for r in results], out / f"quality_budget{args.tag}.png", gap=12)
     print(table(results, floor))
 
 
