@@ -423,7 +423,7 @@ class Snapshot:
 
 def load_config(state: dict, snapshot: Path) -> NetworkConfig:
     try:
-        return NetworkConfig(**state["network"])
+        return NetworkConfig.from_dict(state["network"])
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(
             f"{snapshot / STATE_FILE} has no valid network config ({e}); use another snapshot"

@@ -117,6 +117,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--fmap-max", type=positive(int), help=d("fmap_max"))
     g.add_argument("--fmap-decay", type=positive(float), help=d("fmap_decay"))
     g.add_argument("--mbstd-group-size", type=int, help=d("mbstd_group_size"))
+    g.add_argument("--no-fused-scale", dest="fused_scale", action="store_false", default=None,
+                   help="D pools after its activations, as the paper's table (default: the "
+                        "official code's fused conv+downscale, then the activation; faster)")  # fmt: skip
     g.add_argument("--no-labels", dest="conditional", action="store_false", default=None,
                    help="ignore the store's labels (unconditional model)")  # fmt: skip
     g.add_argument("--mirror", action="store_true", default=None, help="random x-flips of the reals")

@@ -30,7 +30,7 @@ from progan.planner import final_reserve
 from progan.schedule import PRESETS, Schedule
 
 # The network fields a user chooses; resolution, channels and label size come from the store.
-NETWORK_OPTIONS = ("latent_size", "fmap_base", "fmap_decay", "fmap_max", "mbstd_group_size")
+NETWORK_OPTIONS = ("latent_size", "fmap_base", "fmap_decay", "fmap_max", "mbstd_group_size", "fused_scale")
 
 
 @dataclass
@@ -89,12 +89,15 @@ class TrainOptions:
     fmap_decay: InitVar[float | None] = None
     fmap_max: InitVar[int | None] = None
     mbstd_group_size: InitVar[int | None] = None
+    fused_scale: InitVar[bool | None] = None
 
-    def __post_init__(self, latent_size, fmap_base, fmap_decay, fmap_max, mbstd_group_size) -> None:
+    def __post_init__(
+        self, latent_size, fmap_base, fmap_decay, fmap_max, mbstd_group_size, fused_scale
+    ) -> None:
         if isinstance(self.network, dict):
-            self.network = NetworkConfig(**self.network)
-        given = dict(latent_size=latent_size, fmap_base=fmap_base, fmap_decay=fmap_decay,
-                     fmap_max=fmap_max, mbstd_group_size=mbstd_group_size)  # fmt: skip
+            self.network = NetworkConfig.from_dict(self.network)
+        given = dict(latent_size=latent_size, fmap_base=fmap_base, fmap_decay=fmap_decay, fmap_max=fmap_max,
+                     mbstd_group_size=mbstd_group_size, fused_scale=fused_scale)  # fmt: skip
         given = {k: v for k, v in given.items() if v is not None}
         if given:
             self.network = dataclasses.replace(self.network, **given)
@@ -104,7 +107,10 @@ class TrainOptions:
         """Options from options.json or a snapshot, also from before `network` held the network
         fields (they were flat then)."""
         known = {f.name for f in fields(cls)} | set(NETWORK_OPTIONS)
-        return cls(**{k: v for k, v in d.items() if k in known})
+        d = {k: v for k, v in d.items() if k in known}
+        if "fused_scale" not in d and "fused_scale" not in (d.get("network") or {}):
+            d["fused_scale"] = False  # saved before the option: the paper-order D (NetworkConfig.from_dict)
+        return cls(**d)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -168,7 +174,8 @@ class RunSpec:
             f"device {o.device}, precision {o.precision} -> {self.precision} ({self.precision_reason}), "
             f"ranks {self.world_size}, seed {o.seed}, x-flips {'on' if o.mirror else 'off'}",
             f"network: latent {n.latent_size}, fmap_base {n.fmap_base}, fmap_max {n.fmap_max}, "
-            f"fmap_decay {n.fmap_decay:g}, mbstd group {n.mbstd_group_size}",
+            f"fmap_decay {n.fmap_decay:g}, mbstd group {n.mbstd_group_size}, "
+            f"D downscale {'fused (official code)' if n.fused_scale else 'after the activation (paper)'}",
             f"loss: {', '.join(f'{k} {v}' for k, v in asdict(self.loss).items())}",
             f"G_ema: {self.ema.describe()}",
             (
@@ -244,7 +251,7 @@ OPTION_FIELDS = {
 NETWORK_OPTION_FIELDS = {
     "latent_size": Field("int", 1, 8192), "fmap_base": Field("int", 1, 2**20),
     "fmap_decay": Field("float", 1e-6, 16), "fmap_max": Field("int", 1, 8192),
-    "mbstd_group_size": Field("int", 0, 1024),
+    "mbstd_group_size": Field("int", 0, 1024), "fused_scale": Field("bool"),
 }  # fmt: skip
 
 

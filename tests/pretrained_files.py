@@ -164,6 +164,55 @@ def _tf_g_forward(variables, kwargs, latents, labels, crop):
     return images.transpose(0, 3, 1, 2)
 
 
+def tf_d_forward(variables, kwargs, images, mbstd=4):
+    """Scores [N, 1 + label_size] of the official TF D_paper at lod 0, images NCHW; its block's
+    second conv is `Conv1_down` (fused_scale: conv and 2x2 average in one stride-2 4x4 conv, then
+    bias and lrelu) or `Conv1` (conv, bias, lrelu, then the 2x2 average)."""
+    with one_blas_thread():
+        return _tf_d_forward(variables, kwargs, images, mbstd)
+
+
+def _tf_d_forward(variables, kwargs, images, mbstd):
+    res_log2 = int(np.log2(kwargs["resolution"]))
+
+    def w_of(name, gain=SQRT2):
+        w = variables[name + "/weight"].astype(np.float32)
+        if not kwargs.get("use_wscale", True):
+            return w
+        return w * np.float32(gain / np.sqrt(np.prod(w.shape[:-1])))
+
+    def bias(x, name):
+        return x + variables[name + "/bias"].astype(np.float32)
+
+    x = images.transpose(0, 2, 3, 1).astype(np.float32)
+    x = lrelu(bias(correlate_same(x, w_of("FromRGB_lod0")), "FromRGB_lod0"))
+    for res in range(res_log2, 2, -1):
+        name = f"{2**res}x{2**res}"
+        x = lrelu(bias(correlate_same(x, w_of(f"{name}/Conv0")), f"{name}/Conv0"))
+        if f"{name}/Conv1_down/weight" in variables:
+            w = np.pad(w_of(f"{name}/Conv1_down"), ((1, 1), (1, 1), (0, 0), (0, 0)))
+            w = (w[1:, 1:] + w[:-1, 1:] + w[1:, :-1] + w[:-1, :-1]) * np.float32(0.25)
+            h = x.shape[1]  # TF conv2d stride 2, SAME, 4x4: output (y, x) reads input 2y-1 .. 2y+2
+            xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+            taps = [(ky, kx) for ky in range(4) for kx in range(4)]
+            x = sum(xp[:, ky : ky + h : 2, kx : kx + h : 2, :] @ w[ky, kx] for ky, kx in taps)
+            x = lrelu(bias(x, f"{name}/Conv1_down"))
+        else:
+            x = lrelu(bias(correlate_same(x, w_of(f"{name}/Conv1")), f"{name}/Conv1"))
+            n, h, wd, c = x.shape
+            x = x.reshape(n, h // 2, 2, wd // 2, 2, c).mean(axis=(2, 4))  # downscale2d
+    if mbstd > 1:  # minibatch_stddev_layer: sample n is member n % M of group n // M
+        g = min(mbstd, x.shape[0])
+        y = x.reshape(g, -1, *x.shape[1:])
+        y = np.sqrt(np.mean(np.square(y - y.mean(axis=0, keepdims=True)), axis=0) + np.float32(1e-8))
+        y = np.tile(y.mean(axis=(1, 2, 3), keepdims=True), (g, x.shape[1], x.shape[2], 1))
+        x = np.concatenate([x, y], axis=3)
+    x = lrelu(bias(correlate_same(x, w_of("4x4/Conv")), "4x4/Conv"))
+    x = x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)  # the official code is NCHW
+    x = lrelu(bias(x @ w_of("4x4/Dense0"), "4x4/Dense0"))
+    return bias(x @ w_of("4x4/Dense1", 1.0), "4x4/Dense1")
+
+
 def tf_g_variables(rng, resolution, channels=3, latent=512, labels=0, fmap_base=8192, fmap_max=512,
                    fused=True):  # fmt: skip
     """Random variables of a TF G_paper, named and shaped as the official code creates them."""

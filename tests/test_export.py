@@ -64,7 +64,8 @@ def test_conditional_uint8_export_gives_the_pixels_of_generate(tmp_path):
 
 
 def conv_count(path) -> int:
-    return sum(node.op_type == "Conv" for node in onnx.load(str(path)).graph.node)
+    """Convolutions in the graph, the transposed ones (G's fused upsample-and-conv) included."""
+    return sum(node.op_type in ("Conv", "ConvTranspose") for node in onnx.load(str(path)).graph.node)
 
 
 def test_no_fade_branch_in_the_graph_and_fading_snapshots_are_refused(tmp_path, capsys):

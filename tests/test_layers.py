@@ -124,3 +124,30 @@ def test_resampling():
     down = downsample2x(x)
     torch.testing.assert_close(down[0, 0], torch.tensor([[2.5, 4.5], [10.5, 12.5]]))
     torch.testing.assert_close(downsample2x(upsample2x(x)), x)
+
+
+@pytest.mark.parametrize("res", [4, 8, 16])
+def test_fused_resampling_convolutions_equal_resample_and_convolve(res):
+    """G's upsample-then-conv and D's conv-then-pool as one stride-2 convolution (the official
+    code's fused_scale): the same function, and the same gradients, second order included (the
+    gradient penalty differentiates through D's gradient)."""
+    from progan.layers import EqualizedConv2d, downsample2x, upsample2x
+
+    torch.manual_seed(res)
+    conv = EqualizedConv2d(5, 3, 3)
+    with torch.no_grad():
+        conv.bias.normal_()
+    x = torch.randn(2, 5, res, res, requires_grad=True)
+    for fused, plain in (
+        (conv.upsample_then_forward, lambda t: conv(upsample2x(t))),
+        (conv.forward_then_downsample, lambda t: downsample2x(conv(t))),
+    ):
+        outs = []
+        for f in (fused, plain):
+            y = f(x)
+            (g,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+            (gw,) = torch.autograd.grad(g.square().sum(), conv.weight)
+            outs.append((y, g, gw))
+        for a, b in zip(*outs, strict=True):
+            assert a.shape == b.shape
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())

@@ -89,10 +89,17 @@ def test_tf_format_matches_the_official_g_paper(tmp_path, monkeypatch, fused, la
     with torch.no_grad():
         ours = snap.G_ema(torch.from_numpy(z), None if lab is None else torch.from_numpy(lab))
     assert_images_match(ours, pf.tf_g_forward(G_vars, kwargs, z, lab))
-    # D imports with every weight in place and runs at the imported stage.
+    # D imports with every weight in place and runs at the imported stage; at lod 0 it scores as
+    # the official D_paper does, fused (act after the 2x2 average) or not (act before it).
     D = imp.D
     D.set_stage(*imp.stage)
-    assert D(ours).shape == (4, 1 + labels)
+    assert D.config.fused_scale == fused
+    with torch.no_grad():
+        scores = D(ours)
+    assert scores.shape == (4, 1 + labels)
+    if lod == 0.0:
+        ref = pf.tf_d_forward(D_vars, kwargs, ours.numpy())
+        np.testing.assert_allclose(scores.numpy(), ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
 
 
 def test_fused_downscale_equals_the_official_conv_then_pool():

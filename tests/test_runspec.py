@@ -1,5 +1,6 @@
 """The run spec: resolved and checked before anything is built."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -36,7 +37,12 @@ def test_network_options_live_in_the_network_config():
     assert TrainOptions.from_dict(d).network == opts.network
     # Options of runs written before the network had its own field: flat.
     legacy = {k: v for k, v in d.items() if k != "network"} | {"latent_size": 32, "fmap_max": 8}
-    assert TrainOptions.from_dict(legacy).network == opts.network
+    # ... and before fused_scale: they trained the paper-order D, which a resume must keep.
+    assert opts.network.fused_scale
+    assert TrainOptions.from_dict(legacy).network == dataclasses.replace(opts.network, fused_scale=False)
+    assert TrainOptions.from_dict({**d, "network": {**d["network"], "fused_scale": False}}).network == (
+        dataclasses.replace(opts.network, fused_scale=False)
+    )
     assert option_default("latent_size") == 512 and option_default("tick_kimg") == 4.0
 
 
@@ -85,7 +91,11 @@ def test_dry_run_prints_the_spec_and_makes_nothing(tiny_store, tmp_path, capsys)
     )
     text = capsys.readouterr().out
     assert "new run" in text and "latent 16" in text and "16x16" in text
+    assert "D downscale fused (official code)" in text
     assert not out.exists()
+    argv = ["train", "--data", tiny_store.path, "--outdir", out, "--dry-run", "--no-fused-scale"]
+    assert _run_cli(argv) == 0
+    assert "D downscale after the activation (paper)" in capsys.readouterr().out
     # A typo in a metric name fails at once, not at the first metric tick.
     assert _run_cli(["train", "--data", tiny_store.path, "--metrics", "swd,fdi"]) == 2
     assert "unknown metric(s) fdi" in capsys.readouterr().err

@@ -89,6 +89,7 @@ def network_config(ckpt: dict, path: Path) -> tuple[NetworkConfig, float, dict]:
             normalize_latents=norm,
             use_pixelnorm=norm,
             output_activation="tanh" if loss in ("MSE", "DCGAN") else "linear",
+            fused_scale=False,  # the zoo's D pools after its LeakyReLUs (the paper's order)
         )
     except ValueError as e:
         raise UserError(f"{path}: progan cannot build this network ({e})") from None

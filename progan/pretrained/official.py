@@ -209,6 +209,10 @@ def config_from(G: OfficialNetwork, D: OfficialNetwork | None, source: str) -> N
             normalize_latents=bool(_kw(G, "normalize_latents", TF_G_DEFAULTS)),
             use_pixelnorm=bool(_kw(G, "use_pixelnorm", TF_G_DEFAULTS)),
             activation="lrelu" if _kw(G, "use_leakyrelu", TF_G_DEFAULTS) else "relu",
+            # The D's block order: Conv1_down (fused_scale=True) pools before its activation.
+            fused_scale=any("/Conv1_down/" in k for k in D.variables)
+            if D is not None
+            else any("/Conv0_up/" in k for k in G.variables),
         )
     except ValueError as e:
         raise UserError(f"{source}: progan cannot build this network ({e})") from None
