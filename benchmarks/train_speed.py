@@ -10,7 +10,11 @@ threads (2). Contenders, each in its own worker process:
 
 * progan, once per precision: a training call is `Trainer.step` (one D and one G update on 16
   images read from a store, the G_ema update included; channels-last); a generation call is
-  `G_ema(z)` on 16 latents under no_grad and the precision's autocast;
+  `G_ema(z)` on 16 latents under no_grad and the precision's autocast. Its networks are the
+  default ones: G's upsample and conv in one transposed convolution (the same function), D's
+  conv and downscale in one strided convolution before the activation (the official code's
+  `fused_scale`); `--paper-d` adds a worker with the paper's D order (`--no-fused-scale`),
+  the order the peer uses;
 * pro-gan-pth 3.4 (`peer_pro_gan_pth.py`, run by the peer's own venv): one iteration of its
   `ProGAN.train` loop at depth 5 (4 -> 32) with 128 maps (`optimize_discriminator` with its
   `WganGP`, the EMA `update_average`, `optimize_generator`), fp32, its only precision, 16 images;
@@ -188,7 +192,7 @@ def worker_progan(a: argparse.Namespace) -> None:
             data=str(Path(tmp) / "store"), outdir=str(Path(tmp) / "runs"), latent_size=LATENT,
             fmap_base=FMAPS * 32, fmap_max=FMAPS, batch=BATCH, precision=a.precision,
             channels_last=True, progress=False, resolution=res, conditional=False,
-            device="cpu",
+            device="cpu", fused_scale=not a.paper_order_d,
         )  # fmt: skip
         opts.loss = {**opts.loss, "wgan_lambda": WGAN_LAMBDA, "wgan_epsilon": WGAN_DRIFT}
         t = Trainer(opts)
@@ -209,7 +213,7 @@ def worker_progan(a: argparse.Namespace) -> None:
             with torch.no_grad(), autocast(t.device, a.precision):
                 t.G_ema(z).float()
 
-        serve(proto, f"progan {a.precision}", train_step, generate, a)
+        serve(proto, progan_name(a.precision, a.paper_order_d), train_step, generate, a)
 
 
 def worker_peak(a: argparse.Namespace) -> None:
@@ -397,11 +401,24 @@ def targets(rows: list[dict], peer: dict) -> list[str]:
     return out
 
 
+def progan_name(precision: str, paper_order_d: bool) -> str:
+    return f"progan {precision}" + (" paper-order D" if paper_order_d else "")
+
+
+def progan_commands(a: argparse.Namespace, this: str, common: list[str]) -> list[tuple[str, list[str]]]:
+    """One progan worker per precision; with --paper-d, each also with the paper-order D."""
+    out = []
+    for prec in (s.strip() for s in a.precisions.split(",") if s.strip()):
+        for paper_d in (False, True) if a.paper_d else (False,):
+            cmd = [sys.executable, this, "--worker", "progan", "--precision", prec, *common]
+            out.append((progan_name(prec, paper_d), cmd + (["--paper-order-d"] if paper_d else [])))
+    return out
+
+
 def per_resolution(a: argparse.Namespace, env: dict, this: str) -> None:
     """Training img/s of every contender at each of `--resolutions` (stable, alpha 1), interleaved
     as in the main measurement, one resolution after another; ratios to the peer per resolution."""
     resolutions = [int(r) for r in a.resolutions.split(",")]
-    precisions = [s.strip() for s in a.precisions.split(",") if s.strip()]
     peer_python = None if a.skip_peer else a.peer_python or str(ensure_peer_python(a.peer_venv))
     results: dict[int, dict[str, dict]] = {}
     for res in resolutions:
@@ -411,8 +428,7 @@ def per_resolution(a: argparse.Namespace, env: dict, this: str) -> None:
             if peer_python is None
             else [(PEER_NAME, [peer_python, str(HERE / "peer_pro_gan_pth.py"), *common])]
         )
-        commands += [(f"progan {p}", [sys.executable, this, "--worker", "progan", "--precision", p, *common])
-                     for p in precisions]  # fmt: skip
+        commands += progan_commands(a, this, common)
         workers: list[Worker] = []
         try:
             for name, cmd in commands:
@@ -467,6 +483,12 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed calls of each kind per worker (default 3)")
     p.add_argument("--min-calls", type=int, default=5, help="timed calls at least, however long (default 5)")
     p.add_argument("--skip-peer", action="store_true", help="measure progan only")
+    p.add_argument(
+        "--paper-d",
+        action="store_true",
+        help="also measure progan with the paper-order D (--no-fused-scale), the peer's D order",
+    )
+    p.add_argument("--paper-order-d", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--peer-python", help=f"python of a venv with {PEER_PACKAGE} (default: create one)")
     p.add_argument("--peer-venv", type=Path, default=DEFAULT_PEER_VENV, help="where to create the peer venv")
     p.add_argument("--json", type=Path, help="write every number to this file")
@@ -493,10 +515,7 @@ def main() -> None:
     if not a.skip_peer:
         peer_python = a.peer_python or str(ensure_peer_python(a.peer_venv))
         commands.append((PEER_NAME, [peer_python, str(HERE / "peer_pro_gan_pth.py"), *common]))
-    for prec in (s.strip() for s in a.precisions.split(",") if s.strip()):
-        commands.append(
-            (f"progan {prec}", [sys.executable, this, "--worker", "progan", "--precision", prec, *common])
-        )
+    commands += progan_commands(a, this, common)
 
     peak_seconds = max(1.0, a.seconds / 8)
     print(f"measuring the machine's peak ({a.threads} threads) ...", file=sys.stderr)
