@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 import progan.training as training
-from progan.planner import final_reserve, plan_schedule, training_seconds
+from progan.planner import IMAGES_EXPONENT, final_reserve, plan_schedule, training_seconds
 from progan.schedule import Schedule
 from progan.training import Trainer
 from tests.test_training import run_cli, tiny_options
@@ -15,21 +15,24 @@ STABLE = {4: 1000.0, 8: 500.0, 16: 200.0, 32: 100.0}  # img/s
 FADE = {8: 400.0, 16: 160.0, 32: 80.0}
 
 
-def test_plan_equal_images_per_phase_twice_at_the_last():
-    plan = plan_schedule(STABLE, FADE, seconds=500.0, start=4, final=32)
-    # K images per phase: 4x4 K; 8x8 and 16x16 fade K/2 + stable K/2; 32x32 fades K/2, stable 3K/2.
+@pytest.mark.parametrize("exponent", [0.0, 0.5, 1.0])
+def test_plan_images_per_phase_grow_with_speed_twice_at_the_last(exponent):
+    plan = plan_schedule(STABLE, FADE, seconds=500.0, start=4, final=32, exponent=exponent)
+    # Resolution r gets w_r = (speed_r / speed_32) ** exponent phases' worth of K images: 4x4 K w_4;
+    # 8x8 and 16x16 fade K w_r / 2 + stable K w_r / 2; 32x32 fades K/2 and trains stable 3K/2.
+    w = {r: (STABLE[r] / STABLE[32]) ** exponent for r in STABLE}
     seconds_per_image = {
-        4: 1 / 1000,
-        8: 0.5 / 400 + 0.5 / 500,
-        16: 0.5 / 160 + 0.5 / 200,
+        4: w[4] / 1000,
+        8: w[8] * (0.5 / 400 + 0.5 / 500),
+        16: w[16] * (0.5 / 160 + 0.5 / 200),
         32: 0.5 / 80 + 1.5 / 100,
     }
     k = 500.0 / sum(seconds_per_image.values()) / 1000
-    assert plan["training_kimgs"] == pytest.approx([k, k / 2, k / 2])
-    assert plan["transition_kimgs"] == pytest.approx([k / 2, k / 2, k / 2])
-    assert plan["total_kimg"] == pytest.approx(5 * k)
+    assert plan["training_kimgs"] == pytest.approx([k * w[4], k / 2 * w[8], k / 2 * w[16]])
+    assert plan["transition_kimgs"] == pytest.approx([k / 2 * w[8], k / 2 * w[16], k / 2])
+    assert plan["total_kimg"] == pytest.approx(k * (w[4] + w[8] + w[16] + 2))
     # Walked through with the pure Schedule at the measured speeds, the plan takes the time given,
-    # and each resolution gets time in proportion to its cost per image.
+    # and each resolution gets the time its images cost.
     s = Schedule(32, **plan)
     seconds = {r: 0.0 for r in STABLE}
     step = 0.005  # kimg
@@ -42,6 +45,12 @@ def test_plan_equal_images_per_phase_twice_at_the_last():
     assert seconds == pytest.approx({r: k * 1000 * c for r, c in seconds_per_image.items()}, rel=0.02)
     before_32 = sum(plan["training_kimgs"]) + sum(plan["transition_kimgs"][:2])
     assert s.fade_start_kimg(32) == pytest.approx(before_32)
+    if exponent == 0.0:  # the paper's shape: the same images in every phase
+        assert plan["training_kimgs"][1] == pytest.approx(plan["transition_kimgs"][2])
+    if exponent == 1.0:  # the same stable time in every phase before the last
+        stable = zip(plan["training_kimgs"], (4, 8, 16), strict=True)
+        stable_seconds = [kimg / STABLE[r] for kimg, r in stable]
+        assert stable_seconds[1] == pytest.approx(stable_seconds[2]) == pytest.approx(stable_seconds[0] / 2)
 
 
 def test_plan_single_resolution_and_errors():
@@ -88,12 +97,13 @@ def test_timed_run_plans_then_resumes_the_same_plan(tiny_store, tmp_path, monkey
     full = tmp_path / "00000-full"
     options = json.loads((full / "options.json").read_text())
     plan = options["plan"]
-    # 1 s for K images per phase: 4x4 K at 500/s, 8x8 K/2 at 300/s + K/2 at 400/s, 16x16 K/2 at
-    # 150/s + 3K/2 at 200/s.
-    k = 1.0 / (1 / 500 + 0.5 / 300 + 0.5 / 400 + 0.5 / 150 + 1.5 / 200) / 1000
-    assert plan["training_kimgs"] == pytest.approx([k, k / 2])
-    assert plan["transition_kimgs"] == pytest.approx([k / 2, k / 2])
-    assert plan["total_kimg"] == pytest.approx(4 * k)
+    # 1 s of training: 4x4 K w4 at 500/s, 8x8 K w8 / 2 at 300/s + K w8 / 2 at 400/s, 16x16 K/2 at
+    # 150/s + 3K/2 at 200/s, with w_r = (speed_r / 200) ** IMAGES_EXPONENT.
+    w4, w8 = (500 / 200) ** IMAGES_EXPONENT, (400 / 200) ** IMAGES_EXPONENT
+    k = 1.0 / (w4 / 500 + w8 * (0.5 / 300 + 0.5 / 400) + 0.5 / 150 + 1.5 / 200) / 1000
+    assert plan["training_kimgs"] == pytest.approx([k * w4, k / 2 * w8])
+    assert plan["transition_kimgs"] == pytest.approx([k / 2 * w8, k / 2])
+    assert plan["total_kimg"] == pytest.approx(k * (w4 + w8 + 2))
     assert options["schedule"]["training_kimgs"] == plan["training_kimgs"]
 
     # The same run stopped halfway (a signal, at tick 4, in the 8x8 fade) and resumed: the same
