@@ -39,7 +39,9 @@ def prepare(source: Path, dest: Path) -> Path:
     return dest
 
 
-def train_run(store: Path, outdir: Path, precision: str, seed: int, minutes: float, clock: str) -> tuple:
+def train_run(
+    store: Path, outdir: Path, precision: str, seed: int, minutes: float, clock: str, ema_rampup: float | None
+) -> tuple:
     """One timed run; a snapshot is also written at the end of every resolution."""
     from progan.training import Trainer, TrainOptions
 
@@ -55,6 +57,7 @@ def train_run(store: Path, outdir: Path, precision: str, seed: int, minutes: flo
         data=str(store), outdir=str(outdir), name=f"{precision}-seed{seed}-{minutes:g}min", preset="cpu",
         minutes=minutes, clock=clock, batch=16, latent_size=512, fmap_max=128, seed=seed,
         precision=precision, tick_kimg=1, snapshot_ticks=0, image_ticks=0, progress=False,
+        **({} if ema_rampup is None else {"ema_rampup": ema_rampup}),
     )  # fmt: skip
     t0 = time.time()
     trainer = Recording(opts)
@@ -108,8 +111,15 @@ def main() -> None:
     parser.add_argument("--work", help="folder for stores and runs (default: a temporary one)")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--tag", default="", help="suffix of the output files")
+    parser.add_argument("--images-exponent", type=float,
+                        help="planner IMAGES_EXPONENT (0 equal images per phase, 1 equal time)")  # fmt: skip
+    parser.add_argument("--ema-rampup", type=float, help="G_ema's ramp-up instead of the default")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.images_exponent is not None:
+        import progan.planner
+
+        progan.planner.IMAGES_EXPONENT = args.images_exponent
     if not TRAIN.exists():
         sys.exit(f"{TRAIN} is missing: apt-get install dataset-fashion-mnist")
     from progan.images import save_strip
@@ -134,7 +144,7 @@ def main() -> None:
     for precision in args.precisions.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
             run_dir, ends, wall, spent = train_run(train_store, work / "runs", precision, seed, args.minutes,
-                                                   args.clock)  # fmt: skip
+                                                   args.clock, args.ema_rampup)  # fmt: skip
             rows = evaluate(ends, test_store, args.num)
             plan = json.loads((run_dir / "options.json").read_text())["plan"]
             options = json.loads((run_dir / "options.json").read_text())

@@ -447,7 +447,7 @@ def per_resolution(a: argparse.Namespace, env: dict, this: str) -> None:
     head = "| resolution | " + " | ".join(f"{n} img/s" for n in names)
     if peer_python:
         head += " | " + " | ".join(f"{n} x peer" for n in names if n != PEER_NAME)
-    lines = [head + " | cores used |", "| ---: " * (head.count("|")) + "|"]
+    lines = [head + " | cores used |", "| ---: " * (head.count("|") + 1) + "|"]
     for res, row in results.items():
         cells = [f"{res}x{res}", *(f"{row[n]['img_s']:.1f}" for n in names)]
         if peer_python:
