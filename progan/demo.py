@@ -22,7 +22,7 @@ DEMO_MINUTES = 7.0
 
 # A network and learning rate chosen for faces within that time on 2 CPU cores (AVX2 EPYC, fp32):
 # 64 feature maps at 4x4 and 8x8, 32 at 16x16 and 16 at 32x32, so that a 32x32 step trains about
-# 70 images/s and the plan gives 32x32 about 16k images (1000 updates); lr 0.002 (the official
+# 90 images/s and the plan gives 32x32 about 17k images (1100 updates); lr 0.002 (the official
 # code goes up to 0.003) made those updates give faces where 0.001 gave faint ones
 # (two 7-minute demos, otherwise the same, on that CPU). `progan demo --kimg N` trains a fixed length.
 DEMO_OPTIONS = dict(
