@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -40,9 +41,18 @@ def prepare(source: Path, dest: Path) -> Path:
 
 
 def train_run(
-    store: Path, outdir: Path, precision: str, seed: int, minutes: float, clock: str, ema_rampup: float | None
+    store: Path,
+    outdir: Path,
+    precision: str,
+    seed: int,
+    minutes: float,
+    clock: str,
+    ema_rampup: float | None,
+    lr: float | None = None,
+    wgan_target: float | None = None,
 ) -> tuple:
     """One timed run; a snapshot is also written at the end of every resolution."""
+    from progan.loss import LossConfig
     from progan.training import Trainer, TrainOptions
 
     class Recording(Trainer):
@@ -57,7 +67,8 @@ def train_run(
         data=str(store), outdir=str(outdir), name=f"{precision}-seed{seed}-{minutes:g}min", preset="cpu",
         minutes=minutes, clock=clock, batch=16, latent_size=512, fmap_max=128, seed=seed,
         precision=precision, tick_kimg=1, snapshot_ticks=0, image_ticks=0, progress=False,
-        **({} if ema_rampup is None else {"ema_rampup": ema_rampup}),
+        **({} if ema_rampup is None else {"ema_rampup": ema_rampup}), **({} if lr is None else {"lr": lr}),
+        **({} if wgan_target is None else {"loss": asdict(LossConfig(wgan_target=wgan_target))}),
     )  # fmt: skip
     t0 = time.time()
     trainer = Recording(opts)
@@ -114,12 +125,23 @@ def main() -> None:
     parser.add_argument("--images-exponent", type=float,
                         help="planner IMAGES_EXPONENT (0 equal images per phase, 1 equal time)")  # fmt: skip
     parser.add_argument("--ema-rampup", type=float, help="G_ema's ramp-up instead of the default")
+    parser.add_argument(
+        "--lr-rampdown",
+        type=float,
+        help="planner LR_RAMPDOWN_SHARE (share of the last stable images; 0 none)",
+    )
+    parser.add_argument("--lr", type=float, help="learning rate instead of the cpu preset's")
+    parser.add_argument("--wgan-target", type=float, help="WGAN-GP target instead of the default")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.images_exponent is not None:
         import progan.planner
 
         progan.planner.IMAGES_EXPONENT = args.images_exponent
+    if args.lr_rampdown is not None:
+        import progan.planner
+
+        progan.planner.LR_RAMPDOWN_SHARE = args.lr_rampdown
     if not TRAIN.exists():
         sys.exit(f"{TRAIN} is missing: apt-get install dataset-fashion-mnist")
     from progan.images import save_strip
@@ -143,8 +165,10 @@ def main() -> None:
     results = []
     for precision in args.precisions.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            run_dir, ends, wall, spent = train_run(train_store, work / "runs", precision, seed, args.minutes,
-                                                   args.clock, args.ema_rampup)  # fmt: skip
+            run_dir, ends, wall, spent = train_run(
+                train_store, work / "runs", precision, seed, args.minutes, args.clock, args.ema_rampup,
+                args.lr, args.wgan_target,
+            )  # fmt: skip
             rows = evaluate(ends, test_store, args.num)
             plan = json.loads((run_dir / "options.json").read_text())["plan"]
             options = json.loads((run_dir / "options.json").read_text())

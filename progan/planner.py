@@ -36,6 +36,9 @@ MAX_FINAL_RESERVE_S = 60.0
 # How a resolution's images per phase grow with its speed: 0 gives every phase the same images
 # (the paper's schedule), 1 the same time.
 IMAGES_EXPONENT = 0.5
+# The learning rate's cosine ramp-down to 0 at the end of a timed run, as a share of the final
+# resolution's stable images (0: none).
+LR_RAMPDOWN_SHARE = 1.0
 
 
 def resolutions(start: int, final: int) -> list[int]:
@@ -67,7 +70,8 @@ def plan_schedule(
     K * (speed_r / speed_final) ** exponent images per phase (IMAGES_EXPONENT when None), split
     as described in the module docstring, with K the largest that fits the time.
 
-    Returns {"training_kimgs", "transition_kimgs", "total_kimg"} (the Schedule's per-phase fields).
+    Returns {"training_kimgs", "transition_kimgs", "total_kimg", "lr_rampdown_kimg"} (the
+    Schedule's per-phase fields; the ramp-down is LR_RAMPDOWN_SHARE of the last stable images).
     """
     if seconds <= 0:
         raise ValueError(f"no time left to train ({seconds:.1f} s)")
@@ -81,7 +85,8 @@ def plan_schedule(
     scale = {r: (stable_speed[r] / stable_speed[final]) ** exponent for r in res}
     if len(res) == 1:
         k = seconds / (2.0 / stable_speed[start]) / 1000
-        return {"training_kimgs": [], "transition_kimgs": [], "total_kimg": 2 * k}
+        return {"training_kimgs": [], "transition_kimgs": [], "total_kimg": 2 * k,
+                "lr_rampdown_kimg": LR_RAMPDOWN_SHARE * 2 * k}  # fmt: skip
     cost = scale[start] / stable_speed[start]  # seconds per K images, phase by phase
     for r in res[1:]:
         stable_share = 1.5 if r == res[-1] else 0.5
@@ -91,7 +96,8 @@ def plan_schedule(
     transition = [k / 2 * scale[r] for r in res[1:]]
     final_stable = 1.5 * k
     total = sum(training) + sum(transition) + final_stable
-    return {"training_kimgs": training, "transition_kimgs": transition, "total_kimg": total}
+    return {"training_kimgs": training, "transition_kimgs": transition, "total_kimg": total,
+            "lr_rampdown_kimg": LR_RAMPDOWN_SHARE * final_stable}  # fmt: skip
 
 
 def training_seconds(budget_s: float, spent_s: float) -> float:

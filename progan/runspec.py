@@ -225,6 +225,8 @@ def apply_plan(schedule: Schedule, plan: dict, total_kimg: float | None = None) 
     schedule.training_kimgs = [float(k) for k in plan["training_kimgs"]]
     schedule.transition_kimgs = [float(k) for k in plan["transition_kimgs"]]
     schedule.total_kimg = float(plan["total_kimg"] if total_kimg is None else total_kimg)
+    # Plans from before the ramp-down have none, and resume as planned.
+    schedule.lr_rampdown_kimg = float(plan.get("lr_rampdown_kimg", 0.0))
 
 
 # The kinds and ranges of the options, checked before a run starts (and for a resumed run's

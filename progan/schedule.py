@@ -8,7 +8,7 @@ apply, as in the official code where both are looked up at the resolution being 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 PRESETS: dict[str, dict] = {
     # The paper's CelebA-HQ run: 800k + 800k images per resolution, minibatch 16 cut at 256+ to fit.
@@ -78,6 +78,9 @@ class Schedule:
     # they replace the uniform training_kimg / transition_kimg.
     training_kimgs: list[float] | None = None
     transition_kimgs: list[float] | None = None
+    # The learning rate anneals to 0 over the last lr_rampdown_kimg before total_kimg (half a
+    # cosine; the time planner's schedules). 0: the paper's constant rate.
+    lr_rampdown_kimg: float = 0.0
 
     def __post_init__(self) -> None:
         # JSON round trips turn int keys into strings.
@@ -90,6 +93,8 @@ class Schedule:
             self.transition_kimgs = [float(k) for k in self.transition_kimgs]
             if min(self.training_kimgs + self.transition_kimgs, default=0) < 0:
                 raise ValueError("phase lengths must be >= 0")
+        if self.lr_rampdown_kimg < 0:
+            raise ValueError(f"lr_rampdown_kimg must be >= 0, got {self.lr_rampdown_kimg}")
         if (
             self.training_kimg < 0
             or self.transition_kimg < 0
@@ -123,6 +128,14 @@ class Schedule:
     def lr_at(self, resolution: int) -> float:
         return self.lr.get(resolution, self.lr_default)
 
+    def lr_factor(self, kimg: float) -> float:
+        """The ramp-down's factor on the learning rate at `kimg`: 1 until total_kimg -
+        lr_rampdown_kimg, then 0.5 * (1 + cos(pi * t)) with t going 0 -> 1 until total_kimg, 0 past it."""
+        if self.lr_rampdown_kimg <= 0:
+            return 1.0
+        t = (kimg - (self.total_kimg - self.lr_rampdown_kimg)) / self.lr_rampdown_kimg
+        return 0.5 * (1.0 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
+
     def phases(self) -> list[tuple[float, float]]:
         """(stable kimg, fade-in kimg) of every phase before the final resolution's stable one."""
         steps = int(math.log2(self.final_resolution // self.start_resolution))
@@ -144,6 +157,12 @@ class Schedule:
         return kimg
 
     def at(self, kimg: float) -> Stage:
+        stage = self._at_growth(kimg)
+        if self.lr_rampdown_kimg > 0:
+            stage = replace(stage, lr=stage.lr * self.lr_factor(kimg))
+        return stage
+
+    def _at_growth(self, kimg: float) -> Stage:
         if self.training_kimgs is not None:
             return self._at_phases(kimg)
         phase_dur = self.training_kimg + self.transition_kimg

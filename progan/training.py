@@ -493,9 +493,11 @@ class Trainer:
         start_nimg = self.nimg
         main = self.ctx.is_main
         total_nimg = int(self.schedule.total_kimg * 1000)
-        if self.deadline is not None and opts.total_kimg is None and TIMED_RUNS_TRAIN_TO_DEADLINE:
-            # A timed run trains at its last resolution until the deadline: when the calibration
-            # underestimated the speed (a busy spell), the time is used rather than left over.
+        timed = self.deadline is not None and opts.total_kimg is None
+        if timed and TIMED_RUNS_TRAIN_TO_DEADLINE and self.schedule.lr_rampdown_kimg == 0:
+            # A timed run without a ramp-down (planned before it) trains at its last resolution
+            # until the deadline: when the calibration underestimated the speed (a busy spell), the
+            # time is used rather than left over. Past a ramp-down's end the rate is 0.
             total_nimg = sys.maxsize
         reporter = Reporter(self.run_dir, self.schedule.total_kimg, self.nimg, opts.progress, main)
         if main and not (self.run_dir / "reals.png").exists():

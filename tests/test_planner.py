@@ -5,8 +5,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import progan.planner as planner
 import progan.training as training
-from progan.planner import IMAGES_EXPONENT, final_reserve, plan_schedule, training_seconds
+from progan.planner import IMAGES_EXPONENT, LR_RAMPDOWN_SHARE, final_reserve, plan_schedule, training_seconds
+from progan.runspec import apply_plan
 from progan.schedule import Schedule
 from progan.training import Trainer
 from tests.test_training import run_cli, tiny_options
@@ -31,6 +33,9 @@ def test_plan_images_per_phase_grow_with_speed_twice_at_the_last(exponent):
     assert plan["training_kimgs"] == pytest.approx([k * w[4], k / 2 * w[8], k / 2 * w[16]])
     assert plan["transition_kimgs"] == pytest.approx([k / 2 * w[8], k / 2 * w[16], k / 2])
     assert plan["total_kimg"] == pytest.approx(k * (w[4] + w[8] + w[16] + 2))
+    # The learning rate anneals over the last stable images (a share of 3K/2).
+    assert LR_RAMPDOWN_SHARE > 0
+    assert plan["lr_rampdown_kimg"] == pytest.approx(LR_RAMPDOWN_SHARE * 1.5 * k)
     # Walked through with the pure Schedule at the measured speeds, the plan takes the time given,
     # and each resolution gets the time its images cost.
     s = Schedule(32, **plan)
@@ -54,13 +59,26 @@ def test_plan_images_per_phase_grow_with_speed_twice_at_the_last(exponent):
 
 
 def test_plan_single_resolution_and_errors():
-    assert plan_schedule({4: 100.0}, {}, 10.0, 4, 4) == {"training_kimgs": [], "transition_kimgs": [],
-                                                         "total_kimg": pytest.approx(1.0)}  # fmt: skip
+    assert plan_schedule({4: 100.0}, {}, 10.0, 4, 4) == {
+        "training_kimgs": [], "transition_kimgs": [], "total_kimg": pytest.approx(1.0),
+        "lr_rampdown_kimg": pytest.approx(LR_RAMPDOWN_SHARE * 1.0),
+    }  # fmt: skip
     with pytest.raises(ValueError):
         plan_schedule(STABLE, {8: 1.0}, 100.0, 4, 32)  # no fade speed at 16
     with pytest.raises(ValueError):
         plan_schedule(STABLE, FADE, -1.0, 4, 32)
     assert training_seconds(600, 30) == pytest.approx((600 - 30 - final_reserve(600)) * 0.97)
+
+
+def test_plans_from_before_the_ramp_down_keep_a_constant_rate():
+    plan = plan_schedule(STABLE, FADE, seconds=500.0, start=4, final=32)
+    s = Schedule(32)
+    apply_plan(s, plan)
+    assert s.lr_rampdown_kimg == plan["lr_rampdown_kimg"] > 0
+    assert s.at(s.total_kimg - 1e-6).lr < 1e-6 * s.lr_default
+    old = {k: v for k, v in plan.items() if k != "lr_rampdown_kimg"}  # an options.json of an older run
+    apply_plan(s, old)
+    assert s.lr_rampdown_kimg == 0 and s.at(s.total_kimg - 1e-6).lr == s.lr_default
 
 
 def _fixed_speeds(monkeypatch, factor=1.0):
@@ -149,11 +167,15 @@ def test_timed_run_stops_at_its_deadline(tiny_store, tmp_path, monkeypatch):
         main(["train", "--resume", str(run_dir), "--no-progress"])
 
 
-def test_timed_run_uses_the_time_left_after_its_plan(tiny_store, tmp_path, monkeypatch):
-    # Speeds measured far too low (a busy spell during calibration): the last resolution trains on
-    # past the planned kimg until the deadline (fake clock, 0.01 s per reading).
+@pytest.mark.parametrize("rampdown", [0.0, LR_RAMPDOWN_SHARE])
+def test_timed_run_uses_the_time_left_after_its_plan(tiny_store, tmp_path, monkeypatch, rampdown):
+    # Speeds measured far too low (a busy spell during calibration). Without a ramp-down (plans
+    # before it), the last resolution trains on past the planned kimg until the deadline (fake
+    # clock, 0.01 s per reading). With one, the run ends where its learning rate reaches 0: the
+    # plan's total, before the deadline.
     _fixed_speeds(monkeypatch, factor=0.01)
     monkeypatch.setattr(training, "TIMED_RUNS_TRAIN_TO_DEADLINE", True)
+    monkeypatch.setattr(planner, "LR_RAMPDOWN_SHARE", rampdown)
     readings = itertools.count()
     monkeypatch.setattr(training, "process_seconds", lambda: next(readings) * 0.01)
     opts = tiny_options(tiny_store, tmp_path, minutes=0.05, clock="cpu", training_kimg=None,
@@ -161,8 +183,15 @@ def test_timed_run_uses_the_time_left_after_its_plan(tiny_store, tmp_path, monke
     t = Trainer(opts)
     run_dir = t.run()
     state = json.loads(sorted(run_dir.glob("snapshot-*"))[-1].joinpath("state.json").read_text())
-    assert state["nimg"] > t.schedule.total_kimg * 1000 and state["stage"]["resolution"] == 16
-    assert 0.05 * 60 - final_reserve(3) <= state["elapsed_seconds"]
+    assert state["stage"]["resolution"] == 16
+    if rampdown:
+        total = t.schedule.total_kimg * 1000
+        assert t.schedule.lr_rampdown_kimg > 0 and total <= state["nimg"] < total + t.schedule.batch_at(16)
+        assert t.schedule.lr_factor(state["nimg"] / 1000) == 0.0
+        assert state["elapsed_seconds"] < 0.05 * 60 - final_reserve(3)
+    else:
+        assert state["nimg"] > t.schedule.total_kimg * 1000
+        assert 0.05 * 60 - final_reserve(3) <= state["elapsed_seconds"]
 
 
 def test_minutes_refuses_fixed_lengths(tiny_store, tmp_path):

@@ -92,3 +92,31 @@ def test_per_phase_schedule_and_fade_starts():
     assert Schedule(**s.to_dict()).at(12.5) == s.at(12.5)  # JSON round trip
     paper = Schedule.from_preset("paper", 1024)
     assert [paper.fade_start_kimg(r) for r in (4, 8, 16, 1024)] == [0, 800, 2400, 12000]
+
+
+def test_lr_ramp_down_is_half_a_cosine_to_zero_at_the_total():
+    s = Schedule(32, training_kimgs=[10, 5, 5], transition_kimgs=[5, 5, 5], total_kimg=60, lr_default=0.002,
+                 lr_rampdown_kimg=20)  # fmt: skip
+    # Constant until total - 20 kimg, then 0.5 * (1 + cos(pi * t)), t = (kimg - 40) / 20; 0 from the total on.
+    for kimg, factor in {
+        0: 1,
+        39.9: 1,
+        40: 1,
+        45: (1 + 2**-0.5) / 2,
+        50: 0.5,
+        55: (1 - 2**-0.5) / 2,
+        60: 0,
+        70: 0,
+    }.items():
+        assert s.lr_factor(kimg) == pytest.approx(factor, abs=1e-12), kimg
+        assert s.at(kimg).lr == pytest.approx(0.002 * factor, abs=1e-15), kimg
+    # The ramp-down scales the learning rate only: growth and minibatch are those without it.
+    plain = Schedule(
+        32, training_kimgs=[10, 5, 5], transition_kimgs=[5, 5, 5], total_kimg=60, lr_default=0.002
+    )
+    for kimg in (0, 12.5, 34, 50, 59):
+        a, b = s.at(kimg), plain.at(kimg)
+        assert (a.resolution, a.alpha, a.minibatch) == (b.resolution, b.alpha, b.minibatch)
+    assert plain.lr_factor(59.9) == 1.0 and Schedule(**s.to_dict()) == s
+    with pytest.raises(ValueError, match="lr_rampdown_kimg"):
+        Schedule(32, lr_rampdown_kimg=-1)
