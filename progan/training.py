@@ -444,8 +444,10 @@ class Trainer:
         if self.scaler is not None:
             self.scaler.update()
 
-        # G_ema <- lerp(G, G_ema, beta), once per G update, with each resolution's own beta.
-        self.ema.update(self.nimg, n, stage.resolution, self.ema_starts)
+        # G_ema <- lerp(G, G_ema, beta), once per G update, with each resolution's own beta (and
+        # a half-life that anneals with the learning rate).
+        lr_factor = self.schedule.lr_factor(self.nimg / 1000)
+        self.ema.update(self.nimg, n, stage.resolution, self.ema_starts, lr_factor)
 
         self.skipped += skipped
         for key, value in {**d_stats, **g_stats}.items():
