@@ -134,13 +134,11 @@ def main() -> None:
     parser.add_argument("--wgan-target", type=float, help="WGAN-GP target instead of the default")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.images_exponent is not None:
-        import progan.planner
+    import progan.planner
 
+    if args.images_exponent is not None:
         progan.planner.IMAGES_EXPONENT = args.images_exponent
     if args.lr_rampdown is not None:
-        import progan.planner
-
         progan.planner.LR_RAMPDOWN_SHARE = args.lr_rampdown
     if not TRAIN.exists():
         sys.exit(f"{TRAIN} is missing: apt-get install dataset-fashion-mnist")
