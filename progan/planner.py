@@ -23,9 +23,16 @@ per step, the last step's G is a noisy draw. In the same benchmark (seed 0, the 
 G_ema's SWD was 34.8 with it, 38.4 and 43.7 in two runs without; with lr 0.003 it was 46.2.
 These are single runs, and two runs of one seed in the 2-thread setting ended at 28.7 and 46.7.
 
+The calibration is short and noisy (the same 16x16 step measured 26.5 and 35.7 img/s in two runs),
+so the plan can end minutes early or late. Once the final resolution trains stable, every tick
+fits the run's total to the deadline at the speed measured in that phase so far, ticks' grids and
+snapshots included (`fit_total_to_deadline`); the ramp-down stretches or shrinks with it. Without
+that, a 20-minute run whose calibration ran slow did its plan in 1013 s and stopped.
+
 The plan is stored in the run's options (and so in every snapshot): resume continues the same
-schedule. The budget is also a deadline: the loop stops when it is spent, whatever the speed did
-in the meantime, and writes the final snapshot and grids in the time set aside for them.
+schedule, with its total as last fitted. The budget is also a deadline: the loop stops when it is
+spent, whatever the speed did in the meantime, and writes the final snapshot and grids in the time
+set aside for them.
 """
 
 from __future__ import annotations
@@ -104,6 +111,25 @@ def plan_schedule(
     total = sum(training) + sum(transition) + final_stable
     return {"training_kimgs": training, "transition_kimgs": transition, "total_kimg": total,
             "lr_rampdown_kimg": LR_RAMPDOWN_SHARE * final_stable}  # fmt: skip
+
+
+def fit_total_to_deadline(
+    kimg: float, kimg_measured: float, seconds_measured: float, seconds_left: float
+) -> float:
+    """The total kimg that ends a run at its deadline: `kimg` done, and `seconds_left` more at the
+    speed of the last `kimg_measured` kimg, which took `seconds_measured`."""
+    if seconds_measured <= 0 or kimg_measured <= 0:
+        raise ValueError("no speed measured to fit the total to")
+    return kimg + kimg_measured / seconds_measured * max(seconds_left, 0.0)
+
+
+def rescale_rampdown(schedule_total: float, rampdown: float, stable_start: float, new_total: float) -> float:
+    """The ramp-down's length for a final stable phase from `stable_start` that now ends at
+    `new_total` instead of `schedule_total`: the same share of that phase (all of it, by default,
+    so the ramp's start does not move)."""
+    length = schedule_total - stable_start
+    share = rampdown / length if length > 0 else 1.0
+    return min(share, 1.0) * max(new_total - stable_start, 0.0)
 
 
 def training_seconds(budget_s: float, spent_s: float) -> float:

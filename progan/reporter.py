@@ -136,6 +136,11 @@ class Reporter:
         self._shown = (0, -1.0)
         self._rate = ""
 
+    def set_total(self, total_kimg: float) -> None:
+        """A new end for the bar (a timed run fits its total to its deadline)."""
+        self.bar.total = round(total_kimg, 3)
+        self.bar.refresh()
+
     def started(self) -> None:
         if self.main:
             print(f"Training run: {self.run_dir}", flush=True)

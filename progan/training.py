@@ -33,7 +33,14 @@ from progan.images import save_grid, save_strip
 from progan.layers import downsample2x, upsample2x
 from progan.loss import discriminator_loss, generator_loss
 from progan.networks import build_networks
-from progan.planner import calibration_seconds, final_reserve, plan_schedule, training_seconds
+from progan.planner import (
+    calibration_seconds,
+    final_reserve,
+    fit_total_to_deadline,
+    plan_schedule,
+    rescale_rampdown,
+    training_seconds,
+)
 from progan.planner import resolutions as planner_resolutions
 from progan.reporter import STATS_FILE, Reporter, TickRecord, peak_memory_gb, truncate_stats
 from progan.runspec import (  # noqa: F401
@@ -79,8 +86,9 @@ def fade_reals(reals: torch.Tensor, stage: Stage) -> torch.Tensor:
 CALIBRATION_LIMIT_SHARE = 0.08
 MIN_PLANNED_SHARE = 0.1
 FADE_SPEED_ESTIMATE = 0.85
-# Timed runs keep training at the last resolution past the plan's kimg until the deadline (tests
-# switch this off to check that a resumed run follows the same plan exactly).
+# Timed runs use the time their plan left over: they fit the final phase to the deadline (with a
+# ramp-down), or train at the last resolution past the plan's kimg until it (plans without one).
+# Tests switch this off to check that a resumed run follows the same plan exactly.
 TIMED_RUNS_TRAIN_TO_DEADLINE = True
 
 
@@ -501,6 +509,13 @@ class Trainer:
             # until the deadline: when the calibration underestimated the speed (a busy spell), the
             # time is used rather than left over. Past a ramp-down's end the rate is 0.
             total_nimg = sys.maxsize
+        # A timed run with a ramp-down fits its total to the deadline at every tick of the final
+        # resolution's stable phase, from the speed measured since that phase's first tick (or,
+        # until a tick is past it, since the final resolution's first step in this session).
+        fit_to_deadline = timed and TIMED_RUNS_TRAIN_TO_DEADLINE and self.schedule.lr_rampdown_kimg > 0
+        final = self.config.resolution
+        final_since: tuple[int, float] | None = None  # (nimg, clock) at that first step
+        stable_since: tuple[int, float] | None = None  # and at that first tick
         reporter = Reporter(self.run_dir, self.schedule.total_kimg, self.nimg, opts.progress, main)
         if main and not (self.run_dir / "reals.png").exists():
             n = min(opts.grid_size, self.store.count)
@@ -521,6 +536,8 @@ class Trainer:
                     out_of_time = True
                     break
                 stage = self.schedule.at(self.nimg / 1000)
+                if fit_to_deadline and final_since is None and stage.resolution == final:
+                    final_since = (self.nimg, self._now())
                 self._set_stage(stage)
                 self.step(stage, stats)
                 self.nimg += stage.minibatch
@@ -536,9 +553,20 @@ class Trainer:
                 self.tick += 1
                 stats["stop"] = torch.tensor(float(stop.requested), device=self.device)
                 stats["out_of_time"] = torch.tensor(float(self._out_of_time()), device=self.device)
+                if fit_to_deadline and final_since is not None and not stage.fading:
+                    now = self._now()
+                    from_nimg, from_time = stable_since or final_since
+                    stable_since = stable_since or (self.nimg, now)
+                    # Each rank's own clock; the tick's all-reduce averages them, so all fit alike.
+                    stats["seconds_left"] = torch.tensor(self.deadline - now, device=self.device)
+                    stats["seconds_measured"] = torch.tensor(now - from_time, device=self.device)
                 record, stop_agreed = self._measure_tick(
                     stats, stage, time.time() - tick_start_time, self.nimg - tick_start_nimg
                 )
+                if self.deadline_fit is not None and self.deadline_fit[1] > 0:
+                    kimg_measured = (self.nimg - from_nimg) / 1000
+                    total_nimg = self._fit_total_to_deadline(kimg_measured, *self.deadline_fit)
+                    reporter.set_total(self.schedule.total_kimg)
                 stats = {}
                 if main:
                     # Metrics before the report, so that the tick's one record holds them.
@@ -592,6 +620,25 @@ class Trainer:
         distributed.barrier(self.ctx)
         return self.run_dir
 
+    def _fit_total_to_deadline(
+        self, kimg_measured: float, seconds_left: float, seconds_measured: float
+    ) -> int:
+        """Refit the schedule's total (and its ramp-down with it) so that the final stable phase ends
+        at the deadline; the plan in the options follows, so snapshots resume the fitted schedule.
+        Returns the new total in images (never less than one more step)."""
+        schedule, plan = self.schedule, self.opts.plan
+        kimg = self.nimg / 1000
+        total = fit_total_to_deadline(kimg, kimg_measured, seconds_measured, seconds_left)
+        total = max(total, kimg + schedule.batch_at(self.config.resolution) / 1000)
+        schedule.lr_rampdown_kimg = rescale_rampdown(
+            schedule.total_kimg, schedule.lr_rampdown_kimg, schedule.growth_done_kimg(), total
+        )
+        schedule.total_kimg = total
+        if plan is not None:
+            plan.setdefault("planned_total_kimg", plan["total_kimg"])
+            plan.update(total_kimg=total, lr_rampdown_kimg=schedule.lr_rampdown_kimg)
+        return int(total * 1000)
+
     def _out_of_time(self) -> bool:
         return self.deadline is not None and self._now() >= self.deadline
 
@@ -623,11 +670,18 @@ class Trainer:
         rank asked to stop."""
         count = max(stats.pop("count", 1), 1)
         keys = sorted(stats)
-        means = torch.stack([torch.as_tensor(stats[k], dtype=torch.float32) for k in keys]) / count
+        # Sums over the tick's steps are divided by their count; the tick's own values are not.
+        per_tick = ("stop", "out_of_time", "seconds_left", "seconds_measured")
+        divisors = torch.tensor([1.0 if k in per_tick else float(count) for k in keys])
+        means = torch.stack([torch.as_tensor(stats[k], dtype=torch.float32) for k in keys])
+        means = means / divisors.to(means.device)
         distributed.all_reduce_mean_([means], self.ctx)
         values = dict(zip(keys, means.tolist(), strict=True))
         stop_agreed = values.pop("stop", 0.0) > 0
         self.out_of_time_agreed = values.pop("out_of_time", 0.0) > 0
+        seconds_left = values.pop("seconds_left", None)
+        seconds_measured = values.pop("seconds_measured", None)
+        self.deadline_fit = None if seconds_left is None else (seconds_left, seconds_measured)
         record = TickRecord(
             tick=self.tick,
             kimg=round(self.nimg / 1000, 3),

@@ -7,7 +7,15 @@ from safetensors.torch import load_file
 
 import progan.planner as planner
 import progan.training as training
-from progan.planner import IMAGES_EXPONENT, LR_RAMPDOWN_SHARE, final_reserve, plan_schedule, training_seconds
+from progan.planner import (
+    IMAGES_EXPONENT,
+    LR_RAMPDOWN_SHARE,
+    final_reserve,
+    fit_total_to_deadline,
+    plan_schedule,
+    rescale_rampdown,
+    training_seconds,
+)
 from progan.runspec import apply_plan
 from progan.schedule import Schedule
 from progan.training import Trainer
@@ -79,6 +87,29 @@ def test_plans_from_before_the_ramp_down_keep_a_constant_rate():
     old = {k: v for k, v in plan.items() if k != "lr_rampdown_kimg"}  # an options.json of an older run
     apply_plan(s, old)
     assert s.lr_rampdown_kimg == 0 and s.at(s.total_kimg - 1e-6).lr == s.lr_default
+
+
+def test_fit_to_the_deadline_keeps_the_ramp_downs_start():
+    # 3 kimg done; the last 0.5 kimg took 50 s (10 img/s); 120 s left: 1.2 kimg more.
+    assert fit_total_to_deadline(3.0, 0.5, 50.0, 120.0) == pytest.approx(4.2)
+    assert fit_total_to_deadline(3.0, 0.5, 50.0, -5.0) == 3.0  # past the deadline: nothing more
+    with pytest.raises(ValueError):
+        fit_total_to_deadline(3.0, 0.0, 0.0, 120.0)
+    # A plan whose final stable phase runs 2 -> 4 kimg with a ramp-down over all of it, refitted to
+    # end at 5: the ramp-down is 3 kimg and still starts at 2, so the rate is continuous there.
+    plan = plan_schedule(STABLE, FADE, seconds=500.0, start=4, final=32)
+    s = Schedule(32)
+    apply_plan(s, plan)
+    start = s.growth_done_kimg()
+    assert s.total_kimg - s.lr_rampdown_kimg == pytest.approx(start)  # LR_RAMPDOWN_SHARE 1
+    new_total = s.total_kimg * 1.5
+    s.lr_rampdown_kimg = rescale_rampdown(s.total_kimg, s.lr_rampdown_kimg, start, new_total)
+    s.total_kimg = new_total
+    assert s.total_kimg - s.lr_rampdown_kimg == pytest.approx(start)
+    assert s.lr_factor(start) == 1.0 and s.lr_factor(new_total) == 0.0
+    assert s.lr_factor((start + new_total) / 2) == pytest.approx(0.5)
+    # A ramp-down over half the final stable phase stays half of it.
+    assert rescale_rampdown(4.0, 1.0, 2.0, 6.0) == pytest.approx(2.0)
 
 
 def _fixed_speeds(monkeypatch, factor=1.0):
@@ -171,9 +202,10 @@ def test_timed_run_stops_at_its_deadline(tiny_store, tmp_path, monkeypatch):
 def test_timed_run_uses_the_time_left_after_its_plan(tiny_store, tmp_path, monkeypatch, rampdown):
     # Speeds measured far too low (a busy spell during calibration). Without a ramp-down (plans
     # before it), the last resolution trains on past the planned kimg until the deadline (fake
-    # clock, 0.01 s per reading). With one, the run ends where its learning rate reaches 0: the
-    # plan's total, before the deadline.
-    _fixed_speeds(monkeypatch, factor=0.01)
+    # clock, 0.01 s per reading). With one, every tick of the final stable phase fits the total to
+    # the deadline: the run trains far past its plan and ends about at the deadline with its
+    # learning rate about 0, and its snapshot holds the fitted schedule for a resume.
+    _fixed_speeds(monkeypatch, factor=0.3)  # a plan of a few ticks; the fake clock runs ~800 img/s
     monkeypatch.setattr(training, "TIMED_RUNS_TRAIN_TO_DEADLINE", True)
     monkeypatch.setattr(planner, "LR_RAMPDOWN_SHARE", rampdown)
     readings = itertools.count()
@@ -184,14 +216,18 @@ def test_timed_run_uses_the_time_left_after_its_plan(tiny_store, tmp_path, monke
     run_dir = t.run()
     state = json.loads(sorted(run_dir.glob("snapshot-*"))[-1].joinpath("state.json").read_text())
     assert state["stage"]["resolution"] == 16
+    deadline = 0.05 * 60 - final_reserve(3)
     if rampdown:
-        total = t.schedule.total_kimg * 1000
-        assert t.schedule.lr_rampdown_kimg > 0 and total <= state["nimg"] < total + t.schedule.batch_at(16)
-        assert t.schedule.lr_factor(state["nimg"] / 1000) == 0.0
-        assert state["elapsed_seconds"] < 0.05 * 60 - final_reserve(3)
+        plan = state["options"]["plan"]
+        assert state["nimg"] > 3 * plan["planned_total_kimg"] * 1000
+        s = t.schedule
+        assert plan["total_kimg"] == s.total_kimg and plan["lr_rampdown_kimg"] == s.lr_rampdown_kimg
+        assert s.total_kimg - s.lr_rampdown_kimg == pytest.approx(s.growth_done_kimg())  # ramp start kept
+        assert t.schedule.lr_factor(state["nimg"] / 1000) < 0.05
+        assert 0.8 * deadline < state["elapsed_seconds"] < deadline + 0.1
     else:
         assert state["nimg"] > t.schedule.total_kimg * 1000
-        assert 0.05 * 60 - final_reserve(3) <= state["elapsed_seconds"]
+        assert deadline <= state["elapsed_seconds"]
 
 
 def test_minutes_refuses_fixed_lengths(tiny_store, tmp_path):
