@@ -50,6 +50,7 @@ def train_run(
     ema_rampup: float | None,
     lr: float | None = None,
     wgan_target: float | None = None,
+    gp_interval: int | None = None,
 ) -> tuple:
     """One timed run; a snapshot is also written at the end of every resolution."""
     from progan.loss import LossConfig
@@ -68,6 +69,7 @@ def train_run(
         minutes=minutes, clock=clock, batch=16, latent_size=512, fmap_max=128, seed=seed,
         precision=precision, tick_kimg=1, snapshot_ticks=0, image_ticks=0, progress=False,
         **({} if ema_rampup is None else {"ema_rampup": ema_rampup}), **({} if lr is None else {"lr": lr}),
+        gp_interval=gp_interval,
         **({} if wgan_target is None else {"loss": asdict(LossConfig(wgan_target=wgan_target))}),
     )  # fmt: skip
     t0 = time.time()
@@ -132,6 +134,7 @@ def main() -> None:
     )
     parser.add_argument("--lr", type=float, help="learning rate instead of the cpu preset's")
     parser.add_argument("--wgan-target", type=float, help="WGAN-GP target instead of the default")
+    parser.add_argument("--gp-interval", type=int, help="lazy gradient penalty: on 1 D update in N")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import progan.planner
@@ -165,7 +168,7 @@ def main() -> None:
         for seed in (int(s) for s in args.seeds.split(",")):
             run_dir, ends, wall, spent = train_run(
                 train_store, work / "runs", precision, seed, args.minutes, args.clock, args.ema_rampup,
-                args.lr, args.wgan_target,
+                args.lr, args.wgan_target, args.gp_interval,
             )  # fmt: skip
             rows = evaluate(ends, test_store, args.num)
             plan = json.loads((run_dir / "options.json").read_text())["plan"]

@@ -14,7 +14,9 @@ threads (2). Contenders, each in its own worker process:
   default ones: G's upsample and conv in one transposed convolution (the same function), D's
   conv and downscale in one strided convolution before the activation (the official code's
   `fused_scale`); `--paper-d` adds a worker with the paper's D order (`--no-fused-scale`),
-  the order the peer uses;
+  the order the peer uses. Every worker penalizes every D update, as the paper and the peer do;
+  `--lazy-gp` adds one with a lazy penalty (`progan train --gp-interval 4`: one D update in 4,
+  weighted 4), whose call is one whole cycle of 4 steps (64 images);
 * pro-gan-pth 3.4 (`peer_pro_gan_pth.py`, run by the peer's own venv): one iteration of its
   `ProGAN.train` loop at depth 5 (4 -> 32) with 128 maps (`optimize_discriminator` with its
   `WganGP`, the EMA `update_average`, `optimize_generator`), fp32, its only precision, 16 images;
@@ -67,6 +69,7 @@ FMAPS = 128
 RESOLUTION = 32
 BATCH = 16
 GEN_BATCH = 16
+LAZY_GP_INTERVAL = 4  # --lazy-gp: `progan train --gp-interval 4`
 WGAN_LAMBDA = 10.0
 WGAN_DRIFT = 0.001
 
@@ -137,8 +140,11 @@ def take_stdout():
     return proto
 
 
-def serve(proto, name: str, train_step, generate, a: argparse.Namespace) -> None:
+def serve(proto, name: str, train_step, generate, a: argparse.Namespace, train_images: int = BATCH) -> None:
     """The worker loop: count FLOPs, warm up, report ready, then run timed calls on command.
+
+    `train_images`: the images one training call trains on (BATCH, or a whole cycle of a lazy
+    gradient penalty: several steps of BATCH).
 
     Commands (one a line on stdin): `train`, `gen`, `quit`; each answer is one JSON line on
     `proto` (from `take_stdout`).
@@ -156,9 +162,10 @@ def serve(proto, name: str, train_step, generate, a: argparse.Namespace) -> None
         "contender": name,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "train_gflop_per_img": train_flops / BATCH / 1e9,
+        "train_images_per_call": train_images,
+        "train_gflop_per_img": train_flops / train_images / 1e9,
         "gen_gflop_per_img": gen_flops / GEN_BATCH / 1e9,
-        "train_gflop_by_op": {k: v / BATCH / 1e9 for k, v in train_ops.items()},
+        "train_gflop_by_op": {k: v / train_images / 1e9 for k, v in train_ops.items()},
     }
     proto.write(json.dumps(ready) + "\n")
     calls = {"train": train_step, "gen": generate}
@@ -193,6 +200,9 @@ def worker_progan(a: argparse.Namespace) -> None:
             fmap_base=FMAPS * 32, fmap_max=FMAPS, batch=BATCH, precision=a.precision,
             channels_last=True, progress=False, resolution=res, conditional=False,
             device="cpu", fused_scale=not a.paper_order_d,
+            # The paper's and the peer's penalty on every D update, or with --lazy-gp on one in
+            # LAZY_GP_INTERVAL (progan's --gp-interval); a call is then one whole cycle of it.
+            gp_interval=LAZY_GP_INTERVAL if a.lazy_gp else 1,
         )  # fmt: skip
         opts.loss = {**opts.loss, "wgan_lambda": WGAN_LAMBDA, "wgan_epsilon": WGAN_DRIFT}
         t = Trainer(opts)
@@ -205,7 +215,8 @@ def worker_progan(a: argparse.Namespace) -> None:
         gen = torch.Generator().manual_seed(1)
 
         def train_step() -> None:
-            t.step(stage, stats)
+            for _ in range(opts.gp_interval):
+                t.step(stage, stats)
             stats.clear()
 
         def generate() -> None:
@@ -213,7 +224,8 @@ def worker_progan(a: argparse.Namespace) -> None:
             with torch.no_grad(), autocast(t.device, a.precision):
                 t.G_ema(z).float()
 
-        serve(proto, progan_name(a.precision, a.paper_order_d), train_step, generate, a)
+        name = progan_name(a.precision, a.paper_order_d, a.lazy_gp)
+        serve(proto, name, train_step, generate, a, train_images=BATCH * opts.gp_interval)
 
 
 def worker_peak(a: argparse.Namespace) -> None:
@@ -260,6 +272,7 @@ class Worker:
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, env=env, text=True, bufsize=1
         )
         self.info = self._read()
+        self.train_images = self.info.get("train_images_per_call", BATCH)  # the peer's: BATCH
         self.calls: dict[str, list[dict]] = {"train": [], "gen": []}
 
     def _read(self) -> dict:
@@ -401,17 +414,21 @@ def targets(rows: list[dict], peer: dict) -> list[str]:
     return out
 
 
-def progan_name(precision: str, paper_order_d: bool) -> str:
-    return f"progan {precision}" + (" paper-order D" if paper_order_d else "")
+def progan_name(precision: str, paper_order_d: bool, lazy_gp: bool = False) -> str:
+    return f"progan {precision}" + (" paper-order D" if paper_order_d else "") + (" lazy GP" * lazy_gp)
 
 
 def progan_commands(a: argparse.Namespace, this: str, common: list[str]) -> list[tuple[str, list[str]]]:
-    """One progan worker per precision; with --paper-d, each also with the paper-order D."""
+    """One progan worker per precision; with --paper-d, each also with the paper-order D; with
+    --lazy-gp, each also with the lazy gradient penalty."""
     out = []
     for prec in (s.strip() for s in a.precisions.split(",") if s.strip()):
-        for paper_d in (False, True) if a.paper_d else (False,):
-            cmd = [sys.executable, this, "--worker", "progan", "--precision", prec, *common]
-            out.append((progan_name(prec, paper_d), cmd + (["--paper-order-d"] if paper_d else [])))
+        cmd = [sys.executable, this, "--worker", "progan", "--precision", prec, *common]
+        out.append((progan_name(prec, False), cmd))
+        if a.paper_d:
+            out.append((progan_name(prec, True), [*cmd, "--paper-order-d"]))
+        if a.lazy_gp:
+            out.append((progan_name(prec, False, True), [*cmd, "--lazy-gp"]))
     return out
 
 
@@ -435,7 +452,7 @@ def per_resolution(a: argparse.Namespace, env: dict, this: str) -> None:
                 print(f"{res}x{res}: starting {name} ...", file=sys.stderr)
                 workers.append(Worker(name, cmd, env))
             interleave(workers, "train", a.seconds, a.min_calls, a.slice)
-            results[res] = {w.name: summary(w.calls["train"], BATCH) for w in workers}
+            results[res] = {w.name: summary(w.calls["train"], w.train_images) for w in workers}
             for w in workers:
                 w.quit()
         finally:
@@ -489,6 +506,11 @@ def main() -> None:
         help="also measure progan with the paper-order D (--no-fused-scale), the peer's D order",
     )
     p.add_argument("--paper-order-d", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--lazy-gp",
+        action="store_true",
+        help="add a progan worker per precision with a lazy gradient penalty (--gp-interval 4)",
+    )
     p.add_argument("--peer-python", help=f"python of a venv with {PEER_PACKAGE} (default: create one)")
     p.add_argument("--peer-venv", type=Path, default=DEFAULT_PEER_VENV, help="where to create the peer venv")
     p.add_argument("--json", type=Path, help="write every number to this file")
@@ -539,7 +561,8 @@ def main() -> None:
 
     rows = []
     for w in workers:
-        r = {**w.info, "train": summary(w.calls["train"], BATCH), "gen": summary(w.calls["gen"], GEN_BATCH)}
+        r = {**w.info, "train": summary(w.calls["train"], w.train_images)}
+        r["gen"] = summary(w.calls["gen"], GEN_BATCH)
         r["peak_rss_mib"] = rss[w.name]
         r["train_tflop_s"] = r["train"]["img_s"] * r["train_gflop_per_img"] / 1e3
         r["gen_tflop_s"] = r["gen"]["img_s"] * r["gen_gflop_per_img"] / 1e3

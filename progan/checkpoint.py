@@ -142,6 +142,7 @@ class TrainingState:
     skipped: torch.Tensor | None = None  # non-finite updates skipped so far
     precision_chosen: dict = field(default_factory=dict)  # {"precision", "reason"} of --precision auto
     elapsed_seconds: float = 0.0  # time spent by the run so far (a timed run's budget clock)
+    d_steps: int = 0  # D updates so far (which of them carry a lazy gradient penalty)
 
     @property
     def kimg(self) -> float:
@@ -183,6 +184,7 @@ def save_training_snapshot(
         "loader": state.loader,
         "precision_chosen": state.precision_chosen,
         "elapsed_seconds": state.elapsed_seconds,
+        "d_steps": state.d_steps,
         "torch_version": torch.__version__,
         "optimizer_groups": groups,
     }
@@ -222,6 +224,7 @@ def load_training_snapshot(
             skipped=extra["counters.skipped"].reshape(()),
             precision_chosen=dict(state.get("precision_chosen") or {}),
             elapsed_seconds=float(state.get("elapsed_seconds", 0.0)),
+            d_steps=int(state.get("d_steps", 0)),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{snapshot} lacks part of its training state ({e!r}); use another snapshot") from e

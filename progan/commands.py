@@ -111,6 +111,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="one minibatch size for every resolution (out of memory? lower it)",
     )
     g.add_argument("--lr", type=positive(float), help="one learning rate for every resolution")
+    g.add_argument(
+        "--gp-interval",
+        type=positive(int),
+        help=f"the gradient penalty on one D update in N, weighted N (lazy) {d('gp_interval')}",
+    )
     g = p.add_argument_group("model")
     g.add_argument("--latent-size", type=positive(int), help=d("latent_size"))
     g.add_argument("--fmap-base", type=positive(int), help=d("fmap_base"))

@@ -61,7 +61,12 @@ class TrainOptions:
     ema_beta: float | None = None
     ema_kimg: float = EMA_KIMG
     ema_rampup: float | None = EMA_RAMPUP
-    loss: dict = field(default_factory=lambda: asdict(LossConfig()))
+    # The loss's weights; its gradient penalty's interval is gp_interval (progan.loss.LossConfig),
+    # the one home of that setting.
+    loss: dict = field(
+        default_factory=lambda: {k: v for k, v in asdict(LossConfig()).items() if k != "gp_interval"}
+    )
+    gp_interval: int = LossConfig.gp_interval
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 where the hardware runs it fast, else fp32 (device.choose_precision)
@@ -242,7 +247,8 @@ OPTION_FIELDS = {
     "ema_beta": Field("float", 0.0, below=1.0, optional=True),
     "ema_kimg": Field("float", 0.0, 1e9), "ema_rampup": Field("float", 0.0, 1e3, optional=True),
     "minutes": Field("float", 1e-3, 1e9, optional=True), "plan": Field("dict", optional=True),
-    "loss": Field("dict"), "seed": Field("int", 0, 2**63 - 1), "device": Field("str"),
+    "loss": Field("dict"), "gp_interval": Field("int", 1, 1024),
+    "seed": Field("int", 0, 2**63 - 1), "device": Field("str"),
     "precision": Field("str"), "channels_last": Field("bool"), "compile": Field("bool"),
     "deterministic": Field("bool"), "tick_kimg": Field("float", 1e-3, 1e9),
     "snapshot_ticks": Field("int", 0, 2**31), "image_ticks": Field("int", 0, 2**31),
@@ -345,7 +351,7 @@ def resolve_run(
         raise UserError(f"{e}; check --training-kimg and --transition-kimg") from e
     if opts.plan is not None:
         apply_plan(schedule, opts.plan, opts.total_kimg)
-    loss = dict(opts.loss)
+    loss = {**opts.loss, "gp_interval": opts.gp_interval}
     if label_size:
         # One-hot classes take the softmax AC-GAN term, attributes (several or none set) the sigmoid one.
         loss["multi_hot"] = bool((np.asarray(store.labels).sum(axis=1) != 1).any())

@@ -161,6 +161,7 @@ class Trainer:
         )
         self.nimg = 0
         self.tick = 0
+        self.d_steps = 0  # D updates so far: which of them carry a lazy gradient penalty
         self.resolution = 0  # the stage resolution of the last step, 0 before the first
         self.skipped = torch.zeros((), device=self.device)
         # fp16 needs loss scaling; bf16 has fp32's exponent range and does not.
@@ -248,6 +249,7 @@ class Trainer:
             "gen": self.gen.get_state(),
             "loader": self.loader.state_dict(),
             "skipped": self.skipped.clone(),
+            "d_steps": self.d_steps,
             "optimizers": (self.opt_G, self.opt_D),
         }
         stable: dict[int, float] = {}
@@ -269,6 +271,7 @@ class Trainer:
             self.gen.set_state(saved["gen"])
             self.loader.load_state_dict(saved["loader"])
             self.skipped = saved["skipped"]
+            self.d_steps = saved["d_steps"]
             self.opt_G, self.opt_D = saved["optimizers"]
         for prev, res in zip(resolutions, resolutions[1:], strict=False):
             stable.setdefault(res, stable[prev] / 4)
@@ -280,9 +283,16 @@ class Trainer:
         self.opt_D = make_optimizer(self.D, stage.lr, self.device)
         for m in self._models().values():
             m.set_stage(stage.resolution, stage.alpha)
-        self.step(stage, {})  # the first step at a shape sets up kernels: not timed
+        # The first steps at a shape set up kernels and memory: not timed. One whole cycle of the lazy
+        # penalty (gp_interval D updates, the first penalized), so both kinds of update are set up;
+        # the timed steps are whole cycles too, so that the speed is the run's average one.
+        interval = self.loss_cfg.gp_interval
+        self.d_steps = 0
+        for _ in range(interval):
+            self.step(stage, {})
+        self.d_steps = 0
         steps, t0 = 0, self._synced_time()
-        while steps < 2 or self._synced_time() - t0 < seconds:
+        while steps < 2 or self._synced_time() - t0 < seconds or steps % interval:
             self.step(stage, {})
             steps += 1
         return steps / (self._synced_time() - t0)
@@ -322,6 +332,7 @@ class Trainer:
             skipped=self.skipped,
             precision_chosen={"precision": self.precision, "reason": self.spec.precision_reason},
             elapsed_seconds=self.elapsed_seconds(),
+            d_steps=self.d_steps,
         )
 
     def _models(self) -> dict[str, torch.nn.Module]:
@@ -356,6 +367,7 @@ class Trainer:
         self.skipped = state.skipped.to(self.device)
         self.nimg = state.nimg
         self.tick = state.tick
+        self.d_steps = state.d_steps
         self.resolution = state.resolution_trained
         self.elapsed_before = state.elapsed_seconds
 
@@ -427,6 +439,7 @@ class Trainer:
         with torch.no_grad(), amp:
             fakes = self.G_fwd(self._latents(n), labels)
         mix = self._local(torch.rand(n, 1, 1, 1, generator=self.gen, device=self.device))
+        penalize = self.d_steps % self.loss_cfg.gp_interval == 0
         with amp:
             loss_scale = 1.0 if self.scaler is None else self.scaler._scale
             loss_D, d_stats = discriminator_loss(
@@ -438,8 +451,10 @@ class Trainer:
                 self.loss_cfg,
                 D_gp=self.D,
                 loss_scale=loss_scale,
+                penalize=penalize,
             )
         skipped = self._update(self.opt_D, loss_D, self.d_params)
+        self.d_steps += 1
 
         # Generator (D's weights frozen so that no gradient is computed for them).
         self.D.requires_grad_(False)
@@ -461,6 +476,7 @@ class Trainer:
         for key, value in {**d_stats, **g_stats}.items():
             stats[key] = stats.get(key, 0.0) + value
         stats["count"] = stats.get("count", 0) + 1
+        stats["gp_count"] = stats.get("gp_count", 0) + int(penalize)
 
     # ----------------------------------------------------------------------------------------
     # pictures
@@ -669,10 +685,14 @@ class Trainer:
         """The tick's statistics averaged over ranks (the one host sync per tick), and whether any
         rank asked to stop."""
         count = max(stats.pop("count", 1), 1)
+        # The penalty's sum is over the updates that carried it (one in gp_interval).
+        gp_count = max(stats.pop("gp_count", 1), 1)
         keys = sorted(stats)
         # Sums over the tick's steps are divided by their count; the tick's own values are not.
         per_tick = ("stop", "out_of_time", "seconds_left", "seconds_measured")
-        divisors = torch.tensor([1.0 if k in per_tick else float(count) for k in keys])
+        divisors = torch.tensor(
+            [1.0 if k in per_tick else float(gp_count if k == "D/gradient_penalty" else count) for k in keys]
+        )
         means = torch.stack([torch.as_tensor(stats[k], dtype=torch.float32) for k in keys])
         means = means / divisors.to(means.device)
         distributed.all_reduce_mean_([means], self.ctx)

@@ -56,6 +56,26 @@ def test_discriminator_loss_terms():
     assert all(p.grad is not None for p in D.parameters() if p.requires_grad and p.dim() > 1)
 
 
+def test_lazy_penalty_is_weighted_by_its_interval_and_absent_between():
+    # StyleGAN2's lazy regularization applied to WGAN-GP: one D update in k carries k * lambda * gp,
+    # the others none; over k updates the penalty's weight is the paper's lambda per update.
+    D = make_D()
+    cfg = LossConfig(gp_interval=3)
+    reals, fakes = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    mix = torch.rand(4, 1, 1, 1)
+    r, f = D(reals)[:, 0], D(fakes)[:, 0]
+    gp = gradient_penalty(D, reals, fakes, mix)
+    lazy, stats = discriminator_loss(D, reals, fakes, None, mix, cfg, penalize=True)
+    torch.testing.assert_close(lazy, (f - r + 3 * 10.0 * gp + 0.001 * r**2).mean())
+    torch.testing.assert_close(stats["D/gradient_penalty"], gp.mean())
+    bare, stats = discriminator_loss(D, reals, fakes, None, mix, cfg, penalize=False)
+    torch.testing.assert_close(bare, (f - r + 0.001 * r**2).mean())
+    assert "D/gradient_penalty" not in stats  # the tick's mean is over the penalized updates only
+    # The paper's setting (interval 1, every update penalized) is the loss of test_discriminator_loss_terms.
+    every, _ = discriminator_loss(D, reals, fakes, None, mix, LossConfig())
+    torch.testing.assert_close(every, (f - r + 10.0 * gp + 0.001 * r**2).mean())
+
+
 def test_generator_loss_is_minus_score():
     D = make_D()
     fakes = torch.randn(4, 3, 8, 8)

@@ -77,6 +77,23 @@ def test_labels_decide_the_loss(tmp_path):
     assert spec.network.label_size == 0 and spec.label_names == []
 
 
+def test_the_penalty_interval_is_the_papers_unless_given(tiny_store, tmp_path):
+    base = dict(data=str(tiny_store.path), outdir=str(tmp_path / "runs"), **TINY_NET)
+    for preset in ("cpu", "paper"):
+        assert resolve_run(TrainOptions(preset=preset, **base)).loss.gp_interval == 1
+    spec = resolve_run(TrainOptions(gp_interval=4, **base))
+    assert spec.loss.gp_interval == 4 and spec.options.gp_interval == 4
+    # options.json holds the interval in one place, not also among the loss's weights.
+    saved = spec.options.to_dict()
+    assert saved["gp_interval"] == 4 and "gp_interval" not in saved["loss"]
+    assert resolve_run(TrainOptions.from_dict(saved)).loss.gp_interval == 4
+    # Options saved before the lazy penalty resume with the penalty on every update, as they trained.
+    del saved["gp_interval"]
+    assert resolve_run(TrainOptions.from_dict(saved)).loss.gp_interval == 1
+    with pytest.raises(UserError, match="--gp-interval is 0, below 1"):
+        resolve_run(TrainOptions(gp_interval=0, **base))
+
+
 def _run_cli(argv) -> int:
     with pytest.raises(SystemExit) as e:
         main([str(a) for a in argv])

@@ -52,6 +52,28 @@ def test_resume_mid_fade_gives_identical_weights(tiny_store, tmp_path):
     assert ticks == list(range(1, 15))
 
 
+def test_lazy_penalty_keeps_its_cycle_across_a_resume(tiny_store, tmp_path, monkeypatch):
+    penalized = []
+    loss = training.discriminator_loss
+
+    def spy(*args, penalize, **kwargs):
+        penalized.append(penalize)
+        return loss(*args, penalize=penalize, **kwargs)
+
+    monkeypatch.setattr(training, "discriminator_loss", spy)
+    # Batch 8: 25 D updates to 0.2 kimg (5 per tick of 0.04), then 15 more after the resume.
+    opts = tiny_options(tiny_store, tmp_path, gp_interval=3, total_kimg=0.2, snapshot_ticks=5)
+    run_dir = training.train(opts)
+    assert penalized == [i % 3 == 0 for i in range(25)]
+    assert json.loads((run_dir / "snapshot-000000.200" / "state.json").read_text())["d_steps"] == 25
+    # The logged penalty is the mean of the penalized updates, not diluted by the others.
+    gp = [json.loads(line)["gradient_penalty"] for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    assert len(gp) == 5 and all(g > 0 for g in gp)
+    penalized.clear()
+    Trainer.from_snapshot(run_dir, {"total_kimg": 0.32}).run()
+    assert penalized == [i % 3 == 0 for i in range(25, 40)]
+
+
 def test_run_directory_contents(tiny_store, tmp_path):
     run_dir = training.train(tiny_options(tiny_store, tmp_path))
     names = {p.name for p in run_dir.iterdir()}
