@@ -53,12 +53,14 @@ def test_resume_mid_fade_gives_identical_weights(tiny_store, tmp_path):
 
 
 def test_lazy_penalty_keeps_its_cycle_across_a_resume(tiny_store, tmp_path, monkeypatch):
-    penalized = []
+    penalized, penalties = [], []
     loss = training.discriminator_loss
 
     def spy(*args, penalize, **kwargs):
         penalized.append(penalize)
-        return loss(*args, penalize=penalize, **kwargs)
+        out = loss(*args, penalize=penalize, **kwargs)
+        penalties.append(out[1].get("D/gradient_penalty"))
+        return out
 
     monkeypatch.setattr(training, "discriminator_loss", spy)
     # Batch 8: 25 D updates to 0.2 kimg (5 per tick of 0.04), then 15 more after the resume.
@@ -66,9 +68,13 @@ def test_lazy_penalty_keeps_its_cycle_across_a_resume(tiny_store, tmp_path, monk
     run_dir = training.train(opts)
     assert penalized == [i % 3 == 0 for i in range(25)]
     assert json.loads((run_dir / "snapshot-000000.200" / "state.json").read_text())["d_steps"] == 25
-    # The logged penalty is the mean of the penalized updates, not diluted by the others.
+    # Each tick's logged penalty is the mean over its penalized updates, not diluted by the others.
     gp = [json.loads(line)["gradient_penalty"] for line in (run_dir / "stats.jsonl").read_text().splitlines()]
-    assert len(gp) == 5 and all(g > 0 for g in gp)
+    expected = []
+    for tick in range(5):
+        carried = [float(v) for v in penalties[5 * tick : 5 * tick + 5] if v is not None]
+        expected.append(sum(carried) / len(carried))
+    assert gp == pytest.approx(expected, rel=1e-5)
     penalized.clear()
     Trainer.from_snapshot(run_dir, {"total_kimg": 0.32}).run()
     assert penalized == [i % 3 == 0 for i in range(25, 40)]
