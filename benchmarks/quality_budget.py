@@ -69,7 +69,7 @@ def train_run(
         minutes=minutes, clock=clock, batch=16, latent_size=512, fmap_max=128, seed=seed,
         precision=precision, tick_kimg=1, snapshot_ticks=0, image_ticks=0, progress=False,
         **({} if ema_rampup is None else {"ema_rampup": ema_rampup}), **({} if lr is None else {"lr": lr}),
-        gp_interval=gp_interval,
+        **({} if gp_interval is None else {"gp_interval": gp_interval}),
         **({} if wgan_target is None else {"loss": asdict(LossConfig(wgan_target=wgan_target))}),
     )  # fmt: skip
     t0 = time.time()
