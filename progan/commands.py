@@ -133,6 +133,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--ema-rampup", type=float, help=f"G_ema ramp-up, 0 for none {d('ema_rampup')}")
     g.add_argument(
+        "--ema-rampdown", metavar="RULE",
+        help=f"G_ema over a timed run's lr ramp-down: average (the mean of G's iterates over its "
+             f"second half) or anneal (the half-life shrinks with the lr, ending on G) {d('ema_rampdown')}",
+    )  # fmt: skip
+    g.add_argument(
         "--ema-beta", type=float, help="a fixed G_ema beta per update instead (the paper preset's: 0.999)"
     )
     g = p.add_argument_group("output")

@@ -22,7 +22,7 @@ from progan import checkpoint as ckpt
 from progan.checks import Field, check_fields
 from progan.data.store import Store, open_store
 from progan.device import check_precision, pick_device, resolve_precision
-from progan.ema import EMA_KIMG, EMA_RAMPUP, EmaRule, ema_rule
+from progan.ema import EMA_KIMG, EMA_RAMPDOWN_RULES, EMA_RAMPUP, EmaRule, ema_rule
 from progan.errors import UserError
 from progan.loss import LossConfig
 from progan.networks import NetworkConfig, resolution_error
@@ -57,10 +57,12 @@ class TrainOptions:
     mirror: bool = False
     # G_ema: a half-life in kimg with a ramp-up, restarted for each resolution's layers when it
     # starts fading in (progan.ema); ema_beta, when set, is a fixed beta per update instead (the
-    # paper's 0.999 is the `paper` preset's default).
+    # paper's 0.999 is the `paper` preset's default). Over a timed run's learning-rate ramp-down,
+    # ema_rampdown: "average" (the mean of G's iterates) or "anneal" (runs saved before it).
     ema_beta: float | None = None
     ema_kimg: float = EMA_KIMG
     ema_rampup: float | None = EMA_RAMPUP
+    ema_rampdown: str = EMA_RAMPDOWN_RULES[0]
     # The loss's weights; its gradient penalty's interval is gp_interval (progan.loss.LossConfig),
     # the one home of that setting.
     loss: dict = field(
@@ -115,6 +117,7 @@ class TrainOptions:
         d = {k: v for k, v in d.items() if k in known}
         if "fused_scale" not in d and "fused_scale" not in (d.get("network") or {}):
             d["fused_scale"] = False  # saved before the option: the paper-order D (NetworkConfig.from_dict)
+        d.setdefault("ema_rampdown", "anneal")  # saved before the option: G_ema annealed with the lr
         return cls(**d)
 
     def to_dict(self) -> dict:
@@ -246,6 +249,7 @@ OPTION_FIELDS = {
     "conditional": Field("bool"), "mirror": Field("bool"),
     "ema_beta": Field("float", 0.0, below=1.0, optional=True),
     "ema_kimg": Field("float", 0.0, 1e9), "ema_rampup": Field("float", 0.0, 1e3, optional=True),
+    "ema_rampdown": Field("str"),
     "minutes": Field("float", 1e-3, 1e9, optional=True), "plan": Field("dict", optional=True),
     "loss": Field("dict"), "gp_interval": Field("int", 1, 1024),
     "seed": Field("int", 0, 2**63 - 1), "device": Field("str"),
@@ -362,7 +366,7 @@ def resolve_run(
         loss=LossConfig(**loss),
         label_names=list(store.label_names) if label_size else [],
         world_size=world_size,
-        ema=ema_rule(opts.ema_beta, opts.ema_kimg, opts.ema_rampup, opts.preset),
+        ema=ema_rule(opts.ema_beta, opts.ema_kimg, opts.ema_rampup, opts.preset, opts.ema_rampdown),
     )
     spec.precision, spec.precision_reason = resolve_precision(opts.precision, pick_device(opts.device))
     spec.check_world_size(world_size)

@@ -133,8 +133,15 @@ class Schedule:
         lr_rampdown_kimg, then 0.5 * (1 + cos(pi * t)) with t going 0 -> 1 until total_kimg, 0 past it."""
         if self.lr_rampdown_kimg <= 0:
             return 1.0
-        t = (kimg - (self.total_kimg - self.lr_rampdown_kimg)) / self.lr_rampdown_kimg
+        t = (kimg - self.lr_rampdown_point_kimg()) / self.lr_rampdown_kimg
         return 0.5 * (1.0 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
+
+    def lr_rampdown_point_kimg(self, share: float = 0.0) -> float | None:
+        """kimg at which the ramp-down has covered `share` of its images (0: where it starts, 0.5:
+        where the rate is down to half); None without a ramp-down."""
+        if self.lr_rampdown_kimg <= 0:
+            return None
+        return self.total_kimg - (1.0 - share) * self.lr_rampdown_kimg
 
     def phases(self) -> list[tuple[float, float]]:
         """(stable kimg, fade-in kimg) of every phase before the final resolution's stable one."""

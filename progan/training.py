@@ -27,7 +27,7 @@ from progan import distributed
 from progan.data.loader import BatchLoader, to_model_range
 from progan.data.store import LOCK_FILE, hold_lock, open_store, remove_stale_temporaries
 from progan.device import CompiledOrEager, autocast, configure_device, pick_device
-from progan.ema import EmaUpdater
+from progan.ema import EMA_AVERAGE_FROM, EmaUpdater
 from progan.errors import UserError, writing
 from progan.images import save_grid, save_strip
 from progan.layers import downsample2x, upsample2x
@@ -468,9 +468,11 @@ class Trainer:
             self.scaler.update()
 
         # G_ema <- lerp(G, G_ema, beta), once per G update, with each resolution's own beta (and
-        # a half-life that anneals with the learning rate).
+        # over the second half of the learning rate's ramp-down, the mean of G's iterates).
         lr_factor = self.schedule.lr_factor(self.nimg / 1000)
-        self.ema.update(self.nimg, n, stage.resolution, self.ema_starts, lr_factor)
+        average_kimg = self.schedule.lr_rampdown_point_kimg(EMA_AVERAGE_FROM)
+        average_start = None if average_kimg is None else round(average_kimg * 1000)
+        self.ema.update(self.nimg, n, stage.resolution, self.ema_starts, lr_factor, average_start)
 
         self.skipped += skipped
         for key, value in {**d_stats, **g_stats}.items():

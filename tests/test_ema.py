@@ -1,8 +1,11 @@
+import json
 import math
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from progan import training
 from progan.ema import EmaRule, ema_rule, half_life_beta, parameter_resolution
 from progan.networks import Generator, NetworkConfig
 from progan.schedule import Schedule, Stage
@@ -80,6 +83,14 @@ def test_ema_rule_from_options(tiny_store, tmp_path):
     assert resolve_run(TrainOptions(data=str(tiny_store.path))).ema.half_life_kimg == 10.0
     with pytest.raises(UserError, match="ema"):
         resolve_run(TrainOptions(data=str(tiny_store.path), ema_beta=1.5))
+    # Over the ramp-down: the mean for new runs; runs saved before the option keep the annealing.
+    new = TrainOptions(data=str(tiny_store.path))
+    assert resolve_run(new).ema.rampdown == "average"
+    assert TrainOptions.from_dict(new.to_dict()).ema_rampdown == "average"
+    saved_before = {k: v for k, v in new.to_dict().items() if k != "ema_rampdown"}
+    assert TrainOptions.from_dict(saved_before).ema_rampdown == "anneal"
+    with pytest.raises(UserError, match=r"got 'swa'; .*--ema-rampdown average\|anneal"):
+        resolve_run(TrainOptions(data=str(tiny_store.path), ema_rampdown="swa"))
 
 
 def test_updater_lerps_each_resolution_with_its_own_beta(tiny_store, tmp_path):
@@ -101,41 +112,117 @@ def test_updater_lerps_each_resolution_with_its_own_beta(tiny_store, tmp_path):
 
 
 def test_half_life_anneals_with_the_learning_rate():
-    # ema_nimg = min(half-life, age * rampup) * lr_factor: the window shrinks with the ramp-down.
+    # The "anneal" rule: ema_nimg = min(half-life, age * rampup) * lr_factor, the window shrinks
+    # with the ramp-down.
     assert half_life_beta(16, 2000, 10.0, 0.05, 0.5) == pytest.approx(0.5 ** (16 / 50))
     assert half_life_beta(16, 10**7, 10.0, 0.05, 0.25) == pytest.approx(0.5 ** (16 / 2500))
     assert half_life_beta(16, 10**7, 10.0, 0.05, 0.0) == 0.0  # the rate at 0: G_ema takes G
-    assert EmaRule().beta_for(16, 2000, 0.5) == half_life_beta(16, 2000, 10.0, 0.05, 0.5)
-    assert EmaRule(beta=0.999).beta_for(16, 2000, 0.0) == 0.999  # the paper's fixed beta stays
+    anneal = EmaRule(rampdown="anneal")
+    assert anneal.beta_for(16, 2000, 0.5, 160) == half_life_beta(16, 2000, 10.0, 0.05, 0.5)
+    assert EmaRule(beta=0.999).beta_for(16, 2000, 0.0, 160) == 0.999  # the paper's fixed beta stays
 
 
-def test_timed_run_ends_with_g_ema_on_the_annealed_g(tiny_store, tmp_path):
-    # A schedule with a ramp-down to its total: each update's beta uses the schedule's lr factor at
-    # that step, so over the last steps G_ema converges to G. The same run with the factor withheld
-    # from G_ema (G trains identically) ends with G_ema many times farther from G.
-    def run(anneal: bool, name: str) -> tuple[list, float]:
-        t = Trainer(tiny_options(tiny_store, tmp_path / name, ema_kimg=0.1, ema_rampup=0.5))
-        t.schedule.lr_rampdown_kimg = 0.1
-        t.schedule.total_kimg = 0.6
-        seen, original = [], t.ema.update
+def test_ramp_down_average_counts_the_updates_before_this_one():
+    # The default "average" rule: beta = k / (k + 1), k the updates since the mean began,
+    # whatever the start's offset within a minibatch; before it (None or < 0) the half-life rule
+    # at the full rate, whatever lr_factor says.
+    rule = EmaRule()
+    assert rule.rampdown == "average"
+    for in_rampdown, k in ((0, 0), (5, 0), (15, 0), (16, 1), (31, 1), (40, 2), (16 * 99, 99)):
+        assert rule.beta_for(16, 10**7, 0.3, in_rampdown) == pytest.approx(k / (k + 1))
+    for before in (None, -1, -1000):
+        assert rule.beta_for(16, 2000, 0.3, before) == half_life_beta(16, 2000, 10.0, 0.05)
+    assert EmaRule(beta=0.999).beta_for(16, 2000, 0.3, 32) == 0.999  # the paper's fixed beta stays
+    with pytest.raises(ValueError, match="anneal"):
+        EmaRule(rampdown="swa")
 
-        def update(nimg, batch, resolution, starts, lr_factor=1.0):
-            seen.append((nimg, lr_factor))
-            original(nimg, batch, resolution, starts, lr_factor if anneal else 1.0)
 
-        t.ema.update = update
-        t.run()
-        g = dict(t.G.named_parameters())
-        squares = (float((p - g[n]).detach().square().sum()) for n, p in t.G_ema.named_parameters())
-        distance = sum(squares) ** 0.5
-        return seen, distance
+def _ramp_down_run(tiny_store, tmp_path, rule: str) -> tuple[Trainer, list, list]:
+    """A run whose learning rate ramps down over its last 0.1 of 0.6 kimg: the lr factor and the
+    start of the mean the trainer gave each G_ema update, and G's weights after every update from
+    that start."""
+    t = Trainer(tiny_options(tiny_store, tmp_path / rule, ema_kimg=0.1, ema_rampup=0.5, ema_rampdown=rule))
+    t.schedule.lr_rampdown_kimg = 0.1
+    t.schedule.total_kimg = 0.6
+    seen, iterates, original = [], [], t.ema.update
 
-    seen, annealed = run(True, "annealed")
-    assert [f for _, f in seen] == [pytest.approx(_sched().lr_factor(n / 1000)) for n, _ in seen]
+    def update(nimg, batch, resolution, starts, lr_factor=1.0, average_start=None):
+        seen.append((nimg, lr_factor, average_start))
+        if nimg >= average_start:
+            iterates.append({n: p.detach().clone() for n, p in t.G.named_parameters()})
+        original(nimg, batch, resolution, starts, lr_factor, average_start)
+
+    t.ema.update = update
+    t.run()
+    return t, seen, iterates
+
+
+def test_timed_run_ends_with_g_ema_the_mean_of_g_over_the_ramp_downs_second_half(tiny_store, tmp_path):
+    # Each update gets the schedule's lr factor at that step and the start of the mean, the ramp-
+    # down's midpoint (0.55 kimg: 0.5 to 0.6). The updates at 552, 560, ..., 592 images shown (8
+    # per update; 544 < 550) are its 6, and G_ema ends as the mean of G after each of them, which
+    # is not G itself.
+    t, seen, iterates = _ramp_down_run(tiny_store, tmp_path, "average")
+    assert [f for _, f, _ in seen] == [pytest.approx(_sched().lr_factor(n / 1000)) for n, _, _ in seen]
+    assert {start for _, _, start in seen} == {550}
+    assert [n for n, _, _ in seen if n >= 550] == list(range(552, 600, 8)) and len(iterates) == 6
+    for name, p in t.G_ema.named_parameters():
+        mean = torch.stack([it[name] for it in iterates]).mean(0)
+        torch.testing.assert_close(p, mean, rtol=1e-5, atol=1e-6)
+    assert _distance(t.G_ema, t.G) > 1e-3
+
+
+def _distance(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    other = dict(b.named_parameters())
+    return sum(float((p - other[n]).detach().square().sum()) for n, p in a.named_parameters()) ** 0.5
+
+
+def test_timed_run_with_anneal_ends_with_g_ema_on_the_annealed_g(tiny_store, tmp_path):
+    # The "anneal" rule (runs saved before the mean): the half-life shrinks with the lr factor, so
+    # over the last steps G_ema converges to G. The same run with the factor withheld from G_ema
+    # (G trains identically) ends with G_ema many times farther from G.
+    t, seen, _ = _ramp_down_run(tiny_store, tmp_path, "anneal")
     assert seen[0][1] == 1.0 and 0.0 < seen[-1][1] < 0.1
-    _, plain = run(False, "plain")
-    assert 0 < annealed < plain / 20  # measured: 0.0097 against 1.53
+    annealed = _distance(t.G_ema, t.G)
+    t2 = Trainer(
+        tiny_options(tiny_store, tmp_path / "plain", ema_kimg=0.1, ema_rampup=0.5, ema_rampdown="anneal")
+    )
+    t2.schedule.lr_rampdown_kimg = 0.1
+    t2.schedule.total_kimg = 0.6
+    withheld = t2.ema.update
+    t2.ema.update = lambda nimg, batch, res, starts, *_: withheld(nimg, batch, res, starts)
+    t2.run()
+    assert 0 < annealed < _distance(t2.G_ema, t2.G) / 20  # measured: 0.0097 against 1.53
 
 
 def _sched() -> Schedule:
     return Schedule(16, training_kimg=0.08, transition_kimg=0.08, total_kimg=0.6, lr_rampdown_kimg=0.1)
+
+
+def test_resume_in_the_ramp_down_continues_the_mean(tiny_store, tmp_path, monkeypatch):
+    # A plan whose learning rate ramps down over its last 0.16 of 0.56 kimg (the mean from 0.48),
+    # stopped at 0.52 kimg, within the mean, and resumed: the mean restarts nowhere, the weights
+    # match.
+    plan = {"training_kimgs": [0.08, 0.08], "transition_kimgs": [0.08, 0.08], "total_kimg": 0.56,
+            "lr_rampdown_kimg": 0.16}  # fmt: skip
+
+    def options(name: str):
+        return tiny_options(tiny_store, tmp_path, name=name, plan=plan, total_kimg=None, deterministic=True,
+                            snapshot_ticks=1, image_ticks=0)  # fmt: skip
+
+    full = training.train(options("full"))
+    original = Trainer._measure_tick
+
+    def stop_at_0_52_kimg(self, stats, *args):
+        if self.nimg == 520:
+            stats["stop"] = torch.ones(())
+        return original(self, stats, *args)
+
+    monkeypatch.setattr(Trainer, "_measure_tick", stop_at_0_52_kimg)
+    half = training.train(options("half"))
+    monkeypatch.setattr(Trainer, "_measure_tick", original)
+    assert json.loads(sorted(half.glob("snapshot-*"))[-1].joinpath("state.json").read_text())["nimg"] == 520
+    Trainer.from_snapshot(half).run()
+    a = load_file(str(sorted(full.glob("snapshot-*"))[-1] / "model.safetensors"))
+    b = load_file(str(sorted(half.glob("snapshot-*"))[-1] / "model.safetensors"))
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
