@@ -84,9 +84,9 @@ class EmaRule:
         nimg_in_average: float | None = None,
     ) -> float:
         """beta of one update of `batch` images for layers whose resolution began `nimg_since_start`
-        images ago, with the learning rate at `lr_factor` of its own and its ramp-down begun
-        its mean begun `nimg_in_average` images ago (None or < 0: not begun), both counted before
-        this update."""
+        images ago, with the learning rate at `lr_factor` of its own and the mean over its ramp-
+        down begun `nimg_in_average` images ago (None or < 0: not begun), all counted before this
+        update."""
         if self.beta is not None:
             return self.beta
         if self.rampdown == "average" and nimg_in_average is not None and nimg_in_average >= 0:
@@ -101,7 +101,7 @@ class EmaRule:
         if self.beta is not None:
             return f"fixed beta {self.beta:g} per update"
         ramp = f", ramp-up {self.rampup:g}" if self.rampup else ""
-        over = "the mean of G" if self.rampdown == "average" else "annealed"
+        over = "the mean of G over its second half" if self.rampdown == "average" else "annealed"
         return f"half-life {self.half_life_kimg:g} kimg per resolution{ramp}; over the lr ramp-down {over}"
 
 

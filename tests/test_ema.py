@@ -10,7 +10,7 @@ from progan.ema import EmaRule, ema_rule, half_life_beta, parameter_resolution
 from progan.networks import Generator, NetworkConfig
 from progan.schedule import Schedule, Stage
 from progan.training import Trainer
-from tests.test_training import tiny_options
+from tests.test_training import stopped_after_tick, tiny_options
 
 
 def test_half_life_beta_definition():
@@ -211,16 +211,8 @@ def test_resume_in_the_ramp_down_continues_the_mean(tiny_store, tmp_path, monkey
                             snapshot_ticks=1, image_ticks=0)  # fmt: skip
 
     full = training.train(options("full"))
-    original = Trainer._measure_tick
-
-    def stop_at_0_52_kimg(self, stats, *args):
-        if self.nimg == 520:
-            stats["stop"] = torch.ones(())
-        return original(self, stats, *args)
-
-    monkeypatch.setattr(Trainer, "_measure_tick", stop_at_0_52_kimg)
-    half = training.train(options("half"))
-    monkeypatch.setattr(Trainer, "_measure_tick", original)
+    with stopped_after_tick(monkeypatch, lambda t: t.nimg == 520):
+        half = training.train(options("half"))
     assert json.loads(sorted(half.glob("snapshot-*"))[-1].joinpath("state.json").read_text())["nimg"] == 520
     Trainer.from_snapshot(half).run()
     a = load_file(str(sorted(full.glob("snapshot-*"))[-1] / "model.safetensors"))

@@ -19,7 +19,7 @@ from progan.planner import (
 from progan.runspec import apply_plan
 from progan.schedule import Schedule
 from progan.training import Trainer
-from tests.test_training import run_cli, tiny_options
+from tests.test_training import run_cli, stopped_after_tick, tiny_options
 
 STABLE = {4: 1000.0, 8: 500.0, 16: 200.0, 32: 100.0}  # img/s
 FADE = {8: 400.0, 16: 160.0, 32: 80.0}
@@ -157,16 +157,8 @@ def test_timed_run_plans_then_resumes_the_same_plan(tiny_store, tmp_path, monkey
 
     # The same run stopped halfway (a signal, at tick 4, in the 8x8 fade) and resumed: the same
     # weights at the end.
-    original = Trainer._measure_tick
-
-    def stop_at_tick_4(self, stats, *args):
-        if self.tick == 4:
-            stats["stop"] = torch.ones(())
-        return original(self, stats, *args)
-
-    monkeypatch.setattr(Trainer, "_measure_tick", stop_at_tick_4)
-    assert run_cli(["train", *common, "--minutes", "10", "--name", "half"]) == 0
-    monkeypatch.setattr(Trainer, "_measure_tick", original)
+    with stopped_after_tick(monkeypatch, lambda t: t.tick == 4):
+        assert run_cli(["train", *common, "--minutes", "10", "--name", "half"]) == 0
     half = tmp_path / "00001-half"
     _fixed_speeds(monkeypatch, factor=3.0)  # a resume must not re-plan
     assert run_cli(["train", "--resume", str(half), "--no-progress"]) == 0

@@ -1,5 +1,7 @@
 import json
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,21 @@ def tiny_options(store, outdir, **kw) -> TrainOptions:
     # fp32 pinned: the same numbers on every CPU (auto would pick bf16 on some; see test_device.py).
     base.update(kw)
     return TrainOptions(**base)
+
+
+@contextmanager
+def stopped_after_tick(monkeypatch, when: Callable[[Trainer], bool]) -> Iterator[None]:
+    """Runs trained inside stop as on a signal, after the first tick for which `when(trainer)` holds."""
+    original = Trainer._measure_tick
+
+    def measure_then_stop(self, stats, *args):
+        if when(self):
+            stats["stop"] = torch.ones(())
+        return original(self, stats, *args)
+
+    monkeypatch.setattr(Trainer, "_measure_tick", measure_then_stop)
+    yield
+    monkeypatch.setattr(Trainer, "_measure_tick", original)
 
 
 def test_resume_mid_fade_gives_identical_weights(tiny_store, tmp_path):
