@@ -137,13 +137,18 @@ def test_ramp_down_average_counts_the_updates_before_this_one():
         EmaRule(rampdown="swa")
 
 
-def _ramp_down_run(tiny_store, tmp_path, rule: str) -> tuple[Trainer, list, list]:
-    """A run whose learning rate ramps down over its last 0.1 of 0.6 kimg: the lr factor and the
-    start of the mean the trainer gave each G_ema update, and G's weights after every update from
-    that start."""
-    t = Trainer(tiny_options(tiny_store, tmp_path / rule, ema_kimg=0.1, ema_rampup=0.5, ema_rampdown=rule))
+def _ramp_down_trainer(tiny_store, outdir, rule: str) -> Trainer:
+    """A trainer whose learning rate ramps down over its last 0.1 of 0.6 kimg."""
+    t = Trainer(tiny_options(tiny_store, outdir, ema_kimg=0.1, ema_rampup=0.5, ema_rampdown=rule))
     t.schedule.lr_rampdown_kimg = 0.1
     t.schedule.total_kimg = 0.6
+    return t
+
+
+def _ramp_down_run(tiny_store, tmp_path, rule: str) -> tuple[Trainer, list, list]:
+    """The ramp-down trainer's run: the lr factor and the start of the mean the trainer gave each
+    G_ema update, and G's weights after every update from that start."""
+    t = _ramp_down_trainer(tiny_store, tmp_path / rule, rule)
     seen, iterates, original = [], [], t.ema.update
 
     def update(nimg, batch, resolution, starts, lr_factor=1.0, average_start=None):
@@ -184,11 +189,7 @@ def test_timed_run_with_anneal_ends_with_g_ema_on_the_annealed_g(tiny_store, tmp
     t, seen, _ = _ramp_down_run(tiny_store, tmp_path, "anneal")
     assert seen[0][1] == 1.0 and 0.0 < seen[-1][1] < 0.1
     annealed = _distance(t.G_ema, t.G)
-    t2 = Trainer(
-        tiny_options(tiny_store, tmp_path / "plain", ema_kimg=0.1, ema_rampup=0.5, ema_rampdown="anneal")
-    )
-    t2.schedule.lr_rampdown_kimg = 0.1
-    t2.schedule.total_kimg = 0.6
+    t2 = _ramp_down_trainer(tiny_store, tmp_path / "plain", "anneal")
     withheld = t2.ema.update
     t2.ema.update = lambda nimg, batch, res, starts, *_: withheld(nimg, batch, res, starts)
     t2.run()
