@@ -5,6 +5,7 @@ import os
 import pytest
 import torch
 
+from progan.device import cpu_flags
 from progan.loss import LossConfig, discriminator_loss, generator_loss
 from progan.networks import Discriminator, Generator, NetworkConfig
 from progan.training import autocast
@@ -66,11 +67,20 @@ def test_channels_last_matches_fp32_reference():
     assert relative_error(g, g_ref) < 1e-4
 
 
+# oneDNN's AMX bf16 kernels are less exact in the gradient penalty's double backward (measured on a
+# 2-core Xeon with AMX, 2026-11-26): D's gradient had cosine 0.976 and relative error 0.22 against
+# fp32, but 0.9975 and 0.071 on the same CPU with AMX turned off (ONEDNN_MAX_CPU_ISA=
+# AVX512_CORE_BF16), and 0.992 and 0.13 either way with the penalty off; G's was 0.9965 and 0.084
+# either way. Training there was not worse: benchmarks/README.md, "On a CPU with native bf16".
+D_BF16_BOUNDS = (0.97, 0.3) if "amx_bf16" in cpu_flags() else (0.99, 0.1)
+
+
 def test_bf16_matches_fp32_reference():
     d_ref, g_ref = reference()
     d, g = grads_of_one_step(channels_last=True, precision="bf16")
     # bf16 keeps 8 bits of mantissa: gradients agree in direction and to a few percent in size.
-    assert cosine(d, d_ref) > 0.99 and relative_error(d, d_ref) < 0.1
+    min_cosine, max_error = D_BF16_BOUNDS
+    assert cosine(d, d_ref) > min_cosine and relative_error(d, d_ref) < max_error
     assert cosine(g, g_ref) > 0.99 and relative_error(g, g_ref) < 0.1
     assert torch.isfinite(d).all() and torch.isfinite(g).all()
 
