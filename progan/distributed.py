@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -124,6 +125,8 @@ def _local_store(rank: int, world_size: int, port: int) -> dist.TCPStore:
 
 
 _local_rendezvous: dist.TCPStore | None = None
+# How long rank 0 waits at the end of a run for the other ranks to leave their process group.
+LEAVE_TIMEOUT = timedelta(seconds=60)
 
 
 def _worker(local_rank: int, world_size: int, port: int, fn, args) -> None:
@@ -139,6 +142,23 @@ def _worker(local_rank: int, world_size: int, port: int, fn, args) -> None:
         fn(*args)
     finally:
         shutdown()
+    _leave_rendezvous(_local_rendezvous, local_rank, world_size)
+    _local_rendezvous = None
+
+
+def _leave_rendezvous(store: dist.Store, rank: int, world_size: int) -> None:
+    """After a run that ended well on every rank: rank 0, which serves the rendezvous store, exits
+    only once every other rank has left its process group, so that none loses the store while it
+    tears down. (Under torchrun the store lives in the agent, which outlives its workers. Here rank
+    1 once aborted with "terminate called without an active exception" right after a 2-rank run
+    had finished, in one CI run of about ten, 2026-11-26.)"""
+    try:
+        if rank == 0:
+            store.wait([f"progan-left-{r}" for r in range(1, world_size)], LEAVE_TIMEOUT)
+        else:
+            store.set(f"progan-left-{rank}", "1")
+    except RuntimeError:  # DistStoreError: a rank did not say; the run's results are written anyway
+        pass
 
 
 def launch(nprocs: int, fn, *args) -> None:

@@ -1,7 +1,9 @@
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -314,6 +316,23 @@ def test_two_ranks_match_one_rank(tiny_store, tmp_path):
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
     # The runs did move: G_ema differs from its initial value.
     assert any(not torch.equal(one[k], one[k.replace("G_ema.", "G.")]) for k in one if k.startswith("G_ema."))
+
+
+def test_rank_zero_keeps_the_rendezvous_until_the_others_have_left(monkeypatch):
+    store = torch.distributed.HashStore()
+    distributed._leave_rendezvous(store, 1, 3)  # ranks 1 and 2 say they have left
+    distributed._leave_rendezvous(store, 2, 3)
+    assert store.get("progan-left-1") == b"1" and store.get("progan-left-2") == b"1"
+    start = time.monotonic()
+    distributed._leave_rendezvous(store, 0, 3)  # both have: rank 0 goes at once
+    assert time.monotonic() - start < 1
+    # Rank 2 never says: rank 0 waits the whole timeout, then exits quietly (the run is written).
+    monkeypatch.setattr(distributed, "LEAVE_TIMEOUT", timedelta(seconds=0.5))
+    store = torch.distributed.HashStore()
+    distributed._leave_rendezvous(store, 1, 3)
+    start = time.monotonic()
+    distributed._leave_rendezvous(store, 0, 3)
+    assert time.monotonic() - start >= 0.5
 
 
 def test_resume_on_a_different_rank_count(tiny_store, tmp_path):
