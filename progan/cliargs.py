@@ -38,11 +38,14 @@ def add_generation_arguments(
     precisions: Sequence[str] | None = None,
     precision_help: str | None = None,
 ) -> None:
-    """--batch (left out when `batch` is None), --device and --precision (fp32 by default) of a
-    command that runs G_ema; `precisions` narrows the choices (default: device.PRECISIONS)."""
-    from progan.device import PRECISIONS
+    """--batch (left out when `batch` is None), --device and --precision (auto by default: the
+    rule of device.sampling_precision) of a command that runs G_ema; `precisions` narrows the
+    choices (default: device.TRAIN_PRECISIONS, auto included)."""
+    from progan.device import TRAIN_PRECISIONS
 
     if batch is not None:
         p.add_argument("--batch", type=positive(int), default=batch, help=f"images per batch ({batch})")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default auto)")
-    p.add_argument("--precision", choices=list(precisions or PRECISIONS), default="fp32", help=precision_help)
+    rule = "auto (default): bf16 on a CPU with AMX or AVX-512 BF16 or a CUDA GPU of compute capability >= 8.0, else fp32"  # noqa: E501
+    p.add_argument("--precision", choices=list(precisions or TRAIN_PRECISIONS), default="auto",
+                   help=f"{rule}; {precision_help}" if precision_help else rule)  # fmt: skip

@@ -230,7 +230,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_generate(args: argparse.Namespace) -> int:
     from progan import directions
     from progan.checkpoint import load_snapshot
-    from progan.device import check_precision, pick_device
+    from progan.device import pick_device, sampling_precision
     from progan.generate import parse_seeds, write_seed_images
 
     if not args.outdir and not args.grid:
@@ -238,7 +238,7 @@ def run_generate(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds)
     amounts = directions.parse_amounts(args.direction) if args.direction else {}
     device = pick_device(args.device)
-    check_precision(args.precision, device.type)
+    precision = sampling_precision(args.precision, device)
     snap = load_snapshot(args.snapshot, device=device)
     edit = None
     if amounts:
@@ -246,7 +246,7 @@ def run_generate(args: argparse.Namespace) -> int:
         edit = lambda z: directions.move(z, found, amounts)  # noqa: E731
     written, grid = write_seed_images(
         snap.G_ema, seeds, args.label, snap.label_names, outdir=args.outdir, grid=args.grid,
-        batch=args.batch, device=device, precision=args.precision, method=args.latents,
+        batch=args.batch, device=device, precision=precision, method=args.latents,
         stream_seed=args.stream_seed, edit=edit,
     )  # fmt: skip
     if args.outdir:

@@ -13,7 +13,8 @@ from progan.errors import UserError
 # The one definition of the training and sampling precisions: argparse `choices`, autocast's
 # dtype and the device rule below all read it.
 PRECISIONS = ("fp32", "bf16", "fp16")
-# What `train` and `demo` accept: `auto` picks one of PRECISIONS by the hardware (choose_precision).
+# What `train`, `demo` and every sampling command accept: `auto` picks one of PRECISIONS by the
+# hardware (choose_precision), the same rule for training and sampling.
 TRAIN_PRECISIONS = ("auto", *PRECISIONS)
 PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -89,6 +90,18 @@ def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
     if requested == "auto":
         return choose_precision(device)
     return requested, "asked for with --precision"
+
+
+def sampling_precision(requested: str, device: torch.device | str) -> str:
+    """The precision G renders images in, for every sampling path (training grids, generate,
+    metrics, video, studio, describe, edit): `auto` is the rule `train --precision auto` uses
+    (choose_precision: bf16 on a CPU with AMX or AVX-512 BF16 or a CUDA GPU of compute capability
+    8.0 or higher, else fp32), so a run's grids and `progan generate` on the same machine agree.
+    A named precision is checked for the device (UserError for fp16 off CUDA)."""
+    device = torch.device(device)
+    precision = choose_precision(device)[0] if requested == "auto" else requested
+    check_precision(precision, device.type)
+    return precision
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

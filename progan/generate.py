@@ -31,7 +31,7 @@ def generate(
     labels: torch.Tensor | None = None,
     batch: int = 32,
     device: torch.device | str = "cpu",
-    precision: str = "fp32",
+    precision: str = "auto",
 ) -> torch.Tensor:
     """uint8 images (N, C, R, R) for the given seeds (through progan.sampling, the one path)."""
     return images_for_seeds(G, seeds, labels, batch=batch, device=device, precision=precision)
@@ -71,7 +71,7 @@ def write_seed_images(
     grid: str | os.PathLike | None = None,
     batch: int = 32,
     device: torch.device | str = "cpu",
-    precision: str = "fp32",
+    precision: str = "auto",
     method: str = "progan",
     stream_seed: int = 1000,
     edit: Callable[[torch.Tensor], torch.Tensor] | None = None,

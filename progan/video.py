@@ -125,7 +125,7 @@ def interpolation_video(
     batch: int = 32,
     zoom: int | None = None,
     device: torch.device | str = "cpu",
-    precision: str = "fp32",
+    precision: str = "auto",
 ) -> tuple[int, Iterator[np.ndarray]]:
     """(frame count, frames) of the official interpolation video; `labels` (cells, K) when conditional."""
     rows, cols = grid
@@ -148,7 +148,7 @@ def morph_video(
     batch: int = 32,
     zoom: int | None = None,
     device: torch.device | str = "cpu",
-    precision: str = "fp32",
+    precision: str = "auto",
     method: str = "progan",
 ) -> tuple[int, Iterator[np.ndarray]]:
     """(frame count, frames) of a loop through the faces of `seeds` (slerp between their latents).

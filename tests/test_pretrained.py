@@ -315,12 +315,10 @@ def test_import_then_generate_with_directions_and_evaluate(tmp_path, capsys, mon
     stored = load_directions(snap)["smile"]
     np.testing.assert_allclose(stored[0].numpy(), smile[0] / np.linalg.norm(smile), rtol=1e-6)
 
-    assert (
-        run_cli(["generate", snap, "--seeds", "1000,7", "--latents", "official", "--outdir", tmp_path / "a"])
-        == 0
-    )
+    assert run_cli(["generate", snap, "--seeds", "1000,7", "--latents", "official",
+                    "--outdir", tmp_path / "a", "--precision", "fp32"]) == 0  # fmt: skip
     assert run_cli(["generate", snap, "--seeds", "1000,7", "--latents", "official", "--direction", "smile=+2",
-                    "--outdir", tmp_path / "b"]) == 0  # fmt: skip
+                    "--outdir", tmp_path / "b", "--precision", "fp32"]) == 0  # fmt: skip
     z = np.random.RandomState(1000).randn(1, 16).astype(np.float32)  # as the official scripts draw it
     expected = pf.tf_g_forward(G_vars, kwargs, z)[0]
     expected = np.clip(np.rint((expected + 1) * 127.5), 0, 255).transpose(1, 2, 0)
@@ -336,7 +334,7 @@ def test_import_then_generate_with_directions_and_evaluate(tmp_path, capsys, mon
     assert np.abs(moved - exp_moved).max() <= 1
     # The official import_example.py: RandomState(1000).randn(1000, L)[[477, 56, ...]] -> img0, img1, ...
     assert run_cli(["generate", snap, "--seeds", "477,56", "--latents", "official-stream", "--stream-seed",
-                    "1000", "--outdir", tmp_path / "c"]) == 0  # fmt: skip
+                    "1000", "--outdir", tmp_path / "c", "--precision", "fp32"]) == 0  # fmt: skip
     row = np.random.RandomState(1000).randn(1000, 16)[[56]].astype(np.float32)
     exp_row = np.clip(np.rint((pf.tf_g_forward(G_vars, kwargs, row)[0] + 1) * 127.5), 0, 255).transpose(
         1, 2, 0

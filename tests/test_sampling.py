@@ -1,5 +1,8 @@
 """The one sampling path (progan.sampling) and the named-directions store (progan.directions)."""
 
+import copy
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -74,28 +77,42 @@ def test_directions_store_roundtrip_and_move(tmp_path):
         parse_amounts("smile")
 
 
-def test_the_same_seed_gives_the_same_image_in_every_command(tiny_store, tmp_path):
+# The CPU kinds CI runs on, by the /proc/cpuinfo flags that decide `--precision auto`: bf16
+# autocast runs on any x86 CPU (emulated without these flags), so every kind is tried here.
+CPU_KINDS = {"avx2": ({"avx2"}, "fp32"), "avx512_bf16": ({"avx2", "avx512_bf16"}, "bf16"),
+             "amx": ({"avx2", "avx512_bf16", "amx_bf16"}, "bf16")}  # fmt: skip
+
+
+@pytest.mark.parametrize("cpu", sorted(CPU_KINDS))
+def test_the_same_seed_gives_the_same_image_in_every_command(tiny_store, tmp_path, monkeypatch, cpu):
     # Training grids show seeds 0..grid_size-1, metrics seeds 1,000,000.. (--seed 0), and
-    # `progan generate` any seed: all through progan.sampling, so the pictures agree.
+    # `progan generate` and the studio any seed: all through progan.sampling at --precision auto,
+    # so the pictures agree bit for bit, in batches of any size.
+    from fastapi.testclient import TestClient
     from PIL import Image
 
+    import progan.device
     from progan.cli import main
     from progan.metrics.evaluate import fake_batches
     from progan.sampling import METRICS_SEED_OFFSET, metric_seeds
+    from progan.studio.app import Studio, create_app
     from progan.training import Trainer, TrainOptions
     from tests.conftest import TINY_NET
 
+    flags, precision = CPU_KINDS[cpu]
+    monkeypatch.setattr(progan.device, "cpu_flags", lambda: set(flags))
     t = Trainer(TrainOptions(data=str(tiny_store.path), outdir=str(tmp_path / "runs"), batch=8, grid_size=6,
                              total_kimg=0.016, tick_kimg=0.016, progress=False, **TINY_NET))  # fmt: skip
+    assert t.precision == precision  # the training rule is the sampling rule
     run_dir = t.run()
     grid = t._fakes_uint8()
     metrics = torch.cat(list(fake_batches(t.G_ema, 4, 2, "cpu", seed=0)))
     assert list(metric_seeds(4)) == list(range(METRICS_SEED_OFFSET, METRICS_SEED_OFFSET + 4))
 
-    def generated(seeds: str) -> torch.Tensor:
-        out = tmp_path / f"gen-{seeds}"
+    def generated(seeds: str, *options: str) -> torch.Tensor:
+        out = tmp_path / f"gen-{seeds}{''.join(options)}"
         with pytest.raises(SystemExit) as e:
-            main(["generate", str(run_dir), "--seeds", seeds, "--outdir", str(out), "--batch", "3"])
+            main(["generate", str(run_dir), "--seeds", seeds, "--outdir", str(out), "--batch", "3", *options])
         assert e.value.code == 0
         files = sorted(out.iterdir())
         return torch.stack([torch.from_numpy(np.array(Image.open(f))).permute(2, 0, 1) for f in files])
@@ -103,3 +120,71 @@ def test_the_same_seed_gives_the_same_image_in_every_command(tiny_store, tmp_pat
     assert torch.equal(generated("0-5"), grid)
     assert torch.equal(generated(f"{METRICS_SEED_OFFSET}-{METRICS_SEED_OFFSET + 3}"), metrics)
     assert not torch.equal(grid[0], grid[1])
+    studio = Studio([run_dir], tmp_path / "state")
+    try:
+        client = TestClient(create_app(studio))
+        (m,) = client.get("/api/models").json()
+        face = client.get(f"/api/models/{m['id']}/face.png?seed=4")
+        assert face.status_code == 200
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(face.content))).transpose(2, 0, 1), grid[4])
+    finally:
+        studio.close()
+    # The other precision gives another image: the test sees which one each command used.
+    other = generated("0-5", "--precision", "fp32" if precision == "bf16" else "bf16")
+    assert not torch.equal(other, grid)
+
+
+def test_every_batch_size_and_layout_gives_the_same_float_image():
+    # Without SAMPLING_BLOCK and the contiguous copy, fp32 images of the same latents differed by
+    # ~1e-6 between batches of 3 and 6 and between channels-last and contiguous weights.
+    from progan.sampling import SAMPLING_BLOCK, contiguous_generator, render_blocks
+
+    torch.manual_seed(0)
+    G = Generator(NetworkConfig(resolution=16, latent_size=32, fmap_base=128, fmap_max=32)).eval()
+    z = latents_for_seeds(range(13), 32)
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        want = render_blocks(G, z, None, cpu)
+        for n in (1, 2, 3, SAMPLING_BLOCK + 1, 13):
+            got = torch.cat([render_blocks(G, z[i : i + n], None, cpu) for i in range(0, 13, n)])
+            assert torch.equal(got, want), n
+        last = copy.deepcopy(G).to(memory_format=torch.channels_last)
+        assert contiguous_generator(G) is G and contiguous_generator(last) is not last
+        assert torch.equal(render_blocks(contiguous_generator(last), z, None, cpu), want)
+    assert last.dense.weight.is_contiguous() and not last.conv4.weight.is_contiguous()  # left as it was
+
+
+def test_iter_images_runs_a_channels_last_generator_in_the_contiguous_layout(monkeypatch):
+    import progan.sampling
+
+    G = small_generator().to(memory_format=torch.channels_last)
+    seen = []
+    real = progan.sampling.render_blocks
+
+    def spy(g, *args):
+        seen.append(all(p.is_contiguous() for p in g.parameters()))
+        return real(g, *args)
+
+    monkeypatch.setattr(progan.sampling, "render_blocks", spy)
+    images_for_seeds(G, range(5), batch=2)
+    assert seen == [True, True, True]
+
+
+def test_the_precision_rule_is_one_function(monkeypatch):
+    import progan.device as d
+
+    monkeypatch.setattr(d, "cpu_flags", lambda: {"avx2"})
+    assert d.sampling_precision("auto", "cpu") == d.choose_precision(torch.device("cpu"))[0] == "fp32"
+    monkeypatch.setattr(d, "cpu_flags", lambda: {"avx512_bf16"})
+    assert d.sampling_precision("auto", "cpu") == "bf16" and d.sampling_precision("fp32", "cpu") == "fp32"
+    assert d.choose_precision(torch.device("cuda"), cuda_bf16=True)[0] == "bf16"
+    assert d.choose_precision(torch.device("cuda"), cuda_bf16=False)[0] == "fp32"
+    with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
+        d.sampling_precision("fp16", "cpu")
+
+
+def test_bf16_autocast_ends_before_each_batch_is_handed_over():
+    # The caller's code between batches (an attribute classifier, a measurement) runs in fp32.
+    batches = iter_images(small_generator(), latents_for_seeds(range(6), 16), batch=3, precision="bf16")
+    for images in batches:
+        assert images.dtype == torch.uint8 and not torch.is_autocast_enabled("cpu")

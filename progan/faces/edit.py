@@ -90,7 +90,7 @@ def sample_measurements(
     labels: torch.Tensor | None = None,
     batch: int = 32,
     device: torch.device | str = "cpu",
-    precision: str = "fp32",
+    precision: str = "auto",
     latent_method: str = "progan",
     progress: bool = True,
 ) -> tuple[torch.Tensor, list]:

@@ -30,6 +30,8 @@ def add_metric_arguments(parser: argparse.ArgumentParser, default_metrics: str |
 
 
 def register(subparsers) -> None:
+    from progan.device import TRAIN_PRECISIONS
+
     p = subparsers.add_parser(
         "evaluate", help="compute SWD, MS-SSIM, FID, ... of snapshots", description=HELP
     )
@@ -44,6 +46,10 @@ def register(subparsers) -> None:
         "--data", metavar="STORE", default=None, help="dataset store of the reals (default: the run's)"
     )
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--precision", choices=TRAIN_PRECISIONS, default="auto",
+                   help="G's precision for the generated images, as 'progan generate' renders them "
+                        "(default auto: bf16 on a CPU with AMX or AVX-512 BF16 or a CUDA GPU of compute "
+                        "capability >= 8.0, else fp32)")  # fmt: skip
     p.add_argument(
         "--seed",
         type=int,
@@ -64,7 +70,7 @@ def register(subparsers) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from progan.device import pick_device
+    from progan.device import pick_device, sampling_precision
     from progan.metrics.evaluate import evaluate_path, parse_metrics
 
     names = parse_metrics(args.metrics or "")
@@ -82,5 +88,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
         inception_weights=args.inception_weights,
         out_dir=args.out,
         cache_dir=args.cache_dir,
+        precision=sampling_precision(args.precision, device),
     )
     return 0

@@ -82,7 +82,7 @@ def real_batches(images: np.ndarray, idx: np.ndarray, batch: int) -> Iterator[np
 
 
 def fake_batches(
-    G: torch.nn.Module, num: int, batch: int, device: torch.device | str, seed: int
+    G: torch.nn.Module, num: int, batch: int, device: torch.device | str, seed: int, precision: str = "auto"
 ) -> Iterator[torch.Tensor]:
     """uint8 (n, C, R, R) CPU batches of G's images for `metric_seeds(num, seed)`, through the one
     sampling path: image k is `progan generate --seeds <metric_seeds(num, seed)[k]>`'s image."""
@@ -90,7 +90,7 @@ def fake_batches(
     latent_size = int(G.latent_size)
     labels = labels_for(int(getattr(G, "label_size", 0) or 0), seeds, None)
     latents = (latents_for_seeds(seeds[i : i + batch], latent_size) for i in range(0, num, batch))
-    return iter_images(G, latents, labels, batch=batch, device=device)
+    return iter_images(G, latents, labels, batch=batch, device=device, precision=precision)
 
 
 class _RealCache:
@@ -183,6 +183,7 @@ def compute_metrics(
     inception_weights: str | None = None,
     feature_extractor: fidelity.FeatureExtractor | None = None,
     cache_dir: str | os.PathLike | None = None,
+    precision: str = "auto",
 ) -> dict[str, float]:
     """Metrics of generator G (in eval mode, e.g. G_ema) at its current resolution.
 
@@ -234,7 +235,7 @@ def compute_metrics(
     was_training = G.training
     G.eval()
     try:
-        for x in fake_batches(G, num, batch, device, seed=seed):
+        for x in fake_batches(G, num, batch, device, seed=seed, precision=precision):
             if fake_desc is not None:
                 fake_desc.add(x)
             if "msssim" in names:
@@ -376,6 +377,7 @@ def evaluate_path(
     out_dir: str | None = None,
     cache_dir: str | None = None,
     log=print,
+    precision: str = "auto",
 ) -> list[dict]:
     """Evaluate a snapshot, every snapshot of a run, or (a dataset store) the real-vs-real floor.
     Writes metrics.jsonl and metrics-<metric>.png into the run directory (or `out_dir`)."""
@@ -425,6 +427,7 @@ def evaluate_path(
             batch_size=batch_size,
             inception_weights=inception_weights,
             cache_dir=cache_dir,
+            precision=precision,
         )
         rec = {
             "snapshot": Path(snap_path).name,

@@ -286,7 +286,7 @@ def parse_edits(text: str | None) -> dict[str, float]:
 
 class Studio:
     def __init__(self, sources: list[str | os.PathLike], state_dir: str | os.PathLike | None = None,
-                 device: str | torch.device = "cpu", precision: str = "fp32", max_batch: int = MAX_BATCH,
+                 device: str | torch.device = "cpu", precision: str = "auto", max_batch: int = MAX_BATCH,
                  gather: float = GATHER_SECONDS) -> None:  # fmt: skip
         self.models: dict[str, Model] = {}
         snapshots = [s for src in sources for s in find_snapshots(src)]
@@ -546,7 +546,7 @@ def feature_panels() -> list[Panel]:
 
 
 def serve(sources: list[str], host: str = "127.0.0.1", port: int = 8000, state_dir: str | None = None,
-          device: str = "cpu", precision: str = "fp32") -> None:  # fmt: skip
+          device: str = "cpu", precision: str = "auto") -> None:  # fmt: skip
     """Load the models and run the studio until Ctrl-C."""
     import uvicorn
 

@@ -86,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--state-dir", help="where favourites.json lives (default ~/.local/share/progan/studio)")
-    add_generation_arguments(p, batch=None, precisions=["fp32", "bf16"])
+    add_generation_arguments(p, batch=None, precisions=["auto", "fp32", "bf16"])
     p.set_defaults(func=run_serve)
 
 
@@ -107,14 +107,14 @@ def run_video(args: argparse.Namespace) -> int:
         total, frames = video.training_video(args.source, per_grid, args.fps, args.zoom)
     else:
         from progan.checkpoint import load_snapshot
-        from progan.device import check_precision, pick_device
+        from progan.device import pick_device, sampling_precision
         from progan.sampling import labels_for, parse_seeds
 
         device = pick_device(args.device)
-        check_precision(args.precision, device.type)
+        precision = sampling_precision(args.precision, device)
         snap = load_snapshot(args.source, device=device)
         G = snap.G_ema
-        common = dict(batch=args.batch, zoom=args.zoom, device=device, precision=args.precision)
+        common = dict(batch=args.batch, zoom=args.zoom, device=device, precision=precision)
         if args.kind == "interpolation":
             rows, cols = video.parse_grid(args.grid)
             labels = video.cell_labels(G.label_size, rows * cols, args.seed, args.label, snap.label_names)
@@ -159,13 +159,14 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from progan.device import pick_device
+    from progan.device import pick_device, sampling_precision
 
     need("serve", "fastapi", "uvicorn")
     from progan.studio.app import serve
 
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a TCP port; use 1 to 65535")
+    device = pick_device(args.device)
     serve(args.source, host=args.host, port=args.port, state_dir=args.state_dir,
-          device=str(pick_device(args.device)), precision=args.precision)  # fmt: skip
+          device=str(device), precision=sampling_precision(args.precision, device))  # fmt: skip
     return 0
