@@ -20,7 +20,7 @@ from playwright import sync_api
 from studio_util import write_tiny_snapshot
 
 from progan.directions import add_direction
-from progan.studio.app import Studio, create_app
+from progan.studio.app import HostCheck, Studio, allowed_hosts, create_app
 
 CHROMIUM = next((p for p in (os.environ.get("PROGAN_CHROMIUM"), shutil.which("chromium"),
                              shutil.which("chromium-browser")) if p), None)  # fmt: skip
@@ -43,7 +43,9 @@ def server(tmp_path):
     add_direction(snap, "age", torch.randn(16, generator=torch.Generator().manual_seed(2)), 16)
     studio = Studio([tmp_path / "runs"], tmp_path / "state")
     port = free_port()
-    config = uvicorn.Config(create_app(studio), host="127.0.0.1", port=port, log_level="warning")
+    app = create_app(studio)
+    app.add_middleware(HostCheck, hosts=allowed_hosts("127.0.0.1", port))  # as `progan serve` runs it
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()

@@ -414,6 +414,55 @@ class _TooLarge(Exception):
     pass
 
 
+# DNS rebinding: a web page on evil.example whose name later resolves to 127.0.0.1 reaches the
+# studio from the user's own browser, same-origin as far as the browser knows; only the Host
+# header still says evil.example (the check Jupyter, Vite and webpack-dev-server added). A plain
+# cross-site form or fetch POST carries the attacking page's Origin.
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+WILDCARD_BINDS = ("0.0.0.0", "::", "")
+STATE_CHANGING = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_hosts(bind: str, port: int, allow: list[str] | tuple[str, ...] = ()) -> frozenset[str]:
+    """The Host values ('name:port', lower case) the studio answers: 127.0.0.1, localhost and
+    [::1] at `port`, the address it is bound to, and each `--allow-host` NAME (at `port` unless
+    it is NAME:PORT, for a proxy on another port)."""
+    names = [*LOOPBACK_NAMES, *([] if bind in WILDCARD_BINDS else [f"[{bind}]" if ":" in bind else bind])]
+    return frozenset(_with_port(n.strip(), port) for n in [*names, *allow])
+
+
+def _with_port(netloc: str, default: int) -> str:
+    """'name:port' in lower case, `default` when `netloc` names no port ('[::1]' is a name)."""
+    netloc = netloc.lower()
+    return netloc if re.fullmatch(r"(\[[^\]]*\]|[^:\[\]]*):\d+", netloc) else f"{netloc}:{default}"
+
+
+class HostCheck:
+    """ASGI middleware: 403 unless the Host header is one of `hosts` (allowed_hosts), and 403 for a
+    state-changing request (POST, PUT, PATCH, DELETE) whose Origin is another site. A request
+    without Origin (curl, scripts) is not a browser's cross-site request and passes."""
+
+    def __init__(self, app, hosts: frozenset[str]) -> None:
+        self.app, self.hosts = app, hosts
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        host = headers.get(b"host", b"").decode("latin-1")
+        if _with_port(host, 80) not in self.hosts:
+            shown = host[:100] or "(none)"
+            return await _plain(send, 403, f"Host {shown} is not this studio's address; open it at "
+                                f"{sorted(self.hosts)[0]} or start it with --allow-host NAME")  # fmt: skip
+        origin = headers.get(b"origin")
+        if origin is not None and scope.get("method") in STATE_CHANGING:
+            scheme, _, netloc = origin.decode("latin-1").partition("://")
+            if _with_port(netloc, 443 if scheme == "https" else 80) not in self.hosts:
+                return await _plain(send, 403, f"requests from {origin.decode('latin-1')[:100]} may not "
+                                    "change this studio (another site's page sent it)")  # fmt: skip
+        return await self.app(scope, receive, send)
+
+
 async def _plain(send, status: int, detail: str) -> None:
     body = json.dumps({"detail": detail}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -546,12 +595,15 @@ def feature_panels() -> list[Panel]:
 
 
 def serve(sources: list[str], host: str = "127.0.0.1", port: int = 8000, state_dir: str | None = None,
-          device: str = "cpu", precision: str = "auto") -> None:  # fmt: skip
-    """Load the models and run the studio until Ctrl-C."""
+          device: str = "cpu", precision: str = "auto",
+          allow_hosts: list[str] | None = None) -> None:  # fmt: skip
+    """Load the models and run the studio until Ctrl-C; it answers only requests addressed to it
+    (HostCheck with allowed_hosts(host, port, allow_hosts))."""
     import uvicorn
 
     studio = Studio(sources, state_dir, device=device, precision=precision)
     app = create_app(studio, panels=feature_panels())
+    app.add_middleware(HostCheck, hosts=allowed_hosts(host, port, allow_hosts or []))
     print(f"progan studio: {len(studio.models)} model(s), favourites in {studio.favourites.path}")
     print(f"open http://{'[' + host + ']' if ':' in host else host}:{port}/")
     try:

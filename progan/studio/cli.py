@@ -85,6 +85,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--allow-host", action="append", default=[], metavar="NAME[:PORT]",
+        help="also answer requests addressed to this name (a LAN name or address, a proxy's name); "
+        "repeatable. Other Host headers get 403 (the studio answers only 127.0.0.1, localhost and "
+        "the --host address by default, against DNS rebinding)",
+    )  # fmt: skip
     p.add_argument("--state-dir", help="where favourites.json lives (default ~/.local/share/progan/studio)")
     add_generation_arguments(p, batch=None, precisions=["auto", "fp32", "bf16"])
     p.set_defaults(func=run_serve)
@@ -167,6 +173,10 @@ def run_serve(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a TCP port; use 1 to 65535")
     device = pick_device(args.device)
-    serve(args.source, host=args.host, port=args.port, state_dir=args.state_dir,
-          device=str(device), precision=sampling_precision(args.precision, device))  # fmt: skip
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: --host {args.host}: the studio has no authentication; anyone who can reach port "
+              f"{args.port} can use it and change its favourites (name it for them with --allow-host)",
+              file=sys.stderr)  # fmt: skip
+    serve(args.source, host=args.host, port=args.port, state_dir=args.state_dir, device=str(device),
+          precision=sampling_precision(args.precision, device), allow_hosts=args.allow_host)  # fmt: skip
     return 0

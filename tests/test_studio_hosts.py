@@ -1,0 +1,85 @@
+"""`progan serve` answers only requests addressed to it (DNS rebinding) and only its own pages'
+state-changing requests (cross-site POST/DELETE)."""
+
+import pytest
+from fastapi.testclient import TestClient
+from studio_util import write_tiny_snapshot
+
+from progan.cli import main
+from progan.studio.app import HostCheck, Studio, allowed_hosts, create_app
+
+
+@pytest.fixture
+def studio(tmp_path):
+    write_tiny_snapshot(tmp_path / "runs" / "00000-faces", resolution=8)
+    s = Studio([tmp_path / "runs" / "00000-faces"], tmp_path / "state")
+    yield s
+    s.close()
+
+
+def guarded(studio, bind="127.0.0.1", port=8000, allow=()):
+    app = create_app(studio)
+    app.add_middleware(HostCheck, hosts=allowed_hosts(bind, port, list(allow)))
+    return TestClient(app, base_url=f"http://127.0.0.1:{port}")
+
+
+FAVOURITE = {"model": "00000-faces", "seed": 3}
+
+
+def test_another_host_name_is_refused(studio):
+    client = guarded(studio)
+    for host in ("evil.example", "evil.example:8000", "127.0.0.1:9999", "localhost.evil.example:8000", ""):
+        r = client.get("/api/models", headers={"host": host})
+        assert r.status_code == 403 and "not this studio's address" in r.json()["detail"], host
+        assert client.post("/api/favourites", json=FAVOURITE, headers={"host": host}).status_code == 403
+    assert studio.favourites.items == []
+
+
+def test_the_served_names_and_allowed_names_are_answered(studio):
+    client = guarded(studio, allow=["faces.lan", "proxy.example:443"])
+    for host in ("127.0.0.1:8000", "localhost:8000", "LOCALHOST:8000", "[::1]:8000", "faces.lan:8000",
+                 "proxy.example:443"):  # fmt: skip
+        assert client.get("/api/models", headers={"host": host}).status_code == 200, host
+    assert client.get("/api/models", headers={"host": "faces.lan:9000"}).status_code == 403
+    bound = guarded(studio, bind="192.168.1.5", port=80)
+    for host in ("192.168.1.5", "192.168.1.5:80", "localhost"):
+        assert bound.get("/api/models", headers={"host": host}).status_code == 200, host
+
+
+def test_state_changes_from_another_site_are_refused_and_same_origin_works(studio):
+    client = guarded(studio)
+    for origin in ("http://evil.example", "http://evil.example:8000", "null", "http://127.0.0.1:9999"):
+        r = client.post("/api/favourites", json=FAVOURITE, headers={"origin": origin})
+        assert r.status_code == 403 and "may not change this studio" in r.json()["detail"], origin
+    assert studio.favourites.items == []
+    added = client.post("/api/favourites", json=FAVOURITE, headers={"origin": "http://127.0.0.1:8000"})
+    assert added.status_code in (200, 201), added.text
+    fid = added.json()["id"]
+    refused = client.delete(f"/api/favourites/{fid}", headers={"origin": "http://evil.example"})
+    assert refused.status_code == 403
+    assert len(studio.favourites.items) == 1
+    # A GET from another page is harmless (it cannot read the answer): not refused by Origin.
+    assert client.get("/api/favourites", headers={"origin": "http://evil.example"}).status_code == 200
+    # No Origin at all (curl, scripts): allowed, as the Host is right.
+    assert client.delete(f"/api/favourites/{fid}").status_code == 200
+    assert studio.favourites.items == []
+
+
+def test_serve_wires_the_check_and_warns_on_an_open_address(tmp_path, monkeypatch, capsys):
+    import uvicorn
+
+    write_tiny_snapshot(tmp_path / "run", resolution=8)
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    with pytest.raises(SystemExit) as e:
+        main(["serve", str(tmp_path / "run"), "--state-dir", str(tmp_path / "s"), "--host", "0.0.0.0",
+              "--port", "8123", "--allow-host", "faces.lan", "--device", "cpu"])  # fmt: skip
+    assert e.value.code == 0 and served["host"] == "0.0.0.0" and served["port"] == 8123
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
+    assert len(warning) == 1 and "no authentication" in warning[0]
+    client = TestClient(served["app"], base_url="http://faces.lan:8123")
+    assert client.get("/api/models").status_code == 200
+    assert client.get("/api/models", headers={"host": "evil.example:8123"}).status_code == 403
+    with pytest.raises(SystemExit) as e:
+        main(["serve", str(tmp_path / "run"), "--state-dir", str(tmp_path / "s"), "--device", "cpu"])
+    assert e.value.code == 0 and "warning" not in capsys.readouterr().err
