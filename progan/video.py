@@ -41,22 +41,91 @@ MIN_AUTO_SIDE = 256
 # latents
 
 
+# The official latents are made whole (RandomState stream, Gaussian smoothing, RMS): up to this
+# many values (268 MB in float64, about three copies at the peak): 60 s of a 3x4 grid of 512-d
+# latents at 30 fps is 11 M values, 18 minutes of one face at 60 fps 33 M. Longer videos stream.
+MAX_WHOLE_LATENT_VALUES = 1 << 25
+# Rows of raw latents drawn at once by the streamed path, per seed chunk.
+STREAM_CHUNK_ROWS = 1024
+
+
+def gaussian_taps(sigma: float) -> np.ndarray:
+    """scipy.ndimage's Gaussian kernel (truncate 4): radius int(4 sigma + 0.5), summing to 1."""
+    if sigma <= 0:
+        return np.ones(1)
+    radius = int(4.0 * sigma + 0.5)
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    return taps / taps.sum()
+
+
 def interpolation_latents(
     frames: int, cells: int, latent_size: int, smoothing_frames: float, seed: int
-) -> np.ndarray:
-    """The official interpolation video's latents, (frames, cells, latent_size) float32.
+) -> Iterator[np.ndarray]:
+    """The interpolation video's latents, in (n, cells, latent_size) float32 chunks, in order.
 
-    As in the official `generate_interpolation_video`: a Gaussian tensor from
-    `RandomState(seed)`, smoothed along time by a Gaussian of sigma `smoothing_frames` in wrap
-    mode (so the last frame leads smoothly into the first and the video loops), then divided by
-    its RMS so that the latents have unit variance again.
+    Up to MAX_WHOLE_LATENT_VALUES, as the official `generate_interpolation_video`: a Gaussian
+    tensor from `RandomState(seed)`, smoothed along time by a Gaussian of sigma `smoothing_frames`
+    in wrap mode (so the last frame leads smoothly into the first and the video loops), then
+    divided by its RMS so that the latents have unit variance again. Longer videos stream
+    (`streamed_interpolation_latents`): memory for a window of frames, whatever the length.
     """
+    taps = gaussian_taps(smoothing_frames)
+    if frames * cells * latent_size > MAX_WHOLE_LATENT_VALUES or len(taps) > frames:
+        if len(taps) * cells * latent_size > MAX_WHOLE_LATENT_VALUES:
+            raise UserError(f"--smoothing of {smoothing_frames:g} frames needs a window of {len(taps)} "
+                            "frames of latents, too many; lower --smoothing or --fps")  # fmt: skip
+        if len(taps) <= frames:
+            yield from streamed_interpolation_latents(frames, cells, latent_size, taps, seed)
+            return
     from scipy.ndimage import gaussian_filter
 
     z = np.random.RandomState(seed).randn(frames, cells, latent_size)
     z = gaussian_filter(z, [smoothing_frames, 0, 0], mode="wrap")
     z /= np.sqrt(np.mean(np.square(z)))
-    return z.astype(np.float32)
+    yield z.astype(np.float32)
+
+
+def _raw_chunk(seed: int, k: int, frames: int, cells: int, latent_size: int) -> np.ndarray:
+    """Rows k*STREAM_CHUNK_ROWS.. of the streamed path's white noise: a generator of their own per
+    chunk, so that any part of the loop (its end, for the wrap) is drawn without the rest."""
+    rows = min(STREAM_CHUNK_ROWS, frames - k * STREAM_CHUNK_ROWS)
+    return np.random.default_rng([seed, k]).standard_normal((rows, cells, latent_size))
+
+
+def streamed_interpolation_latents(
+    frames: int, cells: int, latent_size: int, taps: np.ndarray, seed: int
+) -> Iterator[np.ndarray]:
+    """A loop of `frames` latents smoothed in wrap mode by `taps` (len(taps) <= frames), made a
+    chunk at a time: white noise per STREAM_CHUNK_ROWS rows (`_raw_chunk`), so memory holds one
+    chunk and the window, never the video. Divided by the RMS the smoothing gives white noise,
+    sqrt(sum(taps**2)), not by the measured RMS (which would need the whole video first); over
+    the millions of values that make a video stream, the two agree to about 1e-4."""
+    radius = len(taps) // 2
+    chunks = -(-frames // STREAM_CHUNK_ROWS)
+    scale = 1.0 / math.sqrt(float(np.sum(taps**2)))
+
+    def rows(first: int, last: int) -> np.ndarray:
+        """Raw rows first..last-1, indices taken modulo `frames` (first may be negative)."""
+        parts, i = [], first
+        while i < last:
+            j = i % frames
+            k = j // STREAM_CHUNK_ROWS
+            chunk = _raw_chunk(seed, k, frames, cells, latent_size)
+            off = j - k * STREAM_CHUNK_ROWS
+            take = min(len(chunk) - off, last - i)
+            parts.append(chunk[off : off + take])
+            i += take
+        return np.concatenate(parts)
+
+    window = rows(-radius, radius)  # the 2 * radius raw rows before frame 0's own
+    for k in range(chunks):
+        start = k * STREAM_CHUNK_ROWS
+        stop = min(start + STREAM_CHUNK_ROWS, frames)
+        window = np.concatenate([window[len(window) - 2 * radius :], rows(start + radius, stop + radius)])
+        out = np.zeros((stop - start, cells, latent_size))
+        for t, w in enumerate(taps):
+            out += w * window[t : t + stop - start]
+        yield (out * scale).astype(np.float32)
 
 
 def ease(t: np.ndarray) -> np.ndarray:
@@ -96,22 +165,38 @@ def auto_zoom(height: int, width: int, zoom: int | None) -> int:
 def model_frames(
     G: torch.nn.Module,
     latent_batches: Iterable[torch.Tensor],
-    labels: torch.Tensor | None,
+    labels: torch.Tensor | Iterable[torch.Tensor] | None,
     cells: int,
     cols: int,
     zoom: int,
     device: torch.device | str,
     precision: str,
 ) -> Iterator[np.ndarray]:
-    """Frames from batches of latents (each batch a whole number of frames of `cells` faces)."""
-    for images in iter_images(G, latent_batches, labels, device=device, precision=precision):
-        for i in range(0, len(images), cells):
-            yield frame_grid(images[i : i + cells], cols, zoom)
+    """Frames from batches of latents (each batch a whole number of frames of `cells` faces).
+    `labels`: None, one row per cell (the same every frame), or an iterable of one row per face."""
+    rows = None if labels is None or isinstance(labels, torch.Tensor) else iter(labels)
+    for z in latent_batches:
+        if labels is None:
+            lab = None
+        elif rows is None:
+            lab = labels.repeat(len(z) // cells, 1)
+        else:
+            lab = torch.stack([next(rows) for _ in range(len(z))])
+        for images in iter_images(G, z, lab, batch=len(z), device=device, precision=precision):
+            for i in range(0, len(images), cells):
+                yield frame_grid(images[i : i + cells], cols, zoom)
 
 
-def _batches(latents: np.ndarray | torch.Tensor, per_batch: int) -> Iterator[torch.Tensor]:
-    for i in range(0, len(latents), per_batch):
-        yield torch.as_tensor(latents[i : i + per_batch])
+def _batches(latents: Iterable, per_batch: int) -> Iterator[torch.Tensor]:
+    """Stack an iterable of latent rows (arrays or tensors) into batches of `per_batch` rows."""
+    batch = []
+    for row in latents:
+        batch.append(torch.as_tensor(row))
+        if len(batch) == per_batch:
+            yield torch.stack(batch)
+            batch = []
+    if batch:
+        yield torch.stack(batch)
 
 
 def interpolation_video(
@@ -132,11 +217,10 @@ def interpolation_video(
     cells = rows * cols
     frames = max(1, round(seconds * fps))
     z = interpolation_latents(frames, cells, G.config.latent_size, smoothing * fps, seed)
-    z = z.reshape(frames * cells, -1)
     per_batch = max(1, batch // cells) * cells
-    all_labels = None if labels is None else labels.repeat(frames, 1)
     zoom = auto_zoom(rows * G.resolution, cols * G.resolution, zoom)
-    return frames, model_frames(G, _batches(z, per_batch), all_labels, cells, cols, zoom, device, precision)
+    batches = _batches((row for chunk in z for row in chunk.reshape(len(chunk) * cells, -1)), per_batch)
+    return frames, model_frames(G, batches, labels, cells, cols, zoom, device, precision)
 
 
 def morph_video(
@@ -159,13 +243,13 @@ def morph_video(
         raise UserError("--kind morph needs at least two seeds, e.g. --seeds 3,17,42")
     keys = latents_for_seeds(seeds, G.config.latent_size, method)
     frames = max(len(seeds), round(seconds * fps))
-    steps = list(morph_latents(keys, frames))
-    z = torch.stack([slerp(keys[i], keys[j], t) for i, j, t in steps])
-    all_labels = None
+    steps = morph_latents(keys, frames)  # a generator: latents are made a batch at a time
+    z = (slerp(keys[i], keys[j], t) for i, j, t in steps)
+    label_rows = None
     if labels is not None:
-        all_labels = torch.stack([torch.lerp(labels[i], labels[j], t) for i, j, t in steps])
+        label_rows = (torch.lerp(labels[i], labels[j], t) for i, j, t in morph_latents(keys, frames))
     zoom = auto_zoom(G.resolution, G.resolution, zoom)
-    return frames, model_frames(G, _batches(z, batch), all_labels, 1, 1, zoom, device, precision)
+    return frames, model_frames(G, _batches(z, batch), label_rows, 1, 1, zoom, device, precision)
 
 
 # ---------------------------------------------------------------------------------------------

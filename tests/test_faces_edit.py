@@ -142,3 +142,25 @@ def test_directions_on_a_32x32_model_says_too_small(tmp_path, capsys):
     snap = tiny_snapshot(tmp_path / "snap32", 32)
     code, _, err = _run(["directions", str(snap), "--samples", "10"], capsys)
     assert code == 2 and err.count("\n") == 1 and "too small to measure" in err
+
+
+def test_directions_refuse_more_samples_than_they_can_hold_at_once(tmp_path, capsys):
+    # 10^10 samples would keep 10^10 latents and measurements (tens of TB): one line, no work.
+    import time
+    import tracemalloc
+
+    from progan.faces.edit import MAX_DIRECTION_SAMPLES
+
+    snap = tiny_snapshot(tmp_path / "snap", 64)
+    tracemalloc.start()
+    t0 = time.monotonic()
+    try:
+        code, _, err = _run(["directions", str(snap), "--samples", "10000000000", "--no-progress"], capsys)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert code == 2 and err.count("\n") == 1 and "above the limit of 100,000" in err
+    assert peak < 16 << 20 and time.monotonic() - t0 < 10
+    G = load_snapshot(snap).G_ema
+    with pytest.raises(UserError, match="above the limit"):
+        sample_measurements(G, range(MAX_DIRECTION_SAMPLES + 1), colour_measure, progress=False)

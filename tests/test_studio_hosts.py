@@ -83,3 +83,36 @@ def test_serve_wires_the_check_and_warns_on_an_open_address(tmp_path, monkeypatc
     with pytest.raises(SystemExit) as e:
         main(["serve", str(tmp_path / "run"), "--state-dir", str(tmp_path / "s"), "--device", "cpu"])
     assert e.value.code == 0 and "warning" not in capsys.readouterr().err
+
+
+def test_a_long_running_server_holds_bounded_state(studio):
+    # Memory does not grow with the requests served: waiting faces are capped (503 beyond), and
+    # the batch log keeps the last BATCH_LOG sizes.
+    import threading
+
+    import torch
+
+    from progan.studio.app import BATCH_LOG, Batcher, Busy
+
+    entered, release = threading.Event(), threading.Event()
+
+    class Slow(torch.nn.Module):
+        def forward(self, z, labels=None):
+            entered.set()
+            release.wait(10)
+            return torch.zeros(len(z), 3, 4, 4)
+
+    b = Batcher(Slow(), torch.device("cpu"), "fp32", max_batch=2, gather=0.0, max_queue=8)
+    try:
+        futures = [b.submit(torch.zeros(4), None)]
+        assert entered.wait(10)  # the thread renders the first job and waits inside G
+        futures += [b.submit(torch.zeros(4), None) for _ in range(8)]
+        with pytest.raises(Busy):
+            b.submit(torch.zeros(4), None)
+        release.set()
+        assert all(f.result(timeout=10).shape == (3, 4, 4) for f in futures)
+        b.batches += [1] * BATCH_LOG  # as after weeks of serving
+        b.submit(torch.zeros(4), None).result(timeout=10)
+        assert len(b.batches) == BATCH_LOG
+    finally:
+        b.close()

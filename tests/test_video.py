@@ -27,7 +27,7 @@ def diff(a, b):
 
 def test_interpolation_latents_match_a_wrapped_gaussian_by_hand():
     frames, sigma = 23, 2.5
-    z = interpolation_latents(frames, 2, 5, sigma, seed=7)
+    z = np.concatenate(list(interpolation_latents(frames, 2, 5, sigma, seed=7)))
     raw = np.random.RandomState(7).randn(frames, 2, 5)
     radius = int(4 * sigma + 0.5)  # scipy's truncate=4.0
     k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
@@ -138,3 +138,64 @@ def test_bad_video_requests_are_one_line_errors(tmp_path, capsys):
             main(["video", str(tmp_path / "run"), *args, "--no-progress"])
         err = capsys.readouterr().err
         assert e.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_long_interpolations_stream_the_wrapped_gaussian_of_chunked_noise(monkeypatch):
+    import progan.video as v
+
+    monkeypatch.setattr(v, "MAX_WHOLE_LATENT_VALUES", 150)  # 23 frames x 2 cells x 5 is 230: streamed
+    monkeypatch.setattr(v, "STREAM_CHUNK_ROWS", 7)
+    frames, sigma = 23, 1.5
+    chunks = list(interpolation_latents(frames, 2, 5, sigma, seed=7))
+    assert [len(c) for c in chunks] == [7, 7, 7, 2]
+    raw = np.concatenate([v._raw_chunk(7, k, frames, 2, 5) for k in range(4)])
+    taps = v.gaussian_taps(sigma)
+    r = len(taps) // 2
+    want = sum(w * raw[(np.arange(frames) + o) % frames] for w, o in zip(taps, range(-r, r + 1), strict=True))
+    want /= np.sqrt(np.sum(taps**2))
+    np.testing.assert_allclose(np.concatenate(chunks), want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_100000_second_video_takes_memory_for_a_window_not_the_video(tmp_path):
+    # 6 million frames of a 3x4 grid: 1.2e9 latent values, 9 GB in float64 per copy if made whole.
+    import tracemalloc
+
+    G = load_snapshot(write_tiny_snapshot(tmp_path / "run", 8)).G_ema
+    tracemalloc.start()
+    try:
+        total, frames = interpolation_video(G, 100000.0, 60.0, (3, 4), 1.0, 0, batch=24, zoom=1)
+        first = [next(frames) for _ in range(3)]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert total == 6_000_000 and len({f.shape for f in first}) == 1 and first[0].ndim == 3
+    assert peak < 64 << 20, f"{peak / 2**20:.0f} MiB"
+    # A morph of 100 million frames: latents and labels are made a batch at a time too.
+    tracemalloc.start()
+    try:
+        total, frames = morph_video(G, [3, 17, 42], 1e7, 10.0, zoom=1)
+        next(frames)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert total == 100_000_000 and peak < 16 << 20, f"{peak / 2**20:.0f} MiB"
+
+
+def test_a_too_long_gif_is_refused_before_the_video_is_made(tmp_path, capsys):
+    import time
+    import tracemalloc
+
+    write_tiny_snapshot(tmp_path / "run", 8)
+    tracemalloc.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(SystemExit) as e:
+            main(["video", str(tmp_path / "run"), "--out", str(tmp_path / "v.gif"), "--seconds", "100000",
+                  "--fps", "60", "--no-progress", "--device", "cpu"])  # fmt: skip
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "too many for .gif" in err
+    assert peak < 64 << 20 and time.monotonic() - t0 < 30
+    assert not list(tmp_path.glob("*.gif"))

@@ -171,9 +171,10 @@ def run_directions(args: argparse.Namespace) -> int:
     from progan.device import pick_device
     from progan.directions import load_directions, save_directions
     from progan.faces.describe import check_measurable, default_measure
-    from progan.faces.edit import fit_directions, linear_svm, sample_measurements
+    from progan.faces.edit import check_sample_count, fit_directions, linear_svm, sample_measurements
     from progan.sampling import labels_for
 
+    check_sample_count(args.samples)
     linear_svm()  # before minutes of measuring, not after
 
     if not 0 < args.fraction <= 0.5:

@@ -82,6 +82,21 @@ def fit_direction(
     return w / norm, acc, 2 * k
 
 
+# `directions` keeps every sample's latent and measurement to fit on (about 7 KB a sample with a
+# 512-d latent, and the SVM's copy): above this many it refuses at once instead of running for
+# hours and then running out of memory. InterFaceGAN's directions need a few thousand samples.
+MAX_DIRECTION_SAMPLES = 100_000
+
+
+def check_sample_count(samples: int) -> None:
+    """UserError (one line) above MAX_DIRECTION_SAMPLES samples."""
+    if samples > MAX_DIRECTION_SAMPLES:
+        raise UserError(
+            f"--samples {samples} is above the limit of {MAX_DIRECTION_SAMPLES:,} (every sample's latent and "
+            f"measurement are kept to fit on); use at most {MAX_DIRECTION_SAMPLES:,}, a few thousand suffice"
+        )
+
+
 def sample_measurements(
     G: torch.nn.Module,
     seeds: Sequence[int],
@@ -99,6 +114,7 @@ def sample_measurements(
 
     from progan.sampling import iter_images, latents_for_seeds
 
+    check_sample_count(len(seeds))
     z = latents_for_seeds(seeds, G.latent_size, latent_method)
     out: list = []
     bar = tqdm(total=len(seeds), unit="face", desc="measure", disable=not progress, file=sys.stderr)

@@ -69,6 +69,7 @@ MAX_FAVOURITES = 1000
 MAX_AMOUNT = 10.0
 MAX_MODELS = 32
 GATHER_SECONDS = 0.005
+BATCH_LOG = 1000
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -95,7 +96,9 @@ class Batcher:
         self.G, self.device, self.precision = G, device, precision
         self.max_batch, self.gather = max_batch, gather
         self.jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
-        self.batches: list[int] = []  # sizes of the batches run (for tests and the benchmark)
+        # Sizes of the last BATCH_LOG batches run (for tests and the benchmark): a server that runs
+        # for weeks must not keep one entry per batch it ever ran.
+        self.batches: list[int] = []
         self.thread = threading.Thread(target=self._run, daemon=True, name="progan-studio-batcher")
         self.thread.start()
 
@@ -136,6 +139,7 @@ class Batcher:
             images = images_for_latents(self.G, z, labels, batch=len(batch), device=self.device,
                                         precision=self.precision)  # fmt: skip
             self.batches.append(len(batch))
+            del self.batches[:-BATCH_LOG]
             for job, image in zip(batch, images, strict=True):
                 job.future.set_result(image)
         except Exception as e:  # noqa: BLE001 - every waiting request gets the error, the thread lives on
