@@ -6,9 +6,9 @@ resolution fades in is refused: export a stable one, or a lower `--resolution`):
 - inputs ``latent`` float32 ``[N, latent_size]`` (standard normal draws; the graph normalizes
   them itself) and, for a conditional model, ``labels`` float32 ``[N, label_size]`` (one-hot or
   multi-hot); N is dynamic;
-- output ``image`` ``[N, C, H, W]``, RGB (or one grey channel), float32 in about [-1, 1], or with
-  `uint8=True` ready pixels ``round((x + 1) * 127.5)`` clamped to [0, 255], as `progan generate`
-  writes them.
+- output ``image`` ``[N, C, H, W]``, RGB (or one grey channel), float32 clamped to [-1, 1] (G's
+  linear output overshoots: 3.1 was seen), or with `uint8=True` ready pixels
+  ``round((x + 1) * 127.5)`` clamped to [0, 255], as `progan generate` writes them.
 
 The TorchScript-based exporter (`torch.onnx.export(..., dynamo=False)`) is used: it writes every
 opset from 11 up natively (game engines often want an older one; the dynamo exporter only writes
@@ -48,7 +48,8 @@ class ExportedGenerator(torch.nn.Module):
 
     def forward(self, latent: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         image = self.G(latent, labels)
-        return to_uint8(image) if self.uint8 else image
+        # The same pixels either way: to_uint8 clamps after rounding, the float range is promised.
+        return to_uint8(image) if self.uint8 else image.clamp(-1.0, 1.0)
 
 
 @dataclass

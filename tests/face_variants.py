@@ -278,3 +278,96 @@ def make_bald(img: np.ndarray) -> np.ndarray:
     out = img.copy()
     out[mask] = _rgb(lab)[mask]
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Covered regions: things in front of a trait (issue 25). The measurer must lower its confidence
+# in the covered trait, not name what covers it.
+
+
+def _head(img: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    lm = _landmarks(img)
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    return lm, float(lm[45, 0] - lm[36, 0]), yy, xx
+
+
+def _paint(img: np.ndarray, mask: np.ndarray, rgb: tuple[int, int, int], shade: np.ndarray) -> np.ndarray:
+    """`mask` painted in `rgb`, lightness varied smoothly by `shade` (fabric, skin: no strands),
+    with a camera's pixel noise (sd 2 of 255 per channel) so that it is not perfectly flat."""
+    out = img.astype(np.float64)
+    noise = np.random.default_rng(0).normal(0.0, 2.0, (int(mask.sum()), 3))
+    out[mask] = np.clip(np.asarray(rgb, dtype=np.float64) * shade[mask][:, None] + noise, 0, 255)
+    return np.round(out).astype(np.uint8)
+
+
+def add_cap(img: np.ndarray, rgb: tuple[int, int, int] = (34, 36, 44)) -> np.ndarray:
+    """A dark cap pulled down to a third of the way from the brows to the usual hairline: the
+    whole top of the head, the hair band and the temples' upper half are fabric."""
+    lm, d, yy, xx = _head(img)
+    brow = float(lm[17:27, 1].min())
+    cx, half = float(lm[27, 0]), 0.5 * float(lm[16, 0] - lm[0, 0])
+    crown = ((xx - cx) / (1.25 * half)) ** 2 + ((yy - (brow - 0.2 * d)) / (1.6 * d)) ** 2 <= 1
+    mask = crown & (yy <= brow - 0.2 * d)
+    return _paint(img, mask, rgb, 0.85 + 0.3 * (yy - yy[mask].min()) / max(1.0, np.ptp(yy[mask])))
+
+
+def add_hood(img: np.ndarray, rgb: tuple[int, int, int] = (120, 34, 42)) -> np.ndarray:
+    """A hood: fabric over the head and around the face down to the jaw, the face left open."""
+    lm, d, yy, xx = _head(img)
+    h, w = img.shape[:2]
+    opening = Image.new("L", (w, h), 0)
+    brows = lm[26:16:-1].copy()
+    brows[:, 1] -= 0.3 * d
+    ImageDraw.Draw(opening).polygon([tuple(p) for p in np.concatenate([lm[0:17], brows])], fill=1)
+    cx, half = float(lm[27, 0]), 0.5 * float(lm[16, 0] - lm[0, 0])
+    outer = ((xx - cx) / (1.5 * half)) ** 2 + ((yy - lm[27, 1]) / (2.2 * d)) ** 2 <= 1
+    mask = outer & ~np.asarray(opening, dtype=bool) & (yy <= lm[8, 1])
+    return _paint(img, mask, rgb, 0.8 + 0.4 * np.cos((xx - cx) / (1.5 * half)))
+
+
+def add_hand(img: np.ndarray) -> np.ndarray:
+    """A hand over the mouth and chin: skin-coloured (the cheeks'), with darker gaps between
+    four fingers; the mouth, its corners and the beard's region are hidden."""
+    lm, d, yy, xx = _head(img)
+    y, x = int(lm[29, 1]), int(lm[31, 0])
+    cheek = img[y - round(0.03 * d) : y + round(0.03 * d) + 1, x - round(0.2 * d) : x - round(0.06 * d)]
+    rgb = tuple(int(v) for v in np.median(cheek.reshape(-1, 3), 0))
+    c = lm[[48, 54, 57]].mean(0)
+    mask = ((xx - c[0]) / (0.5 * d)) ** 2 + ((yy - c[1]) / (0.28 * d)) ** 2 <= 1
+    gaps = np.abs(((yy - c[1]) / (0.18 * d)) % 1.0 - 0.5) < 0.05  # horizontal fingers
+    return _paint(img, mask, rgb, np.where(gaps, 0.85, 1.0) - 0.05 * (xx - c[0]) / d)
+
+
+def add_sunglasses(img: np.ndarray, rgb: tuple[int, int, int] = (18, 18, 22)) -> np.ndarray:
+    """Opaque dark lenses over both eyes (and a bridge)."""
+    lm, d, yy, xx = _head(img)
+    eye_w = float(np.linalg.norm(lm[39] - lm[36]))
+    mask = np.zeros(img.shape[:2], bool)
+    for idx in (slice(36, 42), slice(42, 48)):
+        c = lm[idx].mean(0)
+        mask |= ((xx - c[0]) / (0.85 * eye_w)) ** 2 + ((yy - c[1]) / (0.6 * eye_w)) ** 2 <= 1
+    return _paint(img, mask, rgb, 1.0 + 0.2 * (yy - yy.mean()) / d)
+
+
+def add_glare(img: np.ndarray) -> np.ndarray:
+    """Clear glasses whose lenses reflect a window: a near-white patch over each iris."""
+    lm, d, yy, xx = _head(img)
+    eye_w = float(np.linalg.norm(lm[39] - lm[36]))
+    mask = np.zeros(img.shape[:2], bool)
+    for idx in (slice(36, 42), slice(42, 48)):
+        c = lm[idx].mean(0)
+        mask |= ((xx - c[0]) / (0.55 * eye_w)) ** 2 + ((yy - c[1]) / (0.4 * eye_w)) ** 2 <= 1
+    return _paint(img, mask, (246, 248, 250), 1.0 - 0.03 * np.abs(xx - xx.mean()) / d)
+
+
+def bald_on_background(img: np.ndarray) -> np.ndarray:
+    """A small bald head: skin up to just above the usual hairline, the image's background (its
+    top corners' colour) above it, where the hair band lies."""
+    lm, d, yy, xx = _head(img)
+    out = make_bald(img)
+    bg = tuple(int(v) for v in np.median(np.concatenate([img[:8, :8], img[:8, -8:]]).reshape(-1, 3), 0))
+    brow = float(lm[17:27, 1].min())
+    cx, half = float(lm[27, 0]), 0.5 * float(lm[16, 0] - lm[0, 0])
+    head = ((xx - cx) / (1.05 * half)) ** 2 + ((yy - lm[27, 1]) / (0.95 * d)) ** 2 <= 1
+    return _paint(out, ~head & (yy < brow + 0.3 * d), bg, np.ones(img.shape[:2]))

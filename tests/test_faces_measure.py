@@ -183,7 +183,9 @@ def test_cli_text_json_overlay_and_errors(capsys, tmp_path, face):
     (tmp_path / "junk.png").write_text("not an image")
     for bad, needle in [
         (tmp_path / "nope.png", "no such file"),
-        (tmp_path / "junk.png", "not a readable image"),
+        (tmp_path / "junk.png", "is not an image"),
+        ("/dev/null", "is not an image"),  # issue 25: it said "no such file"
+        (tmp_path, "is a folder"),
     ]:
         code, out, err = _cli(capsys, tmp_path / "red.jpg", bad)
         assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
@@ -223,3 +225,33 @@ def test_landmarks_that_are_no_face_are_refused(monkeypatch):
     monkeypatch.setattr(measure, "landmarks_68", lambda image: lm)
     m = measure_face(np.zeros((64, 64, 3), np.uint8))
     assert not m.face_found and m.traits == {} and m.reason.startswith("no face found")
+
+
+# What each painted cover hides (tests/face_variants.py), and what it leaves in view.
+COVERS = {
+    "cap": (fv.add_cap, ["hair_colour"]),
+    "hood": (fv.add_hood, ["hair_colour"]),
+    "bald_on_background": (fv.bald_on_background, ["hair_colour"]),
+    "sunglasses": (fv.add_sunglasses, ["eye_colour"]),
+    "glare": (fv.add_glare, ["eye_colour"]),
+    "hand": (fv.add_hand, ["smile", "mouth_open", "beard"]),
+}
+
+
+@pytest.mark.parametrize("size", [128, 256])
+@pytest.mark.parametrize("cover", sorted(COVERS))
+def test_a_covered_trait_is_never_reported_with_confidence(cover, size):
+    # Issue 25: a real portrait under a dark cap read "black hair, 0.95". The measurer must say
+    # it cannot see (confidence <= 0.5), and keep reading what the cover leaves in view.
+    paint, hidden = COVERS[cover]
+    img = fv.astronaut_face(size)
+    before, after = measure_face(img).traits, measure_face(paint(img)).traits
+    for name in hidden:
+        assert before[name].confidence > 0.5 or name == "eye_colour", (name, before[name])
+        assert after[name].confidence <= 0.5, (cover, name, after[name])
+    assert after["skin_tone"].value == "light" and after["skin_tone"].confidence > 0.9
+    if "hair_colour" not in hidden:
+        assert after["hair_colour"].value == before["hair_colour"].value
+        assert after["hair_colour"].confidence > 0.7
+    if "smile" not in hidden:
+        assert after["smile"].value > 0.8 and after["smile"].confidence > 0.8

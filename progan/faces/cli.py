@@ -53,15 +53,17 @@ def read_rgb(path: Path) -> np.ndarray:
 
     if path.is_dir():
         raise UserError(f"{path} is a folder; pass image files (e.g. {path}/*.jpg)")
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"{path}: no such file; check the path")
+    if not path.is_file():  # /dev/null, a FIFO, a socket: never opened (a FIFO would block)
+        raise UserError(f"{path} is not an image (not a regular file); pass a PNG or JPEG file")
     try:
         with Image.open(path) as img:
             img.load()
             img = ImageOps.exif_transpose(img)
             return np.asarray(normalise_mode(img, 3, (255, 255, 255)))
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise UserError(f"{path} is not a readable image ({e}); pass a PNG or JPEG file") from e
+        raise UserError(f"{path} is not an image ({e}); pass a PNG or JPEG file") from e
 
 
 def format_measurement(m) -> list[str]:

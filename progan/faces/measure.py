@@ -236,12 +236,67 @@ class Face:
         med = np.median(px, 0)
         return med, np.median(np.abs(px - med), 0)
 
+    @cached_property
+    def detail(self) -> np.ndarray:
+        """|L* - its local mean| over a window of 0.04 u: strands of hair, lashes and pores make
+        detail; fabric, a painted or out-of-focus background, a plain wall do not."""
+        from scipy.ndimage import uniform_filter
+
+        L = self.lab[..., 0]
+        return np.abs(L - uniform_filter(L, 2 * max(1, round(0.02 * self.u)) + 1))
+
     def skin_like(self, lab: np.ndarray) -> np.ndarray:
         """Pixels within the skin's colour range: lightness varies with shading, so it gets the
         widest tolerance; a*/b* (hue, saturation) separate hair from skin."""
         med, mad = self.skin
         tol = np.maximum(np.array([14.0, 6.0, 7.0]), 2.5 * mad)
         return np.all(np.abs(lab - med) <= tol, axis=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# Covered regions: a trait's confidence is multiplied by how visible its region is (0..1), so that
+# a cap, a hood, sunglasses, glare or a hand lowers the confidence instead of being measured.
+# Calibrated on tests/face_variants.py's painted covers of the astronaut (128 and 256 pixels):
+# median detail 1.5-3.3 L* in her recoloured hair, 0.0-0.1 in a painted cap, hood or plain
+# background (about 0.7 with sensor-like noise added); sclera-iris contrast 19-66 L* in open
+# eyes, 0-0.3 under sunglasses and glare; 0.2-0.35 of the lip outline skin-coloured with the mouth
+# seen, 1.0 under a hand.
+
+
+def _ramp(x: float, lo: float, hi: float) -> float:
+    """0 at lo, 1 at hi, linear between and clipped (hi < lo ramps down)."""
+    return float(np.clip((x - lo) / (hi - lo), 0.0, 1.0))
+
+
+def hair_visibility(face: Face, hair: np.ndarray) -> float:
+    """How hair-like the hair region's non-skin pixels (`hair`, a mask) are: their median
+    detail, 0 at 0.8 L* (a cap, a hood or a wall, with noise) to 1 at 1.4 (hair)."""
+    if not hair.any():
+        return 1.0
+    return _ramp(float(np.median(face.detail[hair])), 0.8, 1.4)
+
+
+def eye_visibility(face: Face, eye: int, iris: np.ndarray) -> float:
+    """An open, uncovered eye shows sclera well above its iris in lightness (0 under 5 L* of
+    contrast, 1 over 15: sunglasses and closed eyes have none) and no more than a catchlight of
+    near-white (a share of outline pixels over L* 85 above 0.2 is glare on glasses)."""
+    idx = list(range(36, 42)) if eye == 0 else list(range(42, 48))
+    L = face.lab[..., 0]
+    inside = face.polygon(face.lm[idx])
+    if not inside.any() or not iris.any():
+        return 0.0
+    contrast = float(np.percentile(L[inside], 90) - np.median(L[iris]))
+    glare = float((L[inside] > 85.0).mean())
+    return _ramp(contrast, 5.0, 15.0) * _ramp(glare, 0.4, 0.2)
+
+
+def mouth_visibility(face: Face) -> float:
+    """Lips, teeth and the gap differ from the cheeks' skin: when the lip outline (points 48-59)
+    is as skin-coloured as a cheek (a share over 0.85), a hand or an object covers the mouth."""
+    px = face.lab[face.polygon(face.lm[48:60])]
+    if len(px) == 0:
+        return 0.0
+    return _ramp(float(face.skin_like(px).mean()), 0.85, 0.6)
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,13 +398,17 @@ def iris_mask(face: Face, eye: int) -> np.ndarray:
 
 
 def measure_eye_colour(face: Face) -> Trait:
-    """blue / green / grey / hazel / brown / dark from the median iris colour of both eyes."""
-    px = face.lab[iris_mask(face, 0) | iris_mask(face, 1)]
+    """blue / green / grey / hazel / brown / dark from the median iris colour of the eyes that
+    can be seen (of both when neither can; the confidence is then near 0)."""
+    masks = [iris_mask(face, 0), iris_mask(face, 1)]
+    seen = [eye_visibility(face, e, m) for e, m in enumerate(masks)]
+    use = [m for m, v in zip(masks, seen, strict=True) if v >= 0.5] or masks
+    px = face.lab[np.logical_or.reduce(use)]
     if len(px) == 0:
         return Trait("dark", 0.0, {c: 1.0 / len(IRIS_PROTOTYPES) for c in IRIS_PROTOTYPES})
     scores = _prototype_scores(np.median(px, 0), IRIS_PROTOTYPES, IRIS_SPREAD)
     # About 40 clean iris pixels (two irises ~5 px across) make a steady median.
-    return _category(scores, _evidence(len(px), 40.0))
+    return _category(scores, _evidence(len(px), 40.0) * max(seen))
 
 
 # Hair colour prototypes (L*, a*, b*) of photographed hair (medians over highlights and shadow).
@@ -396,7 +455,12 @@ def measure_hair_colour(face: Face) -> Trait:
     scores["bald"] = p_bald if len(hair) else 1.0
     total = sum(scores.values())
     scores = {c: s / total for c, s in scores.items()}
-    return _category(scores, _evidence(len(px), 200.0))
+    # A cap, a hood or the background above a small bald head covers the band: the colour read
+    # is theirs, so the confidence in a hair colour goes with how hair-like those pixels are.
+    hair_px = region.copy()
+    hair_px[region] = ~skin
+    seen = p_bald + (1.0 - p_bald) * hair_visibility(face, hair_px)
+    return _category(scores, _evidence(len(px), 200.0) * seen)
 
 
 # ITA boundaries (degrees) of Chardon et al. (1991): very light > 55 > light > 41 > intermediate
@@ -436,7 +500,7 @@ def measure_smile(face: Face) -> Trait:
     than the eye distance (neutral mouths are about as wide as the pupils are apart)."""
     lift, wide = smile_features(face)
     value = _sigmoid((lift - 0.06) / 0.025 + (wide - 1.0) / 0.08)
-    return Trait(value, abs(2 * value - 1) * _evidence(face.u, 30.0))
+    return Trait(value, abs(2 * value - 1) * _evidence(face.u, 30.0) * mouth_visibility(face))
 
 
 def measure_mouth_open(face: Face) -> Trait:
@@ -445,7 +509,7 @@ def measure_mouth_open(face: Face) -> Trait:
     width = abs(p[1, 0] - p[0, 0])
     gap = np.mean([p[7, 1] - p[2, 1], p[6, 1] - p[3, 1], p[5, 1] - p[4, 1]])
     value = float(np.clip(gap / max(width, 1e-6) / 0.35, 0.0, 1.0))
-    return Trait(value, _evidence(face.u, 30.0))
+    return Trait(value, _evidence(face.u, 30.0) * mouth_visibility(face))
 
 
 def _row_edge_strength(L: np.ndarray, mask: np.ndarray, face: Face) -> float:
@@ -497,7 +561,8 @@ def measure_beard(face: Face) -> Trait:
     dark = (~face.skin_like(px)) & (px[:, 0] < face.skin[0][0] - 10.0)
     share = float(dark.mean())
     value = float(np.clip((share - 0.1) / 0.5, 0.0, 1.0))
-    return Trait(value, _evidence(len(px), 300.0))
+    # A hand over the mouth and chin is skin-coloured: "no beard", unless the mouth shows.
+    return Trait(value, _evidence(len(px), 300.0) * mouth_visibility(face))
 
 
 MEASURES = {
