@@ -21,7 +21,10 @@ def need(extra: str, *modules: str) -> None:
 
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise UserError(f"this command needs {', '.join(missing)}: pip install 'progan[{extra}]'")
+        raise UserError(
+            f"this command needs {', '.join(missing)}: in the progan clone, pip install -e '.[{extra}]' "
+            "(or ./setup.sh)"
+        )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
