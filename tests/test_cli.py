@@ -5,16 +5,8 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import make_tiny_store, one_line_error, run_cli, tiny_train_args
 from PIL import Image
-
-from progan.cli import main
-from tests.conftest import make_tiny_store, tiny_train_args
-
-
-def run_cli(argv, capsys=None):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in argv])
-    return e.value.code
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +47,6 @@ def test_console_script_runs():
     )
     for cmd in ("train", "generate", "demo"):
         assert cmd in out.stdout
-
-
-def one_line_error(capsys, *needles):
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 def test_bad_arguments(capsys, tmp_path):

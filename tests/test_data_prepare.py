@@ -5,15 +5,13 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import tarfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import png_bytes, run_cli_output, write_archive
 from PIL import Image
 
-from progan.cli import main
 from progan.data.loader import BatchLoader
 from progan.data.prepare import Options, prepare, read_label_file
 from progan.data.store import box_downsample, verify_store
@@ -169,29 +167,16 @@ def _archive_members(tmp_path):
     rng = np.random.default_rng(2)
     out = {}
     for name in ["data/cat/a.png", "data/cat/b.png", "data/dog/c.png", "data/readme.txt"]:
-        buf = io.BytesIO()
-        if name.endswith(".png"):
-            Image.fromarray(rng.integers(0, 256, (20, 20, 3), np.uint8)).save(buf, "PNG")
-        else:
-            buf.write(b"hello")
-        out[name] = buf.getvalue()
+        out[name] = (
+            png_bytes(rng.integers(0, 256, (20, 20, 3), np.uint8)) if name.endswith(".png") else b"hello"
+        )
     return out
 
 
 @pytest.mark.parametrize("fmt", ["zip", "tar", "tar.gz"])
 def test_archives_with_folder_labels(tmp_path, fmt):
     members = _archive_members(tmp_path)
-    path = tmp_path / f"src.{fmt}"
-    if fmt == "zip":
-        with zipfile.ZipFile(path, "w") as z:
-            for n, d in members.items():
-                z.writestr(n, d)
-    else:
-        with tarfile.open(path, "w:gz" if fmt.endswith("gz") else "w") as t:
-            for n, d in members.items():
-                info = tarfile.TarInfo(n)
-                info.size = len(d)
-                t.addfile(info, io.BytesIO(d))
+    path = write_archive(tmp_path / f"src.{fmt}", members)
     res = _prep(path, tmp_path / "out", labels="from-folders")
     store = res.store
     assert store.count == 3 and store.label_names == ["cat", "dog"]
@@ -260,10 +245,7 @@ def test_store_feeds_the_loader(tmp_path):
 
 
 def _cli(capsys, *args):
-    with pytest.raises(SystemExit) as e:
-        main(["prepare", "--quiet", "--workers", "0", *map(str, args)])
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
+    return run_cli_output(["prepare", "--quiet", "--workers", "0", *args], capsys)
 
 
 def test_cli_bad_input_one_line_errors(tmp_path, capsys):

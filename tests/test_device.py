@@ -1,10 +1,10 @@
 import json
 
 import torch
+from helpers import tiny_options
 
 from progan.device import choose_precision, resolve_precision
 from progan.training import Trainer
-from tests.test_training import tiny_options
 
 CPU = torch.device("cpu")
 AVX2_ONLY = "fpu sse sse2 avx avx2 fma f16c".split()  # AMD EPYC without AVX-512 (this CI machine's kind)

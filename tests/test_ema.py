@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+from helpers import stopped_after_tick, tiny_options
 from safetensors.torch import load_file
 
 from progan import training
@@ -10,7 +11,6 @@ from progan.ema import EmaRule, ema_rule, half_life_beta, parameter_resolution
 from progan.networks import Generator, NetworkConfig
 from progan.schedule import Schedule, Stage
 from progan.training import Trainer
-from tests.test_training import stopped_after_tick, tiny_options
 
 
 def test_half_life_beta_definition():

@@ -3,19 +3,11 @@
 import numpy as np
 import onnx
 import onnxruntime as ort
-import pytest
 import torch
-from studio_util import write_tiny_snapshot
+from helpers import run_cli, tiny_run
 
 from progan.checkpoint import load_snapshot
-from progan.cli import main
 from progan.sampling import images_for_seeds, latents_for_seeds
-
-
-def run(args):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    return e.value.code
 
 
 def session(path):
@@ -23,9 +15,9 @@ def session(path):
 
 
 def test_unconditional_float_export_matches_pytorch_at_any_batch(tmp_path, capsys):
-    write_tiny_snapshot(tmp_path / "run", resolution=16)
+    tiny_run(tmp_path / "run", resolution=16)
     out = tmp_path / "g.onnx"
-    assert run(["export", str(tmp_path / "run"), "--out", str(out)]) == 0
+    assert run_cli(["export", str(tmp_path / "run"), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "image [N, 3, 16, 16] float32" in printed and "largest difference" in printed
     G = load_snapshot(tmp_path / "run").G_ema
@@ -44,9 +36,9 @@ def test_unconditional_float_export_matches_pytorch_at_any_batch(tmp_path, capsy
 
 
 def test_conditional_uint8_export_gives_the_pixels_of_generate(tmp_path):
-    write_tiny_snapshot(tmp_path / "run", resolution=8, label_size=3, label_names=["a", "b", "c"])
+    tiny_run(tmp_path / "run", resolution=8, label_names=["a", "b", "c"])
     out = tmp_path / "g.onnx"
-    assert run(["export", str(tmp_path / "run"), "--out", str(out), "--uint8", "--opset", "13"]) == 0
+    assert run_cli(["export", str(tmp_path / "run"), "--out", str(out), "--uint8", "--opset", "13"]) == 0
     s = session(out)
     assert [i.name for i in s.get_inputs()] == ["latent", "labels"]
     assert onnx.load(str(out)).opset_import[0].version == 13
@@ -72,15 +64,16 @@ def conv_count(path) -> int:
 
 def test_no_fade_branch_in_the_graph_and_fading_snapshots_are_refused(tmp_path, capsys):
     # a 32x32 network whose snapshot is stable at 16x16: conv4 + 2 convs per block (8, 16) + one ToRGB
-    write_tiny_snapshot(tmp_path / "stable", resolution=32, stage_resolution=16)
-    assert run(["export", str(tmp_path / "stable"), "--out", str(tmp_path / "s.onnx")]) == 0
+    tiny_run(tmp_path / "stable", resolution=32, stage_resolution=16)
+    assert run_cli(["export", str(tmp_path / "stable"), "--out", str(tmp_path / "s.onnx")]) == 0
     assert conv_count(tmp_path / "s.onnx") == 6
-    write_tiny_snapshot(tmp_path / "fading", resolution=32, stage_resolution=16, alpha=0.25)
+    tiny_run(tmp_path / "fading", resolution=32, stage_resolution=16, alpha=0.25)
     capsys.readouterr()
-    assert run(["export", str(tmp_path / "fading"), "--out", str(tmp_path / "f.onnx")]) == 2
+    assert run_cli(["export", str(tmp_path / "fading"), "--out", str(tmp_path / "f.onnx")]) == 2
     assert "--resolution 8" in capsys.readouterr().err and not (tmp_path / "f.onnx").exists()
     assert (
-        run(["export", str(tmp_path / "fading"), "--out", str(tmp_path / "f.onnx"), "--resolution", "8"]) == 0
+        run_cli(["export", str(tmp_path / "fading"), "--out", str(tmp_path / "f.onnx"), "--resolution", "8"])
+        == 0
     )
     assert conv_count(tmp_path / "f.onnx") == 4
     G = load_snapshot(tmp_path / "fading").G_ema
@@ -96,21 +89,21 @@ def test_no_fade_branch_in_the_graph_and_fading_snapshots_are_refused(tmp_path, 
 def test_a_failed_check_writes_nothing_and_exits_1(tmp_path, capsys, monkeypatch):
     import progan.export
 
-    write_tiny_snapshot(tmp_path / "run", resolution=8)
+    tiny_run(tmp_path / "run", resolution=8)
     monkeypatch.setattr(progan.export, "compare_with_onnxruntime", lambda *a, **k: 0.5)
-    assert run(["export", str(tmp_path / "run"), "--out", str(tmp_path / "g.onnx")]) == 1
+    assert run_cli(["export", str(tmp_path / "run"), "--out", str(tmp_path / "g.onnx")]) == 1
     assert "0.5" in capsys.readouterr().err
     assert list(tmp_path.glob("*.onnx")) == [] and list(tmp_path.glob(".*")) == []
 
 
 def test_bad_export_requests_are_one_line_errors(tmp_path, capsys):
-    write_tiny_snapshot(tmp_path / "run", resolution=8)
+    tiny_run(tmp_path / "run", resolution=8)
     for args, needle in [
         (["--out", str(tmp_path / "g.pt")], ".onnx"),
         (["--out", str(tmp_path / "g.onnx"), "--opset", "9"], "--opset"),
         (["--out", str(tmp_path / "g.onnx"), "--resolution", "16"], "untrained"),
         (["--out", str(tmp_path / "no" / "g.onnx")], "does not exist"),
     ]:
-        assert run(["export", str(tmp_path / "run"), *args]) == 2
+        assert run_cli(["export", str(tmp_path / "run"), *args]) == 2
         err = capsys.readouterr().err
         assert needle in err and len(err.strip().splitlines()) == 1, err

@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from faces_fakes import SHAPE_LABELS, shape_images, tiny_snapshot
+from faces_fakes import SHAPE_LABELS, shape_images
+from helpers import tiny_snapshot
 
 from progan.cli import main
 from progan.data.store import write_store

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from faces_fakes import ColourGenerator, Measurement, Trait, category, colour_measure, tiny_snapshot
+from faces_fakes import ColourGenerator, Measurement, Trait, category, colour_measure
+from helpers import run_cli_output, tiny_snapshot
 from PIL import Image
 
-from progan.cli import main
 from progan.directions import add_direction
 from progan.faces import describe as d
 from progan.faces.words import understand
@@ -134,17 +134,10 @@ def test_refine_keeps_only_steps_that_improve_the_score():
     )
 
 
-def _run(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
-
-
 def test_describe_on_a_32x32_model_says_too_small(tmp_path, capsys):
     snap = tiny_snapshot(tmp_path / "snap32", 32)
-    code, out, err = _run(["describe", str(snap), "a round face with red hair and blue eyes", "--out",
-                           str(tmp_path / "o"), "--candidates", "4"], capsys)  # fmt: skip
+    code, out, err = run_cli_output(["describe", str(snap), "a round face with red hair and blue eyes",
+                                     "--out", str(tmp_path / "o"), "--candidates", "4"], capsys)  # fmt: skip
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("progan describe: error: ")
     assert "32x32" in err and "too small to measure" in err and "64x64" in err
@@ -155,9 +148,9 @@ def test_describe_on_a_32x32_model_says_too_small(tmp_path, capsys):
 def test_describe_command_end_to_end(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(d, "default_measure", colour_measure)
     snap = tiny_snapshot(tmp_path / "snap64", 64)
-    code, out, err = _run(["describe", str(snap), "ginger with blue eyes and freckles", "--out",
-                           str(tmp_path / "o"), "--candidates", "12", "--top", "4", "--batch", "5",
-                           "--precision", "bf16", "--no-progress"], capsys)  # fmt: skip
+    code, out, err = run_cli_output(["describe", str(snap), "ginger with blue eyes and freckles", "--out",
+                                     str(tmp_path / "o"), "--candidates", "12", "--top", "4", "--batch", "5",
+                                     "--precision", "bf16", "--no-progress"], capsys)  # fmt: skip
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0] == "understood: hair colour: red; eye colour: blue"
@@ -171,7 +164,7 @@ def test_describe_command_end_to_end(tmp_path, capsys, monkeypatch):
 
 def test_describe_with_nothing_understood_is_a_one_line_error(tmp_path, capsys):
     snap = tiny_snapshot(tmp_path / "snap64", 64)
-    code, _, err = _run(
+    code, _, err = run_cli_output(
         ["describe", str(snap), "freckles and a tall hat", "--out", str(tmp_path / "o")], capsys
     )
     assert code == 2 and err.count("\n") == 1 and "nothing in 'freckles and a tall hat' is measured" in err
@@ -182,8 +175,8 @@ def test_describe_on_a_model_without_faces_says_so(tmp_path, capsys, monkeypatch
         d, "default_measure", lambda imgs: [Measurement(False, {}, reason="no face found")] * len(imgs)
     )
     snap = tiny_snapshot(tmp_path / "snap64", 64)
-    code, _, err = _run(["describe", str(snap), "red hair", "--out", str(tmp_path / "o"), "--candidates", "3",
-                         "--no-progress"], capsys)  # fmt: skip
+    code, _, err = run_cli_output(["describe", str(snap), "red hair", "--out", str(tmp_path / "o"),
+                                   "--candidates", "3", "--no-progress"], capsys)  # fmt: skip
     assert code == 2 and err.count("\n") == 1 and "no face found in any of the 3 candidates" in err
 
 
@@ -192,8 +185,8 @@ def test_describe_refine_needs_directions(tmp_path, capsys, monkeypatch):
     snap = tiny_snapshot(tmp_path / "snap64", 64)
     argv = ["describe", str(snap), "red hair", "--out", str(tmp_path / "o"), "--candidates", "6",
             "--top", "3", "--refine", "2", "--refine-rounds", "1", "--no-progress"]  # fmt: skip
-    code, _, err = _run(argv, capsys)
+    code, _, err = run_cli_output(argv, capsys)
     assert code == 2 and "progan directions" in err
     add_direction(snap, "red_hair", torch.randn(16), 16, trait="hair_colour")
-    code, _, err = _run(argv, capsys)
+    code, _, err = run_cli_output(argv, capsys)
     assert code == 0, err

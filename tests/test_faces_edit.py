@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from faces_fakes import colour_measure, shape_images, shape_measure, tiny_snapshot, train_shape_generator
+from faces_fakes import colour_measure, shape_images, shape_measure, train_shape_generator
+from helpers import run_cli_output, tiny_snapshot
 from PIL import Image
 
 from progan.checkpoint import load_snapshot
-from progan.cli import main
 from progan.directions import conditioned, load_directions
 from progan.errors import UserError
 from progan.faces import describe as d
@@ -85,17 +85,10 @@ def test_fitted_directions_move_the_measured_trait_the_right_way(shape_generator
     assert lo + 0.05 < mid < hi - 0.05, (lo, mid, hi)
 
 
-def _run(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
-
-
 def test_directions_and_edit_commands(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(d, "default_measure", colour_measure)
     snap = tiny_snapshot(tmp_path / "snap", 64)
-    code, out, err = _run(["directions", str(snap), "--samples", "120", "--no-progress"], capsys)
+    code, out, err = run_cli_output(["directions", str(snap), "--samples", "120", "--no-progress"], capsys)
     assert code == 0, err
     stored = load_directions(snap)
     assert {"red_hair", "black_hair", "blue_eyes", "brown_eyes", "smile"} <= set(stored)
@@ -103,8 +96,8 @@ def test_directions_and_edit_commands(tmp_path, capsys, monkeypatch):
     assert "wrote" in out.splitlines()[-1]
 
     G = load_snapshot(snap).G_ema
-    code, out, err = _run(["edit", str(snap), "--seed", "3", "--set", "red_hair=+2,smile=-1", "--out",
-                           str(tmp_path / "e.png")], capsys)  # fmt: skip
+    code, out, err = run_cli_output(["edit", str(snap), "--seed", "3", "--set", "red_hair=+2,smile=-1",
+                                     "--out", str(tmp_path / "e.png")], capsys)  # fmt: skip
     assert code == 0, err
     assert out.splitlines()[1].startswith("  red_hair: measured ") and "smile: measured" in out
     units = conditioned(stored, ["red_hair", "smile"])
@@ -112,27 +105,28 @@ def test_directions_and_edit_commands(tmp_path, capsys, monkeypatch):
     expect = images_for_latents(G, z)[0].numpy().transpose(1, 2, 0)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "e.png")), expect)
     # --free: the plain directions
-    code, _, err = _run(["edit", str(snap), "--seed", "3", "--set", "red_hair=1", "--free", "--out",
-                         str(tmp_path / "f.png")], capsys)  # fmt: skip
+    code, _, err = run_cli_output(["edit", str(snap), "--seed", "3", "--set", "red_hair=1", "--free", "--out",
+                                   str(tmp_path / "f.png")], capsys)  # fmt: skip
     z = latents_for_seeds([3], 16) + stored["red_hair"][0]
     assert np.array_equal(
         np.asarray(Image.open(tmp_path / "f.png")), images_for_latents(G, z)[0].numpy().transpose(1, 2, 0)
     )
 
     # a face chosen from describe's candidates.json, by rank
-    code, _, err = _run(["describe", str(snap), "red hair", "--out", str(tmp_path / "o"), "--candidates", "5",
-                         "--no-progress"], capsys)  # fmt: skip
+    code, _, err = run_cli_output(["describe", str(snap), "red hair", "--out", str(tmp_path / "o"),
+                                   "--candidates", "5", "--no-progress"], capsys)  # fmt: skip
     assert code == 0, err
     best = json.loads((tmp_path / "o" / "candidates.json").read_text())["candidates"][1]
-    code, _, err = _run(["edit", str(snap), "--from", str(tmp_path / "o" / "candidates.json"), "--rank", "2",
-                         "--set", "blue_eyes=1.5", "--out", str(tmp_path / "g.png")], capsys)  # fmt: skip
+    code, _, err = run_cli_output(["edit", str(snap), "--from", str(tmp_path / "o" / "candidates.json"),
+                                   "--rank", "2", "--set", "blue_eyes=1.5", "--out", str(tmp_path / "g.png")],
+                                  capsys)  # fmt: skip
     assert code == 0, err
     z = torch.tensor([best["latent"]]) + 1.5 * conditioned(stored, ["blue_eyes"])["blue_eyes"]
     assert np.array_equal(
         np.asarray(Image.open(tmp_path / "g.png")), images_for_latents(G, z)[0].numpy().transpose(1, 2, 0)
     )
 
-    code, _, err = _run(
+    code, _, err = run_cli_output(
         ["edit", str(snap), "--seed", "1", "--set", "purple_hair=1", "--out", str(tmp_path / "h.png")], capsys
     )
     assert code == 2 and err.count("\n") == 1 and "no direction 'purple_hair'" in err
@@ -140,7 +134,7 @@ def test_directions_and_edit_commands(tmp_path, capsys, monkeypatch):
 
 def test_directions_on_a_32x32_model_says_too_small(tmp_path, capsys):
     snap = tiny_snapshot(tmp_path / "snap32", 32)
-    code, _, err = _run(["directions", str(snap), "--samples", "10"], capsys)
+    code, _, err = run_cli_output(["directions", str(snap), "--samples", "10"], capsys)
     assert code == 2 and err.count("\n") == 1 and "too small to measure" in err
 
 
@@ -155,7 +149,9 @@ def test_directions_refuse_more_samples_than_they_can_hold_at_once(tmp_path, cap
     tracemalloc.start()
     t0 = time.monotonic()
     try:
-        code, _, err = _run(["directions", str(snap), "--samples", "10000000000", "--no-progress"], capsys)
+        code, _, err = run_cli_output(
+            ["directions", str(snap), "--samples", "10000000000", "--no-progress"], capsys
+        )
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli_output
 
 from progan.faces import landmarks
 from progan.faces.measure import (
@@ -158,12 +159,7 @@ def test_batches_nchw_tensor_and_nhwc(face):
 
 
 def _cli(capsys, *args) -> tuple[int, str, str]:
-    from progan.cli import main
-
-    with pytest.raises(SystemExit) as e:
-        main(["faces", "measure", *map(str, args)])
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
+    return run_cli_output(["faces", "measure", *args], capsys)
 
 
 def test_cli_text_json_overlay_and_errors(capsys, tmp_path, face):

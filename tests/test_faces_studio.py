@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("fastapi")
-from faces_fakes import colour_measure, tiny_snapshot  # noqa: E402
+from faces_fakes import colour_measure  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
+from helpers import tiny_snapshot  # noqa: E402
 
 from progan.checkpoint import load_snapshot  # noqa: E402
 from progan.faces import describe as d  # noqa: E402

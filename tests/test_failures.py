@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import png_bytes, run_cli_output, write_archive
 from PIL import Image
 
 from progan.cli import main
@@ -22,13 +23,6 @@ from progan.data.store import level_file, write_store
 from progan.errors import UserError
 
 FIXTURE_SNAPSHOT = Path(__file__).parent / "fixtures" / "snapshot-v1"
-
-
-def run(argv, capsys) -> tuple[int, str]:
-    """Run `progan argv` in this process: (exit code, stderr)."""
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in argv])
-    return e.value.code, capsys.readouterr().err
 
 
 @pytest.fixture
@@ -235,7 +229,7 @@ CASES = [
 def test_every_failure_is_one_line(case, tmp_path, store, snapshot, monkeypatch, capsys):
     _, setup, words = case
     argv = setup(tmp_path, store, snapshot, monkeypatch)
-    code, err = run(argv, capsys)
+    code, _, err = run_cli_output(argv, capsys)
     assert "Traceback" not in err
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"progan {argv[0]}: error: "), err
@@ -263,7 +257,7 @@ def test_a_bug_is_one_line_with_exit_1(monkeypatch, capsys, tmp_path):
     args = parser.parse_args(["prepare", "--verify", str(tmp_path)])
     args.func = broken
     monkeypatch.setattr(cli.ArgumentParser, "parse_args", lambda self, argv=None: args)
-    code, err = run(["prepare"], capsys)
+    code, _, err = run_cli_output(["prepare"], capsys)
     assert code == 1 and "unexpected ZeroDivisionError" in err and "--debug" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
@@ -272,45 +266,29 @@ def test_source_inside_dest_is_refused_and_kept(tmp_path, capsys):
     # Issue 13, defect 1: this deleted the photos with exit status 0.
     st = write_store(tmp_path / "st", np.zeros((2, 3, 8, 8), np.uint8)).path
     photos = _photos(st / "photos")
-    code, err = run(["prepare", "--quiet", photos, st, "-r", 8, "--overwrite", "--workers", 0], capsys)
+    code, _, err = run_cli_output(
+        ["prepare", "--quiet", photos, st, "-r", 8, "--overwrite", "--workers", 0], capsys
+    )
     assert code == 2 and "inside DEST" in err
     assert sorted(p.name for p in photos.iterdir()) == ["0.png", "1.png", "2.png"]
     labels = tmp_path / "st" / "labels.csv"
     labels.write_text("0.png,1\n")
-    code, err = run(["prepare", "--quiet", _photos(tmp_path / "src"), st, "-r", 8, "--overwrite",
-                     "--labels", labels], capsys)  # fmt: skip
+    code, _, err = run_cli_output(["prepare", "--quiet", _photos(tmp_path / "src"), st, "-r", 8, "--overwrite",
+                                   "--labels", labels], capsys)  # fmt: skip
     assert code == 2 and "--labels" in err and labels.exists()
-
-
-def _png_bytes(size, colour=(10, 200, 30)) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    Image.new("RGB", size, colour).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.mark.parametrize("fmt", ["zip", "tar"])
 def test_archive_members_and_images_above_the_limits_are_refused(tmp_path, capsys, monkeypatch, fmt):
     # Issue 13, defect 2: members were read whole (a 1 MB zip with a 1 GiB member took 3.2 GB).
-    import tarfile
     import zipfile
 
-    big = os.urandom(3 * 2**20)  # 3 MiB, above --max-file-mb 2
-    members = {"a.png": _png_bytes((12, 12)), "big.png": big, "wide.png": _png_bytes((3000, 400))}
-    archive = tmp_path / f"src.{fmt}"
-    if fmt == "zip":
-        with zipfile.ZipFile(archive, "w") as z:
-            for name, data in members.items():
-                z.writestr(name, data)
-    else:
-        import io
+    def flat_png(width, height):
+        return png_bytes(np.broadcast_to(np.uint8([10, 200, 30]), (height, width, 3)).copy())
 
-        with tarfile.open(archive, "w") as t:
-            for name, data in members.items():
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                t.addfile(info, io.BytesIO(data))
+    big = os.urandom(3 * 2**20)  # 3 MiB, above --max-file-mb 2
+    members = {"a.png": flat_png(12, 12), "big.png": big, "wide.png": flat_png(3000, 400)}
+    archive = write_archive(tmp_path / f"src.{fmt}", members)
     reads = []
     real_read = zipfile.ZipExtFile.read
 
@@ -319,8 +297,8 @@ def test_archive_members_and_images_above_the_limits_are_refused(tmp_path, capsy
         return real_read(self, n)
 
     monkeypatch.setattr(zipfile.ZipExtFile, "read", read)
-    code, err = run(["prepare", "--quiet", archive, tmp_path / "out", "-r", 8, "--workers", 0,
-                     "--max-file-mb", 2, "--max-megapixels", 1], capsys)  # fmt: skip
+    code, _, err = run_cli_output(["prepare", "--quiet", archive, tmp_path / "out", "-r", 8, "--workers", 0,
+                                   "--max-file-mb", 2, "--max-megapixels", 1], capsys)  # fmt: skip
     assert code == 0, err
     report = {
         r["file"]: r["reason"] for r in json.loads((tmp_path / "out" / "report.json").read_text())["skipped"]
@@ -383,7 +361,9 @@ def test_odd_files_permission_errors_and_free_space_are_reported(tmp_path, monke
         return real_open(fp, *a, **k)
 
     monkeypatch.setattr(prepare_module.Image, "open", open_)
-    code, err = run(["prepare", "--quiet", src, tmp_path / "out", "-r", 8, "--workers", 0], capsys)
+    code, _, err = run_cli_output(
+        ["prepare", "--quiet", src, tmp_path / "out", "-r", 8, "--workers", 0], capsys
+    )
     assert code == 0, err
     report = {
         r["file"]: r["reason"] for r in json.loads((tmp_path / "out" / "report.json").read_text())["skipped"]
@@ -394,7 +374,9 @@ def test_odd_files_permission_errors_and_free_space_are_reported(tmp_path, monke
     assert "permission denied" in report["3.png"] and "corrupt" not in report["3.png"]
     monkeypatch.setattr(Image, "open", real_open)
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**6, 10**6 - 100, 100))
-    code, err = run(["prepare", "--quiet", src, tmp_path / "out2", "-r", 8, "--workers", 0], capsys)
+    code, _, err = run_cli_output(
+        ["prepare", "--quiet", src, tmp_path / "out2", "-r", 8, "--workers", 0], capsys
+    )
     assert code == 2 and "0.0 GiB" not in err and "needs about 960 B" in err and "has 100 B free" in err, err
 
 

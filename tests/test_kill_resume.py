@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli
 from PIL import Image
 from safetensors.torch import load_file
 
 import progan.checkpoint as ckpt
-from progan.cli import main
 from progan.data.store import write_store
 from progan.training import Trainer, TrainOptions
 
@@ -31,21 +31,13 @@ ARGS = ["--kimg", "0.096", "--training-kimg", "0.024", "--transition-kimg", "0.0
         "--device", "cpu"]  # fmt: skip
 
 
-def _cli(argv) -> int:
-    try:
-        main([str(a) for a in argv])
-    except SystemExit as e:
-        return e.code
-    return 0
-
-
 def _killed_child(argv, patch) -> None:
     """Run `progan argv` in a forked child that `patch` arranges to SIGKILL itself; wait for it."""
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         try:
             patch()
-            _cli(argv)
+            run_cli(argv)
         finally:
             os._exit(99)  # not killed: the wait below fails the test
     _, status = os.waitpid(pid, 0)
@@ -79,7 +71,7 @@ def store(tmp_path):
 
 
 def test_sigkill_at_any_moment_then_resume_is_bit_identical(store, tmp_path):
-    assert _cli(["train", "--data", store, "--outdir", tmp_path / "a", *ARGS]) == 0
+    assert run_cli(["train", "--data", store, "--outdir", tmp_path / "a", *ARGS]) == 0
     (whole,) = (tmp_path / "a").iterdir()
 
     out = tmp_path / "b"
@@ -105,9 +97,9 @@ def test_sigkill_at_any_moment_then_resume_is_bit_identical(store, tmp_path):
 
     # A second trainer on a run in use is refused; the finishing resume then runs.
     holder = Trainer(TrainOptions(), str(run), {"progress": False})
-    assert _cli(["train", "--resume", run, "--no-progress"]) == 2
+    assert run_cli(["train", "--resume", run, "--no-progress"]) == 2
     holder._lock.release()
-    assert _cli(["train", "--resume", run, "--no-progress"]) == 0
+    assert run_cli(["train", "--resume", run, "--no-progress"]) == 0
 
     # The same run as one that was never stopped: every snapshot, every stats line, the grids.
     snaps = sorted(p.name for p in run.glob("snapshot-*"))
@@ -124,4 +116,4 @@ def test_sigkill_at_any_moment_then_resume_is_bit_identical(store, tmp_path):
         assert np.array_equal(np.asarray(Image.open(run / name)), np.asarray(Image.open(whole / name)))
     assert not _leftovers(run)
     # Finished now: a further resume says how to go on, and changes nothing.
-    assert _cli(["train", "--resume", run, "--no-progress"]) == 2
+    assert run_cli(["train", "--resume", run, "--no-progress"]) == 2

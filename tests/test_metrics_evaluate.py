@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TinyInception, run_cli_output, tiny_torchscript
 from torch import nn
 
 import progan
-from progan.cli import main
 from progan.data.store import write_store
 from progan.metrics import evaluate as E
 
@@ -80,7 +80,6 @@ def test_compute_metrics_small_and_conditional(store, tmp_path):
 
 
 def test_grey_generator_and_fidelity_extractor(tmp_path):
-    from test_metrics_fidelity import TinyInception
 
     pytest.importorskip("torchmetrics")
     grey = write_store(tmp_path / "grey", reals(64, channels=1))
@@ -126,15 +125,10 @@ def fake_run(tmp_path, monkeypatch, store):
     return run
 
 
-def run_cli(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
-
-
 def test_evaluate_run_writes_jsonl_plots_table(fake_run, capsys):
-    code, out, err = run_cli(["evaluate", str(fake_run), "--metrics", "swd,msssim", "--num", "48"], capsys)
+    code, out, err = run_cli_output(
+        ["evaluate", str(fake_run), "--metrics", "swd,msssim", "--num", "48"], capsys
+    )
     assert code == 0, err
     lines = [json.loads(x) for x in (fake_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["kimg"] for r in lines] == [10.0, 20.0, 30.0]
@@ -145,7 +139,7 @@ def test_evaluate_run_writes_jsonl_plots_table(fake_run, capsys):
         assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
     assert "snapshot-000020" in out and "swd_avg" in out and "msssim" in out
     # one snapshot again: its record is updated in place, not duplicated
-    code, _, err = run_cli(
+    code, _, err = run_cli_output(
         ["evaluate", str(fake_run / "snapshot-000020"), "--metrics", "swd", "--num", "32"], capsys
     )
     assert code == 0, err
@@ -155,35 +149,34 @@ def test_evaluate_run_writes_jsonl_plots_table(fake_run, capsys):
 
 def test_evaluate_fid_with_weights_file(fake_run, tmp_path, capsys):
     pytest.importorskip("torchmetrics")
-    from test_metrics_fidelity import tiny_torchscript
 
     weights = tiny_torchscript(tmp_path / "inception.pt")
     argv = ["evaluate", str(fake_run / "snapshot-000030"), "--metrics", "fid,kid,is,pr", "--num", "40"]
-    code, out, err = run_cli(argv + ["--inception-weights", str(weights)], capsys)
+    code, out, err = run_cli_output(argv + ["--inception-weights", str(weights)], capsys)
     assert code == 0, err
     rec = json.loads((fake_run / "metrics.jsonl").read_text().splitlines()[0])
     assert {"fid", "kid_mean", "kid_std", "is_mean", "precision", "recall"} <= set(rec)
     assert list((tmp_path / "cache" / "metrics").glob("features-*.npy"))  # reals' features cached
-    code, _, err = run_cli(argv + ["--inception-weights", str(tmp_path / "missing.pt")], capsys)
+    code, _, err = run_cli_output(argv + ["--inception-weights", str(tmp_path / "missing.pt")], capsys)
     assert code == 2 and "missing.pt: no such file" in err and "weights-inception-2015-12-05" in err
     assert len(err.strip().splitlines()) == 1
 
 
 def test_evaluate_store_noise_floor(store, tmp_path, capsys):
-    code, out, err = run_cli(
+    code, out, err = run_cli_output(
         ["evaluate", str(store.path), "--metrics", "swd", "--num", "40", "--cache-dir", str(tmp_path / "c")],
         capsys,
     )
     assert code == 0, err
     assert "reals-vs-reals" in out and "swd_avg" in out
-    code, _, err = run_cli(["evaluate", str(store.path), "--metrics", "fid", "--num", "40"], capsys)
+    code, _, err = run_cli_output(["evaluate", str(store.path), "--metrics", "fid", "--num", "40"], capsys)
     assert code == 2 and "noise floor" in err
 
 
 def test_evaluate_errors(tmp_path, capsys):
-    code, _, err = run_cli(["evaluate", str(tmp_path), "--metrics", "swd,nope"], capsys)
+    code, _, err = run_cli_output(["evaluate", str(tmp_path), "--metrics", "swd,nope"], capsys)
     assert code == 2 and "unknown metric" in err
-    code, _, err = run_cli(["evaluate", str(tmp_path / "absent"), "--metrics", "swd"], capsys)
+    code, _, err = run_cli_output(["evaluate", str(tmp_path / "absent"), "--metrics", "swd"], capsys)
     assert code == 2 and "does not exist" in err
 
 

@@ -5,39 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from helpers import tiny_torchscript
 
 from progan.errors import UserError
 from progan.metrics import fidelity
 
 pytest.importorskip("torchmetrics")
-
-
-class TinyInception(nn.Module):
-    """Stands in for NVIDIA's TorchScript Inception: same call convention, 16-d features."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(3, 16, 3, stride=2)
-        self.fc = nn.Linear(16, 10)
-
-    def forward(
-        self, x: torch.Tensor, return_features: bool = False, no_output_bias: bool = False
-    ) -> torch.Tensor:
-        x = x.float() / 127.5 - 1.0
-        f = torch.relu(self.conv(x)).mean(dim=(2, 3))
-        if return_features:
-            return f
-        logits = f @ self.fc.weight.t()
-        if not no_output_bias:
-            logits = logits + self.fc.bias
-        return torch.softmax(logits, dim=1)
-
-
-def tiny_torchscript(path):
-    torch.jit.script(TinyInception()).save(str(path))
-    return path
 
 
 def test_identical_features_give_zero_and_shift_grows():

@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+from helpers import run_cli, stopped_after_tick, tiny_options
 from safetensors.torch import load_file
 
 import progan.planner as planner
@@ -19,7 +20,6 @@ from progan.planner import (
 from progan.runspec import apply_plan
 from progan.schedule import Schedule
 from progan.training import Trainer
-from tests.test_training import run_cli, stopped_after_tick, tiny_options
 
 STABLE = {4: 1000.0, 8: 500.0, 16: 200.0, 32: 100.0}  # img/s
 FADE = {8: 400.0, 16: 160.0, 32: 80.0}

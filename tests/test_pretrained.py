@@ -7,32 +7,18 @@ import os
 import pickle
 
 import numpy as np
+import pretrained_files as pf
 import pytest
 import torch
+from helpers import one_line_error, run_cli
 from safetensors.torch import save_file
 
 from progan.checkpoint import load_snapshot
-from progan.cli import main
 from progan.directions import load_directions
 from progan.errors import UserError
 from progan.pretrained.importer import import_file, read_file
-from tests import pretrained_files as pf
 
 SMALL = dict(latent=16, fmap_base=64, fmap_max=16)
-
-
-def run_cli(argv):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in argv])
-    return e.value.code
-
-
-def one_line_error(capsys, *needles):
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 @contextlib.contextmanager

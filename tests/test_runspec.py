@@ -5,12 +5,11 @@ import json
 
 import numpy as np
 import pytest
+from helpers import TINY_NET, run_cli
 
-from progan.cli import main
 from progan.errors import UserError
 from progan.networks import NetworkConfig
 from progan.runspec import RESUME_OVERRIDABLE, TrainOptions, option_default, resolve_run
-from tests.conftest import TINY_NET
 
 
 def test_a_spec_is_resolved_without_building_anything(tiny_store, tmp_path):
@@ -94,16 +93,10 @@ def test_the_penalty_interval_is_the_papers_unless_given(tiny_store, tmp_path):
         resolve_run(TrainOptions(gp_interval=0, **base))
 
 
-def _run_cli(argv) -> int:
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in argv])
-    return e.value.code
-
-
 def test_dry_run_prints_the_spec_and_makes_nothing(tiny_store, tmp_path, capsys):
     out = tmp_path / "runs"
     assert (
-        _run_cli(["train", "--data", tiny_store.path, "--outdir", out, "--dry-run", "--latent-size", "16"])
+        run_cli(["train", "--data", tiny_store.path, "--outdir", out, "--dry-run", "--latent-size", "16"])
         == 0
     )
     text = capsys.readouterr().out
@@ -111,10 +104,10 @@ def test_dry_run_prints_the_spec_and_makes_nothing(tiny_store, tmp_path, capsys)
     assert "D downscale fused (official code)" in text
     assert not out.exists()
     argv = ["train", "--data", tiny_store.path, "--outdir", out, "--dry-run", "--no-fused-scale"]
-    assert _run_cli(argv) == 0
+    assert run_cli(argv) == 0
     assert "D downscale after the activation (paper)" in capsys.readouterr().out
     # A typo in a metric name fails at once, not at the first metric tick.
-    assert _run_cli(["train", "--data", tiny_store.path, "--metrics", "swd,fdi"]) == 2
+    assert run_cli(["train", "--data", tiny_store.path, "--metrics", "swd,fdi"]) == 2
     assert "unknown metric(s) fdi" in capsys.readouterr().err
 
 
@@ -123,19 +116,19 @@ def test_resume_dry_run_and_refusals(tiny_store, tmp_path, capsys):
     args = ["--data", tiny_store.path, "--outdir", out, "--kimg", "0.016", "--batch", "8",
             "--tick-kimg", "0.016",
             "--latent-size", "16", "--fmap-base", "64", "--fmap-max", "16", "--no-progress"]  # fmt: skip
-    assert _run_cli(["train", *args]) == 0
+    assert run_cli(["train", *args]) == 0
     (run,) = out.iterdir()
     options = json.loads((run / "options.json").read_text())
     assert options["network"]["latent_size"] == 16 and options["schedule"]["total_kimg"] == 0.016
     capsys.readouterr()
-    assert _run_cli(["train", "--resume", run, "--kimg", "0.032", "--dry-run"]) == 0
+    assert run_cli(["train", "--resume", run, "--kimg", "0.032", "--dry-run"]) == 0
     text = capsys.readouterr().out
     assert "resume" in text and "at 0.016 kimg" in text and "0.032 kimg in all" in text
     assert "inception_weights" in RESUME_OVERRIDABLE
 
 
 def test_help_shows_the_dataclass_defaults(capsys):
-    assert _run_cli(["train", "--help"]) == 0
+    assert run_cli(["train", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: 512)" in text and "(default: 4.0)" in text and "(default: 2048)" in text
 
@@ -149,8 +142,8 @@ def test_one_resolution_rule_everywhere(tmp_path, capsys):
         check_resolution(2048)
     (tmp_path / "src").mkdir()
     # The store refuses what training would refuse later (it used to accept -r 2048).
-    assert _run_cli(["prepare", tmp_path / "src", tmp_path / "dest", "-r", "2048", "--quiet"]) == 2
+    assert run_cli(["prepare", tmp_path / "src", tmp_path / "dest", "-r", "2048", "--quiet"]) == 2
     assert "2048 is not a power of two from 4 to 1024" in capsys.readouterr().err
     assert not (tmp_path / "dest").exists()
-    assert _run_cli(["train", "--data", tmp_path, "--resolution", "2048"]) == 2
+    assert run_cli(["train", "--data", tmp_path, "--resolution", "2048"]) == 2
     assert "2048 is not a power of two from 4 to 1024" in capsys.readouterr().err

@@ -89,6 +89,7 @@ def test_the_same_seed_gives_the_same_image_in_every_command(tiny_store, tmp_pat
     # `progan generate` and the studio any seed: all through progan.sampling at --precision auto,
     # so the pictures agree bit for bit, in batches of any size.
     from fastapi.testclient import TestClient
+    from helpers import TINY_NET
     from PIL import Image
 
     import progan.device
@@ -97,7 +98,6 @@ def test_the_same_seed_gives_the_same_image_in_every_command(tiny_store, tmp_pat
     from progan.sampling import METRICS_SEED_OFFSET, metric_seeds
     from progan.studio.app import Studio, create_app
     from progan.training import Trainer, TrainOptions
-    from tests.conftest import TINY_NET
 
     flags, precision = CPU_KINDS[cpu]
     monkeypatch.setattr(progan.device, "cpu_flags", lambda: set(flags))

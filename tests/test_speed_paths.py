@@ -88,9 +88,10 @@ def test_bf16_matches_fp32_reference():
 
 @pytest.mark.skipif(not os.environ.get("PROGAN_SLOW_TESTS"), reason="torch.compile takes minutes on a CPU")
 def test_compiled_step_matches_eager(tiny_store, tmp_path):
+    from helpers import TINY_NET
+
     from progan.schedule import Stage
     from progan.training import Trainer, TrainOptions
-    from tests.conftest import TINY_NET
 
     def one_step(compile_: bool):
         opts = TrainOptions(data=str(tiny_store.path), outdir=str(tmp_path), batch=8, progress=False,

@@ -10,8 +10,8 @@ import pytest
 import torch
 from fastapi import APIRouter, Request
 from fastapi.testclient import TestClient
+from helpers import tiny_run
 from PIL import Image
-from studio_util import write_tiny_snapshot
 
 from progan.checkpoint import load_snapshot
 from progan.cli import build_parser, main
@@ -22,7 +22,7 @@ from progan.studio.app import Panel, Studio, create_app
 
 @pytest.fixture
 def studio(tmp_path):
-    write_tiny_snapshot(tmp_path / "runs" / "00000-faces", resolution=16)
+    tiny_run(tmp_path / "runs" / "00000-faces", resolution=16)
     s = Studio([tmp_path / "runs" / "00000-faces"], tmp_path / "state")
     yield s
     s.close()
@@ -71,7 +71,7 @@ def test_concurrent_requests_are_served_in_shared_batches(studio, tmp_path):
 
 
 def test_blend_and_direction_edits_follow_slerp_and_move(tmp_path):
-    snap = write_tiny_snapshot(tmp_path / "run", resolution=8)
+    snap = tiny_run(tmp_path / "run", resolution=8)
     add_direction(snap, "smile", torch.arange(16.0), 16)
     add_direction(snap, "age", torch.ones(16), 16)
     studio = Studio([tmp_path / "run"], tmp_path / "state")
@@ -99,7 +99,7 @@ def test_blend_and_direction_edits_follow_slerp_and_move(tmp_path):
 
 
 def test_conditional_models_take_labels_by_name(tmp_path):
-    write_tiny_snapshot(tmp_path / "run", resolution=8, label_size=3, label_names=["cat", "dog", "fox"])
+    tiny_run(tmp_path / "run", resolution=8, label_names=["cat", "dog", "fox"])
     studio = Studio([tmp_path / "run"], tmp_path / "state")
     try:
         client = TestClient(create_app(studio))
@@ -116,7 +116,7 @@ def test_conditional_models_take_labels_by_name(tmp_path):
 
 
 def test_favourites_survive_a_restart_in_an_atomically_written_file(tmp_path):
-    write_tiny_snapshot(tmp_path / "run", resolution=8)
+    tiny_run(tmp_path / "run", resolution=8)
     add_direction(tmp_path / "run" / "snapshot-000001", "smile", torch.ones(16), 16)
     studio = Studio([tmp_path / "run"], tmp_path / "state")
     client = TestClient(create_app(studio))
@@ -174,9 +174,9 @@ def test_bad_requests_get_a_4xx_with_a_one_line_message(studio):
 
 
 def test_a_runs_folder_serves_one_model_per_run(tmp_path):
-    write_tiny_snapshot(tmp_path / "runs" / "00000-a", resolution=8)
-    write_tiny_snapshot(tmp_path / "runs" / "00001-b", resolution=16, nimg=2000)
-    write_tiny_snapshot(tmp_path / "runs" / "00001-b", resolution=16, nimg=4000, seed=1)
+    tiny_run(tmp_path / "runs" / "00000-a", resolution=8)
+    tiny_run(tmp_path / "runs" / "00001-b", resolution=16, nimg=2000)
+    tiny_run(tmp_path / "runs" / "00001-b", resolution=16, nimg=4000, seed=1)
     (tmp_path / "runs" / "notes").mkdir()
     studio = Studio([tmp_path / "runs"], tmp_path / "state")
     try:

@@ -15,9 +15,9 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_run
 from PIL import Image
 from playwright import sync_api
-from studio_util import write_tiny_snapshot
 
 from progan.directions import add_direction
 from progan.studio.app import HostCheck, Studio, allowed_hosts, create_app
@@ -38,7 +38,7 @@ def free_port() -> int:
 def server(tmp_path):
     import uvicorn
 
-    snap = write_tiny_snapshot(tmp_path / "runs" / "00000-faces", resolution=32)
+    snap = tiny_run(tmp_path / "runs" / "00000-faces", resolution=32)
     add_direction(snap, "smile", torch.randn(16, generator=torch.Generator().manual_seed(1)), 16)
     add_direction(snap, "age", torch.randn(16, generator=torch.Generator().manual_seed(2)), 16)
     studio = Studio([tmp_path / "runs"], tmp_path / "state")

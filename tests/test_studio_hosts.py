@@ -3,7 +3,7 @@ state-changing requests (cross-site POST/DELETE)."""
 
 import pytest
 from fastapi.testclient import TestClient
-from studio_util import write_tiny_snapshot
+from helpers import tiny_run
 
 from progan.cli import main
 from progan.studio.app import HostCheck, Studio, allowed_hosts, create_app
@@ -11,7 +11,7 @@ from progan.studio.app import HostCheck, Studio, allowed_hosts, create_app
 
 @pytest.fixture
 def studio(tmp_path):
-    write_tiny_snapshot(tmp_path / "runs" / "00000-faces", resolution=8)
+    tiny_run(tmp_path / "runs" / "00000-faces", resolution=8)
     s = Studio([tmp_path / "runs" / "00000-faces"], tmp_path / "state")
     yield s
     s.close()
@@ -68,7 +68,7 @@ def test_state_changes_from_another_site_are_refused_and_same_origin_works(studi
 def test_serve_wires_the_check_and_warns_on_an_open_address(tmp_path, monkeypatch, capsys):
     import uvicorn
 
-    write_tiny_snapshot(tmp_path / "run", resolution=8)
+    tiny_run(tmp_path / "run", resolution=8)
     served = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
     with pytest.raises(SystemExit) as e:

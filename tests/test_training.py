@@ -1,52 +1,19 @@
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli, tiny_options, tiny_train_args
 from safetensors.torch import load_file
 
 import progan.training as training
 from progan import device, distributed
-from progan.cli import main
 from progan.schedule import Stage
 from progan.training import Trainer, TrainOptions, fade_reals
-from tests.conftest import TINY_NET, tiny_train_args
-
-
-def run_cli(argv):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    return e.value.code
-
-
-def tiny_options(store, outdir, **kw) -> TrainOptions:
-    base = dict(data=str(store.path), outdir=str(outdir), training_kimg=0.08, transition_kimg=0.08,
-                total_kimg=0.48, batch=8, tick_kimg=0.04, snapshot_ticks=2, image_ticks=4, grid_size=8,
-                progress=False, precision="fp32", **TINY_NET)  # fmt: skip
-    # fp32 pinned: the same numbers on every CPU (auto would pick bf16 on some; see test_device.py).
-    base.update(kw)
-    return TrainOptions(**base)
-
-
-@contextmanager
-def stopped_after_tick(monkeypatch, when: Callable[[Trainer], bool]) -> Iterator[None]:
-    """Runs trained inside stop as on a signal, after the first tick for which `when(trainer)` holds."""
-    original = Trainer._measure_tick
-
-    def measure_then_stop(self, stats, *args):
-        if when(self):
-            stats["stop"] = torch.ones(())
-        return original(self, stats, *args)
-
-    monkeypatch.setattr(Trainer, "_measure_tick", measure_then_stop)
-    yield
-    monkeypatch.setattr(Trainer, "_measure_tick", original)
 
 
 def test_resume_mid_fade_gives_identical_weights(tiny_store, tmp_path):
@@ -272,7 +239,7 @@ def _sigterm_on_rank_1_worker(store_path: str, outdir: str) -> None:
     Trainer.step = step
     training.train(tiny_options(SimpleNamespace(path=store_path), outdir, batch=16, device="cpu"))
     # Still joined: every socket this rank listens on (rendezvous, gloo) is on 127.0.0.1.
-    from tests.sockets import listening_addresses
+    from helpers import listening_addresses
 
     Path(outdir, f"listening-{os.environ['RANK']}.json").write_text(json.dumps(listening_addresses()))
 
@@ -283,7 +250,7 @@ def test_a_signal_on_one_rank_stops_every_rank_at_the_tick(tiny_store, tmp_path)
     distributed.launch(2, _sigterm_on_rank_1_worker, str(tiny_store.path), str(tmp_path / "runs"))
     (run_dir,) = (tmp_path / "runs").glob("0*")
     assert [p.name for p in run_dir.glob("snapshot-*")] == ["snapshot-000000.048"]
-    from tests.sockets import LOOPBACK_HEX
+    from helpers import LOOPBACK_HEX
 
     for rank in (0, 1):  # issue 13: the rendezvous store listened on every interface
         addresses = json.loads((tmp_path / "runs" / f"listening-{rank}.json").read_text())

@@ -5,8 +5,8 @@ import json
 import imageio_ffmpeg
 import numpy as np
 import pytest
+from helpers import tiny_run
 from PIL import Image
-from studio_util import write_tiny_snapshot
 
 from progan.checkpoint import load_snapshot
 from progan.cli import main
@@ -44,7 +44,7 @@ def test_interpolation_latents_match_a_wrapped_gaussian_by_hand():
 
 
 def test_interpolation_mp4_decodes_with_frame_count_size_and_a_seamless_loop(tmp_path, capsys):
-    write_tiny_snapshot(tmp_path / "run", resolution=16)
+    tiny_run(tmp_path / "run", resolution=16)
     out = tmp_path / "loop.mp4"
     main_args = ["video", str(tmp_path / "run"), "--out", str(out), "--seconds", "3", "--fps", "20",
                  "--smoothing", "0.4", "--grid", "1x2", "--zoom", "4", "--no-progress"]  # fmt: skip
@@ -61,7 +61,7 @@ def test_interpolation_mp4_decodes_with_frame_count_size_and_a_seamless_loop(tmp
 
 
 def test_frames_are_streamed_one_batch_at_a_time(tmp_path):
-    G = load_snapshot(write_tiny_snapshot(tmp_path / "run", 8)).G_ema
+    G = load_snapshot(tiny_run(tmp_path / "run", 8)).G_ema
     calls = []
     G.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
     total, frames = interpolation_video(G, 100.0, 30.0, (1, 1), 1.0, 0, batch=8)
@@ -71,7 +71,7 @@ def test_frames_are_streamed_one_batch_at_a_time(tmp_path):
 
 
 def test_morph_passes_through_each_seed_and_loops(tmp_path):
-    snap = load_snapshot(write_tiny_snapshot(tmp_path / "run", 8))
+    snap = load_snapshot(tiny_run(tmp_path / "run", 8))
     G = snap.G_ema
     total, frames = morph_video(G, [3, 17, 42], 1.2, 10.0, zoom=1)
     frames = list(frames)
@@ -86,7 +86,7 @@ def test_morph_passes_through_each_seed_and_loops(tmp_path):
 
 
 def test_conditional_morph_and_webp(tmp_path, capsys):
-    write_tiny_snapshot(tmp_path / "run", 8, label_size=3, label_names=["cat", "dog", "fox"])
+    tiny_run(tmp_path / "run", 8, label_names=["cat", "dog", "fox"])
     out = tmp_path / "m.webp"
     with pytest.raises(SystemExit) as e:
         main(["video", str(tmp_path / "run"), "--out", str(out), "--kind", "morph", "--seeds", "1,2",
@@ -125,7 +125,7 @@ def test_training_timelapse_captions_each_grid(tmp_path):
 
 
 def test_bad_video_requests_are_one_line_errors(tmp_path, capsys):
-    write_tiny_snapshot(tmp_path / "run", 8)
+    tiny_run(tmp_path / "run", 8)
     for args, needle in [
         (["--out", str(tmp_path / "x.avi")], ".mp4"),
         (["--out", str(tmp_path / "no" / "x.mp4")], "does not exist"),
@@ -160,7 +160,7 @@ def test_a_100000_second_video_takes_memory_for_a_window_not_the_video(tmp_path)
     # 6 million frames of a 3x4 grid: 1.2e9 latent values, 9 GB in float64 per copy if made whole.
     import tracemalloc
 
-    G = load_snapshot(write_tiny_snapshot(tmp_path / "run", 8)).G_ema
+    G = load_snapshot(tiny_run(tmp_path / "run", 8)).G_ema
     tracemalloc.start()
     try:
         total, frames = interpolation_video(G, 100000.0, 60.0, (3, 4), 1.0, 0, batch=24, zoom=1)
@@ -185,7 +185,7 @@ def test_a_too_long_gif_is_refused_before_the_video_is_made(tmp_path, capsys):
     import time
     import tracemalloc
 
-    write_tiny_snapshot(tmp_path / "run", 8)
+    tiny_run(tmp_path / "run", 8)
     tracemalloc.start()
     t0 = time.monotonic()
     try:
