@@ -76,3 +76,16 @@ def format_bytes(n: float) -> str:
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
     return f"{int(n)} B"
+
+
+# The one resolution rule (networks, the CLI, the store and prepare): a power of two from 4 to 1024,
+# the range of the paper's networks.
+MIN_RESOLUTION, MAX_RESOLUTION = 4, 1024
+
+
+def resolution_error(resolution: object) -> str | None:
+    """Why `resolution` is not a valid resolution, or None when it is."""
+    ok = isinstance(resolution, int) and not isinstance(resolution, bool)
+    if ok and MIN_RESOLUTION <= resolution <= MAX_RESOLUTION and resolution & (resolution - 1) == 0:
+        return None
+    return f"{resolution} is not a power of two from {MIN_RESOLUTION} to {MAX_RESOLUTION}"

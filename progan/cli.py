@@ -1,28 +1,41 @@
 """The `progan` command: a thin layer that parses arguments and calls library functions.
 
-Each subcommand lives beside the code it drives and plugs in through a `register(subparsers)`
-function listed in COMMAND_MODULES, so later features add a command without touching this file's
-logic.
+Each package registers the commands of its own code with a `register(subparsers)` function in its
+cli.py / commands.py; this file imports those modules and calls them in the order `progan --help`
+lists the commands. It is also where features are plugged into each other: the studio's `serve`
+gets the panels of other features (describe's box) from here, so the studio names no feature.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
+from progan import commands
+from progan.data import cli as data_cli
 from progan.errors import UserError, os_error_message
+from progan.faces import cli as faces_cli
+from progan.faces import commands as faces_commands
+from progan.metrics import cli as metrics_cli
+from progan.pretrained import cli as pretrained_cli
+from progan.studio import cli as studio_cli
 
-# Modules that define subcommands, in the order `progan --help` lists them.
-COMMAND_MODULES = [
-    "progan.commands",  # train, generate, demo
-    "progan.data.cli",  # prepare
-    "progan.metrics.cli",  # evaluate
-    "progan.faces.cli",  # faces measure
-    "progan.studio.cli",  # video, export, serve
-    "progan.pretrained.cli",  # import
-    "progan.faces.commands",  # describe, attributes, directions, edit
-]
+
+def studio_panels() -> list:
+    """The panels features add to `progan serve`: describe's box (progan/faces/studio_panel.py)."""
+    from progan.faces.studio_panel import describe_panel
+
+    return [describe_panel()]
+
+
+def register_commands(subparsers: argparse._SubParsersAction) -> None:
+    commands.register(subparsers)  # train, generate, demo, video, export
+    data_cli.register(subparsers)  # prepare
+    metrics_cli.register(subparsers)  # evaluate
+    faces_cli.register(subparsers)  # faces measure
+    studio_cli.register(subparsers, panels=studio_panels)  # serve
+    pretrained_cli.register(subparsers)  # import
+    faces_commands.register(subparsers)  # describe, attributes, directions, edit
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -40,14 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the traceback of any error")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     subparsers.required = True
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:  # a command module that is not part of this build yet
-                continue
-            raise
-        module.register(subparsers)
+    register_commands(subparsers)
     for sub in subparsers.choices.values():  # `progan CMD ... --debug` works as well as `progan --debug CMD`
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
+from progan.errors import UserError
+
 SNAPSHOT_HELP = "a snapshot directory, or a run directory (its newest snapshot)"
 
 
@@ -49,3 +51,15 @@ def add_generation_arguments(
     rule = "auto (default): bf16 on a CPU with AMX or AVX-512 BF16 or a CUDA GPU of compute capability >= 8.0, else fp32"  # noqa: E501
     p.add_argument("--precision", choices=list(precisions or TRAIN_PRECISIONS), default="auto",
                    help=f"{rule}; {precision_help}" if precision_help else rule)  # fmt: skip
+
+
+def need(extra: str, *modules: str) -> None:
+    """A one-line error naming the extra to install when an optional dependency is missing."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(
+            f"this command needs {', '.join(missing)}: in the progan clone, pip install -e '.[{extra}]' "
+            "(or ./setup.sh)"
+        )

@@ -1,4 +1,5 @@
-"""Turning model outputs into pictures: uint8 conversion, grids, strips, PNG files."""
+"""Pictures in and out: decoding image files (any Pillow mode to L or RGB), and turning model outputs
+into pictures (uint8 conversion, grids, strips, PNG files)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
-from progan.errors import writing
+from progan.errors import UserError, writing
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -81,3 +82,45 @@ def save_strip(grid_paths: list[Path], path: str | os.PathLike, gap: int = 8) ->
         strip[: g.shape[0], x : x + g.shape[1]] = g
         x += g.shape[1] + gap
     return save_image(strip, path)
+
+
+def normalise_mode(img: Image.Image, channels: int, background: tuple[int, int, int]) -> Image.Image:
+    """Any Pillow mode -> "L" (channels 1) or "RGB" (channels 3); alpha composited on background."""
+    mode = img.mode
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        a = np.asarray(img).astype(np.float64)
+        if mode == "F":
+            a = a * 255.0 if a.size and a.max() <= 1.0 else a
+        elif mode != "I" or (a.size and a.max() > 255):
+            a = a / 257.0  # 16-bit range -> 8 bits
+        img = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+    elif mode == "1":
+        img = img.convert("L")
+    elif mode in ("P", "PA"):
+        img = img.convert("RGBA")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        img = img.convert("RGB")
+    elif mode in ("L", "RGB") and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "RGBa", "La"):
+        bg = Image.new("RGBA", img.size, (*background, 255))
+        img = Image.alpha_composite(bg, img.convert("RGBA")).convert("RGB")
+    target = "L" if channels == 1 else "RGB"
+    return img if img.mode == target else img.convert(target)
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Any image file -> uint8 (H, W, 3) RGB, EXIF rotation applied; unreadable -> UserError."""
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; pass image files (e.g. {path}/*.jpg)")
+    if not path.exists():
+        raise UserError(f"{path}: no such file; check the path")
+    if not path.is_file():  # /dev/null, a FIFO, a socket: never opened (a FIFO would block)
+        raise UserError(f"{path} is not an image (not a regular file); pass a PNG or JPEG file")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return np.asarray(normalise_mode(img, 3, (255, 255, 255)))
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise UserError(f"{path} is not an image ({e}); pass a PNG or JPEG file") from e

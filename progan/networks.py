@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from progan.checks import resolution_error
 from progan.layers import (
     SQRT2,
     EqualizedConv2d,
@@ -94,19 +95,6 @@ class NetworkConfig:
         """A saved config (state.json, options.json). Those saved before `fused_scale` existed
         trained the paper-order D, so a missing key means False, not today's default."""
         return cls(**{"fused_scale": False, **d})
-
-
-# The one resolution rule (networks, the CLI, the store and prepare): a power of two from 4 to 1024,
-# the range of the paper's networks.
-MIN_RESOLUTION, MAX_RESOLUTION = 4, 1024
-
-
-def resolution_error(resolution: object) -> str | None:
-    """Why `resolution` is not a valid resolution, or None when it is."""
-    ok = isinstance(resolution, int) and not isinstance(resolution, bool)
-    if ok and MIN_RESOLUTION <= resolution <= MAX_RESOLUTION and resolution & (resolution - 1) == 0:
-        return None
-    return f"{resolution} is not a power of two from {MIN_RESOLUTION} to {MAX_RESOLUTION}"
 
 
 def check_resolution(resolution: int) -> int:

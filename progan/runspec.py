@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from progan import checkpoint as ckpt
-from progan.checks import Field, check_fields
+from progan.checks import Field, check_fields, resolution_error
 from progan.data.store import Store, open_store
 from progan.device import check_precision, pick_device, resolve_precision
 from progan.ema import EMA_KIMG, EMA_RAMPDOWN_RULES, EMA_RAMPUP, EmaRule, ema_rule
 from progan.errors import UserError
 from progan.loss import LossConfig
-from progan.networks import NetworkConfig, resolution_error
+from progan.networks import NetworkConfig
 from progan.planner import final_reserve
 from progan.schedule import PRESETS, Schedule
 

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from progan.data.align import align_face, landmarks_from_68
-from progan.faces.landmarks import landmarks_68
+from progan.landmarks import landmarks_68
 
 # Typical photographed colours (sRGB), chosen by eye from portrait photos; not the module's prototypes.
 HAIR_RGB = {

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from progan import landmarks
 from progan.data import align
 from progan.data.prepare import Options, prepare
 
@@ -103,7 +104,7 @@ def test_reflect_padding_when_face_meets_the_border():
         assert band.mean() > 30 and band.std() > 1
 
 
-@pytest.mark.skipif(not align.dlib_available(), reason="dlib and its landmark model not installed")
+@pytest.mark.skipif(not landmarks.dlib_available(), reason="dlib and its landmark model not installed")
 def test_align_faces_with_dlib_on_astronaut(tmp_path):
     src = tmp_path / "src"
     src.mkdir()

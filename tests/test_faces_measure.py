@@ -7,7 +7,7 @@ import pytest
 import torch
 from helpers import run_cli_output
 
-from progan.faces import landmarks
+from progan import landmarks
 from progan.faces.measure import (
     MIN_SIZE,
     TRAITS,

@@ -10,9 +10,11 @@ from fastapi.testclient import TestClient  # noqa: E402
 from helpers import tiny_snapshot  # noqa: E402
 
 from progan.checkpoint import load_snapshot  # noqa: E402
+from progan.cli import build_parser  # noqa: E402
 from progan.faces import describe as d  # noqa: E402
+from progan.faces.studio_panel import describe_panel  # noqa: E402
 from progan.faces.words import understand  # noqa: E402
-from progan.studio.app import Studio, create_app, feature_panels  # noqa: E402
+from progan.studio.app import Studio, create_app  # noqa: E402
 
 
 @pytest.fixture
@@ -21,7 +23,7 @@ def client(tmp_path, monkeypatch):
     tiny_snapshot(tmp_path / "runs" / "faces64" / "snapshot-000001", 64)
     tiny_snapshot(tmp_path / "runs" / "faces32" / "snapshot-000001", 32)
     studio = Studio([tmp_path / "runs"], tmp_path / "state")
-    yield TestClient(create_app(studio, panels=feature_panels())), tmp_path
+    yield TestClient(create_app(studio, panels=[describe_panel()])), tmp_path
     studio.close()
 
 
@@ -56,3 +58,9 @@ def test_bad_requests_are_one_line_errors(client, payload, status, detail):
     client, _ = client
     r = client.post("/api/ext/describe/run", json=payload)
     assert r.status_code == status and detail in r.json()["detail"] and "\n" not in r.json()["detail"]
+
+
+def test_progan_serve_hands_the_describe_panel_to_the_studio():
+    # The studio names no feature: `progan serve` gets describe's panel from the command layer.
+    args = build_parser().parse_args(["serve", "runs"])
+    assert [(p.name, p.script.name) for p in args.panels()] == [("describe", "describe_panel.js")]

@@ -134,8 +134,8 @@ def test_help_shows_the_dataclass_defaults(capsys):
 
 
 def test_one_resolution_rule_everywhere(tmp_path, capsys):
+    from progan.checks import resolution_error
     from progan.data.store import check_resolution
-    from progan.networks import resolution_error
 
     assert [r for r in (2, 3, 4, 48, 1024, 2048) if resolution_error(r) is None] == [4, 1024]
     with pytest.raises(UserError, match="2048 is not a power of two from 4 to 1024"):

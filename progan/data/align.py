@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from progan.errors import UserError
-from progan.faces.landmarks import dlib_available, find_dlib_model, landmarks_68, load_dlib  # noqa: F401 (re-exported)
+from progan.landmarks import landmarks_68, load_dlib
 
 DELTA_SHAPE = (3, 1024, 1024)
 PBKDF2_ITERATIONS = 100_000
@@ -158,7 +158,7 @@ def landmarks_from_68(points: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# dlib landmarks for --align-faces (dlib itself is loaded in progan.faces.landmarks)
+# dlib landmarks for --align-faces (dlib itself is loaded in progan.landmarks)
 
 
 class FaceLandmarker:

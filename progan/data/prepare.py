@@ -51,6 +51,7 @@ from progan.checks import format_bytes
 from progan.data import align
 from progan.data.store import MANIFEST, Store, StoreWriter, check_destination, check_resolution, levels_up_to
 from progan.errors import UserError
+from progan.images import normalise_mode
 
 GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 FASHION_MNIST = [
@@ -501,31 +502,6 @@ def _open(item: Item, draft_side: int | None) -> Image.Image:
 
 class _Skip(Exception):
     pass
-
-
-def normalise_mode(img: Image.Image, channels: int, background: tuple[int, int, int]) -> Image.Image:
-    """Any Pillow mode -> "L" (channels 1) or "RGB" (channels 3); alpha composited on background."""
-    mode = img.mode
-    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        a = np.asarray(img).astype(np.float64)
-        if mode == "F":
-            a = a * 255.0 if a.size and a.max() <= 1.0 else a
-        elif mode != "I" or (a.size and a.max() > 255):
-            a = a / 257.0  # 16-bit range -> 8 bits
-        img = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
-    elif mode == "1":
-        img = img.convert("L")
-    elif mode in ("P", "PA"):
-        img = img.convert("RGBA")
-    elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
-        img = img.convert("RGB")
-    elif mode in ("L", "RGB") and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "RGBa", "La"):
-        bg = Image.new("RGBA", img.size, (*background, 255))
-        img = Image.alpha_composite(bg, img.convert("RGBA")).convert("RGB")
-    target = "L" if channels == 1 else "RGB"
-    return img if img.mode == target else img.convert(target)
 
 
 def fit_square(img: Image.Image, fit: str) -> Image.Image:

@@ -32,9 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from progan.checks import Field, check_fields
+from progan.checks import Field, check_fields, resolution_error
 from progan.errors import UserError, user_error_from_os
-from progan.networks import resolution_error
 
 FORMAT = "progan-store"
 FORMAT_VERSION = 1

@@ -7,10 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from progan.errors import UserError
-
 EPILOG = """examples:
   progan faces measure me.jpg                    one block of traits per image
   progan faces measure photos/*.png --json       a JSON list, one object per image
@@ -45,27 +41,6 @@ def register(subparsers) -> None:
     m.set_defaults(func=run_measure)
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """Any image file -> uint8 (H, W, 3) RGB, EXIF rotation applied; unreadable -> UserError."""
-    from PIL import Image, ImageOps
-
-    from progan.data.prepare import normalise_mode
-
-    if path.is_dir():
-        raise UserError(f"{path} is a folder; pass image files (e.g. {path}/*.jpg)")
-    if not path.exists():
-        raise UserError(f"{path}: no such file; check the path")
-    if not path.is_file():  # /dev/null, a FIFO, a socket: never opened (a FIFO would block)
-        raise UserError(f"{path} is not an image (not a regular file); pass a PNG or JPEG file")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return np.asarray(normalise_mode(img, 3, (255, 255, 255)))
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise UserError(f"{path} is not an image ({e}); pass a PNG or JPEG file") from e
-
-
 def format_measurement(m) -> list[str]:
     """Text lines for one FaceMeasurement (below the file's own line)."""
     from progan.faces.measure import TRAITS
@@ -83,9 +58,9 @@ def format_measurement(m) -> list[str]:
 
 
 def run_measure(args: argparse.Namespace) -> int:
-    from progan.faces.landmarks import load_dlib
     from progan.faces.measure import measure_face, overlay
-    from progan.images import save_image
+    from progan.images import read_rgb, save_image
+    from progan.landmarks import load_dlib
 
     paths = [Path(p) for p in args.images]
     images = [read_rgb(p) for p in paths]  # every file checked before the slow part

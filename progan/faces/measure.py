@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from progan.faces.landmarks import landmarks_68
+from progan.landmarks import landmarks_68
 
 MIN_SIZE = 64  # under 64x64 an iris is one or two pixels and dlib's detector needs >= 4x upsampling
 

@@ -1,1 +1,1 @@
-"""The studio: `progan video`, `progan export` and the web app of `progan serve` (see app.py)."""
+"""The studio: the web app of `progan serve` (see app.py)."""

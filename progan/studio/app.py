@@ -19,8 +19,9 @@ model id (the run directory's name), so they survive restarts and newer snapshot
 
 Extending the studio (how `describe` and other features add a panel)
 --------------------------------------------------------------------
-A feature adds a `Panel` to `create_app(..., panels=[...])` (or to `PANELS` before the app is
-made, e.g. from its own module's import):
+The studio names no feature: the command that starts it hands its panels in
+(`create_app(studio, panels=[...])`, `serve(..., panels=[...])`; `progan serve` gets describe's from
+progan/cli.py). A `Panel` has:
 
 - `router`: a FastAPI `APIRouter`, mounted at `/api/ext/<name>/`. Its handlers reach the studio
   through `request.app.state.studio` (`Studio.model(id)`, `Studio.face_latent(...)`,
@@ -44,6 +45,7 @@ import queue
 import re
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -382,9 +384,6 @@ class Panel:
     script: Path | None = None
 
 
-PANELS: list[Panel] = []
-
-
 class BodyLimit:
     """ASGI middleware: a request body over `limit` bytes ends in 413 before it is read whole."""
 
@@ -486,11 +485,10 @@ class FaceIn(BaseModel):
     note: str = Field("", max_length=200)
 
 
-def create_app(studio: Studio, panels: list[Panel] | None = None) -> FastAPI:
-    """The FastAPI app of a studio (models, favourites) with its extension panels."""
+def create_app(studio: Studio, panels: Sequence[Panel] = ()) -> FastAPI:
+    """The FastAPI app of a studio (models, favourites) with the extension panels handed in."""
     import asyncio
 
-    panels = list(PANELS) + list(panels or [])
     app = FastAPI(title="progan studio", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.studio = studio
     app.add_middleware(BodyLimit)
@@ -591,22 +589,15 @@ def _file_route(path: Path, media_type: str):
     return serve
 
 
-def feature_panels() -> list[Panel]:
-    """The panels other features add to `progan serve`: describe (progan/faces/studio_panel.py)."""
-    from progan.faces.studio_panel import describe_panel
-
-    return [describe_panel()]
-
-
 def serve(sources: list[str], host: str = "127.0.0.1", port: int = 8000, state_dir: str | None = None,
-          device: str = "cpu", precision: str = "auto",
-          allow_hosts: list[str] | None = None) -> None:  # fmt: skip
-    """Load the models and run the studio until Ctrl-C; it answers only requests addressed to it
-    (HostCheck with allowed_hosts(host, port, allow_hosts))."""
+          device: str = "cpu", precision: str = "auto", allow_hosts: list[str] | None = None,
+          panels: Sequence[Panel] = ()) -> None:  # fmt: skip
+    """Load the models and run the studio, with the extension panels handed in, until Ctrl-C; it
+    answers only requests addressed to it (HostCheck with allowed_hosts(host, port, allow_hosts))."""
     import uvicorn
 
     studio = Studio(sources, state_dir, device=device, precision=precision)
-    app = create_app(studio, panels=feature_panels())
+    app = create_app(studio, panels=panels)
     app.add_middleware(HostCheck, hosts=allowed_hosts(host, port, allow_hosts or []))
     print(f"progan studio: {len(studio.models)} model(s), favourites in {studio.favourites.path}")
     print(f"open http://{'[' + host + ']' if ':' in host else host}:{port}/")

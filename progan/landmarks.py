@@ -1,7 +1,8 @@
 """dlib's frontal face detector and 68-point landmarks: the one place that finds and loads them.
 
-Used by face measurements (`progan.faces.measure`) and by `prepare --align-faces`
-(`progan.data.align`). The model file (about 100 MB) is loaded once per process.
+A neutral helper beside `progan.images`: face measurements (`progan.faces.measure`) and
+`prepare --align-faces` (`progan.data.align`) both use it, so the dataset tool depends on no
+feature. The model file (about 100 MB) is loaded once per process.
 
 Detection speed: dlib's HOG detector scans an image pyramid with an 80x80 window, so its cost
 grows with the pixel count while its smallest findable face is about 80 pixels wide. Large
