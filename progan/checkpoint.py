@@ -8,6 +8,8 @@ A snapshot directory::
                           (G_opt.*, D_opt.*), rng.train, loader.order, counters.skipped
       state.json          format marker and version, kind ("training" or "inference"), nimg,
                           kimg, stage, network config, label names, run options, ...
+      directions.safetensors   optional: named latent directions. Its one owner is
+                          progan/directions.py (DIRECTIONS_FILE); nothing here reads or writes it
 
 Two kinds share the format. Training writes *training* snapshots (`save_training_snapshot`,
 resumed with `load_training_snapshot`); importers, exporters and tools that make a generator
@@ -15,6 +17,11 @@ without training it write *inference* snapshots (`save_inference_snapshot`). Eve
 only samples reads either kind with `load_snapshot`. Snapshots written before the kind marker
 existed (format_version 1 without "kind") are training snapshots and still load
 (tests/fixtures/snapshot-v1).
+
+Finding snapshots from a path a user gives (a snapshot, a run, a folder of runs) is
+`find_snapshots`, for every command; snapshot names are made and read here (`snapshot_name`,
+`snapshot_run_name`), and the stored run options that readers need are `Snapshot` properties
+(`label_names`, `multi_hot`, `data`).
 
 Nothing here ever unpickles: safetensors holds only tensors and JSON only data, so loading a
 snapshot from an untrusted source cannot run code.
@@ -41,6 +48,7 @@ from progan.networks import Generator, NetworkConfig, build_networks  # noqa: F4
 SNAPSHOT_FORMAT = "progan-snapshot"
 SNAPSHOT_VERSION = 1
 STATE_FILE = "state.json"
+SNAPSHOT_PREFIX = "snapshot-"
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optim.safetensors"
 KIND_TRAINING = "training"
@@ -54,7 +62,13 @@ def kimg_tag(nimg: int) -> str:
 
 
 def snapshot_name(nimg: int) -> str:
-    return f"snapshot-{kimg_tag(nimg)}"
+    return f"{SNAPSHOT_PREFIX}{kimg_tag(nimg)}"
+
+
+def snapshot_run_name(snapshot: Path) -> str:
+    """The name of the run a snapshot belongs to: its run directory's for a snapshot that training
+    named, else its own (an imported model's folder, say)."""
+    return snapshot.parent.name if snapshot.name.startswith(SNAPSHOT_PREFIX) else snapshot.name
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -296,7 +310,7 @@ def list_snapshots(run_dir: str | os.PathLike) -> list[Path]:
     """Complete snapshots of a run, oldest first (temporary directories of torn writes are ignored)."""
     run_dir = Path(run_dir)
     found = []
-    for p in run_dir.glob("snapshot-*"):
+    for p in run_dir.glob(f"{SNAPSHOT_PREFIX}*"):
         if (p / STATE_FILE).is_file():
             try:
                 nimg = json.loads((p / STATE_FILE).read_text()).get("nimg", 0)
@@ -306,17 +320,28 @@ def list_snapshots(run_dir: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def resolve_snapshot(path: str | os.PathLike) -> Path:
-    """A snapshot directory, or the newest snapshot of a run directory; UserError otherwise."""
+def find_snapshots(path: str | os.PathLike, every: bool = False, runs: bool = False) -> list[Path]:
+    """The snapshots a path names, for every command that takes one:
+
+    - a snapshot directory: [it];
+    - a run directory: [its newest snapshot], or with `every` all of them, oldest first;
+    - with `runs`, a folder of runs: each run's newest snapshot, in the order of the runs' names.
+
+    Anything else is a UserError saying what to pass.
+    """
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path} does not exist; pass a run directory (runs/00001-name) or a snapshot in it")
     if (path / STATE_FILE).is_file():
-        return path
-    if path.is_dir():
-        snaps = list_snapshots(path)
-        if snaps:
-            return snaps[-1]
+        return [path]
+    snaps = list_snapshots(path) if path.is_dir() else []
+    if snaps:
+        return snaps if every else snaps[-1:]
+    if runs and path.is_dir():
+        newest = [s[-1] for run in sorted(path.iterdir()) if run.is_dir() and (s := list_snapshots(run))]
+        if newest:
+            return newest
+        raise UserError(f"{path} holds no snapshots; pass runs/<run>, runs/<run>/snapshot-<kimg> or runs/")
     raise UserError(
         f"{path} is neither a progan snapshot nor a run directory with snapshots; "
         "pass runs/<run>/snapshot-<kimg> or runs/<run>"
@@ -404,7 +429,9 @@ class Snapshot:
 
     @property
     def options(self) -> dict:
-        return self.state.get("options", {})
+        """The run options stored with the snapshot ({} when it has none)."""
+        options = self.state.get("options")
+        return options if isinstance(options, dict) else {}
 
     @property
     def kimg(self) -> float:
@@ -413,6 +440,16 @@ class Snapshot:
     @property
     def label_names(self) -> list[str]:
         return list(self.state.get("label_names") or [])
+
+    @property
+    def multi_hot(self) -> bool:
+        """Whether the labels are attributes (several may hold) rather than one class."""
+        return bool((self.options.get("loss") or {}).get("multi_hot", False))
+
+    @property
+    def data(self) -> str | None:
+        """The dataset store the run trained on, where it says (evaluate's default reals)."""
+        return self.options.get("data")
 
     @property
     def kind(self) -> str:
@@ -435,7 +472,7 @@ def load_config(state: dict, snapshot: Path) -> NetworkConfig:
 
 def load_snapshot(path: str | os.PathLike, device: str | torch.device = "cpu") -> Snapshot:
     """Load G_ema of a snapshot (or of a run's newest snapshot) for generation and metrics."""
-    snap = resolve_snapshot(path)
+    (snap,) = find_snapshots(path)
     state = read_state(snap)
     config = load_config(state, snap)
     G_ema = Generator(config)

@@ -6,6 +6,10 @@ and the studio's sliders. Each direction is a float32 vector of the generator's 
 stored unit length under its name; its metadata (where it came from, what it measures) is JSON
 in the safetensors header. Moving a face by `amount` along a direction adds
 `amount * direction` to its latent (InterFaceGAN's edit, with amounts in latent-norm units).
+
+This module is the one owner of the file (checkpoint.py, the owner of the rest of a snapshot,
+names it so and never reads or writes it): every read and write of `directions.safetensors` goes through
+`load_directions` / `save_directions` / `add_direction` here.
 """
 
 from __future__ import annotations

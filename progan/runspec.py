@@ -375,7 +375,7 @@ def resolve_run(
 
 def resolve_resume(path: str | Path, overrides: dict | None = None, world_size: int = 1) -> RunSpec:
     """The spec of a resumed run: the snapshot's options with `overrides` (RESUME_OVERRIDABLE only)."""
-    snapshot = ckpt.resolve_snapshot(path)
+    (snapshot,) = ckpt.find_snapshots(path)
     state = ckpt.read_state(snapshot, for_training=True)  # refuses inference snapshots too
     fixed = sorted(set(overrides or {}) - RESUME_OVERRIDABLE)
     if fixed:

@@ -28,7 +28,8 @@ from progan.checkpoint import save_inference_snapshot, snapshot_name
 from progan.cli import main
 from progan.data.store import write_store
 from progan.networks import Generator, NetworkConfig
-from progan.training import Trainer, TrainOptions
+from progan.runspec import TrainOptions
+from progan.training import Trainer
 
 # ---------------------------------------------------------------------------------------------
 # The command line
@@ -121,7 +122,8 @@ def stopped_after_tick(monkeypatch, when: Callable[[Trainer], bool]) -> Iterator
 
 def tiny_snapshot(
     dest: Path, resolution: int, label_names: list[str] | None = None, seed: int = 0, *,
-    nimg: int = 0, stage: tuple[int, float] | None = None, fmap_base: int = 32, fmap_max: int = 8,
+    nimg: int = 0, stage: tuple[int, float] | None = None, options: dict | None = None,
+    fmap_base: int = 32, fmap_max: int = 8,
 ) -> Path:  # fmt: skip
     """A random G_ema saved as a snapshot at `dest` (faces need not be faces for these tests).
 
@@ -133,7 +135,9 @@ def tiny_snapshot(
         label_size=len(label_names or []),
     )  # fmt: skip
     G = Generator(config).eval()  # at its random start, faces already differ clearly between latents
-    return save_inference_snapshot(dest, config, G, nimg=nimg, label_names=label_names or [], stage=stage)
+    return save_inference_snapshot(
+        dest, config, G, nimg=nimg, label_names=label_names or [], stage=stage, options=options
+    )
 
 
 def tiny_run(

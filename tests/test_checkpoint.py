@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_run, tiny_snapshot
 
 from progan import checkpoint as ckpt
 from progan.errors import UserError
@@ -115,3 +116,35 @@ def test_v1_snapshot_resumes_training(tmp_path):
     t.run()
     resumed = ckpt.load_snapshot(tmp_path / "run")
     assert resumed.kimg == 0.04 and resumed.state["options"]["network"]["fmap_max"] == 8
+
+
+def test_one_function_finds_snapshots_from_a_snapshot_a_run_or_a_folder_of_runs(tmp_path):
+    runs = tmp_path / "runs"
+    a1, a2 = tiny_run(runs / "00000-a", nimg=1000), tiny_run(runs / "00000-a", nimg=2000)
+    (b,) = [tiny_run(runs / "00001-b", nimg=500)]
+    (runs / "notes").mkdir()
+    assert ckpt.find_snapshots(a1) == [a1]
+    assert ckpt.find_snapshots(runs / "00000-a") == [a2]  # a run: its newest
+    assert ckpt.find_snapshots(runs / "00000-a", every=True) == [a1, a2]  # oldest first
+    assert ckpt.find_snapshots(runs, runs=True) == [a2, b]  # each run's newest, by run name
+    assert ckpt.load_snapshot(runs / "00000-a").path == a2
+    with pytest.raises(UserError, match="neither a progan snapshot nor a run directory"):
+        ckpt.find_snapshots(runs)  # a folder of runs only where a command serves several
+    with pytest.raises(UserError, match="holds no snapshots"):
+        ckpt.find_snapshots(runs / "notes", runs=True)
+    with pytest.raises(UserError, match="does not exist"):
+        ckpt.find_snapshots(tmp_path / "absent", every=True)
+
+
+def test_snapshot_names_and_the_options_readers_need(tmp_path):
+    snap = tiny_run(tmp_path / "00003-faces", nimg=120_400)
+    assert snap.name == ckpt.snapshot_name(120_400) == "snapshot-000120.400"
+    assert ckpt.snapshot_run_name(snap) == "00003-faces"
+    imported = tiny_snapshot(tmp_path / "celebahq", 8, ["Smiling", "Male"], options={
+        "data": "datasets/celebahq", "loss": {"multi_hot": True}})  # fmt: skip
+    assert ckpt.snapshot_run_name(imported) == "celebahq"
+    loaded = ckpt.load_snapshot(imported)
+    assert loaded.label_names == ["Smiling", "Male"] and loaded.multi_hot
+    assert loaded.data == "datasets/celebahq"
+    plain = ckpt.load_snapshot(snap)
+    assert (plain.label_names, plain.multi_hot, plain.data) == ([], False, None)

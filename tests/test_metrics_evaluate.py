@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import TinyInception, run_cli_output, tiny_torchscript
+from helpers import TinyInception, run_cli_output, tiny_snapshot, tiny_torchscript
 from torch import nn
 
 import progan
+from progan.checkpoint import snapshot_name
 from progan.data.store import write_store
 from progan.metrics import evaluate as E
 
@@ -99,28 +97,20 @@ def test_grey_generator_and_fidelity_extractor(tmp_path):
 
 @pytest.fixture
 def fake_run(tmp_path, monkeypatch, store):
-    """A run with three snapshots and a stand-in progan.checkpoint (the real one is tested elsewhere)."""
+    """A run with three real snapshots (trained on `store`, by their options) whose G_ema evaluate
+    gets as a FakeG of known diversity."""
     run = tmp_path / "runs" / "00001-test"
-    spreads = {"snapshot-000010": 0.05, "snapshot-000020": 0.5, "snapshot-000030": 1.0}
-    for name in spreads:
-        (run / name).mkdir(parents=True)
+    spreads = {10_000: 0.05, 20_000: 0.5, 30_000: 1.0}
+    for nimg in spreads:
+        tiny_snapshot(run / snapshot_name(nimg), 32, nimg=nimg, options={"data": str(store.path)})
+    real_load = E.load_snapshot
 
     def load_snapshot(path):
-        path = Path(path)
-        kimg = float(int(path.name.split("-")[1]))
-        return types.SimpleNamespace(
-            G_ema=FakeG(spread=spreads[path.name]).eval(),
-            options={"data": str(store.path)},
-            kimg=kimg,
-            path=path,
-        )
+        snap = real_load(path)
+        snap.G_ema = FakeG(spread=spreads[snap.state["nimg"]]).eval()
+        return snap
 
-    def list_snapshots(run_dir):
-        return sorted(p for p in Path(run_dir).glob("snapshot-*") if p.is_dir())
-
-    fake = types.SimpleNamespace(load_snapshot=load_snapshot, list_snapshots=list_snapshots)
-    monkeypatch.setitem(sys.modules, "progan.checkpoint", fake)
-    monkeypatch.setattr(progan, "checkpoint", fake, raising=False)
+    monkeypatch.setattr(E, "load_snapshot", load_snapshot)
     monkeypatch.setenv("PROGAN_CACHE_DIR", str(tmp_path / "cache"))
     return run
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from progan.checkpoint import find_snapshots, load_snapshot
 from progan.data.store import Store, open_store
 from progan.errors import UserError
 from progan.metrics import fidelity, msssim, swd
@@ -287,28 +288,6 @@ def real_vs_real_swd(
 # ---- runs and snapshots ------------------------------------------------------------------------
 
 
-def _checkpoint_module():
-    try:
-        from progan import checkpoint
-    except ImportError as e:
-        raise UserError(f"reading snapshots needs progan.checkpoint, which this build lacks ({e})") from e
-    return checkpoint
-
-
-def find_snapshots(path: Path) -> tuple[Path, list[Path]]:
-    """(the run directory that gets metrics.jsonl, the snapshots to evaluate)."""
-    checkpoint = _checkpoint_module()
-    if not path.exists():
-        raise UserError(f"{path} does not exist; pass a run directory or a snapshot directory")
-    try:
-        snaps = list(checkpoint.list_snapshots(path))
-    except (UserError, OSError, ValueError):
-        snaps = []
-    if snaps:
-        return path, [Path(s) for s in snaps]
-    return path.parent, [path]
-
-
 def _merge_records(path: Path, records: list[dict]) -> list[dict]:
     old = []
     if path.is_file():
@@ -407,16 +386,15 @@ def evaluate_path(
             target.mkdir(parents=True, exist_ok=True)
             _merge_records(target / "metrics.jsonl", records)
         return records
-    checkpoint = _checkpoint_module()
-    run_dir, snaps = find_snapshots(path)
+    snaps = find_snapshots(path, every=True)
+    run_dir = path.parent if snaps == [path] else path  # where metrics.jsonl goes: the run's folder
     target = Path(out_dir) if out_dir else run_dir
     target.mkdir(parents=True, exist_ok=True)
     for snap_path in snaps:
         t0 = time.time()
-        snap = checkpoint.load_snapshot(snap_path)
+        snap = load_snapshot(snap_path)
         G = snap.G_ema.to(device)
-        opts = dict(getattr(snap, "options", {}) or {})
-        store_path = data or opts.get("data")
+        store_path = data or snap.data
         vals = compute_metrics(
             names,
             G,

@@ -58,7 +58,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel, Field
 
-from progan.checkpoint import list_snapshots, load_snapshot, resolve_snapshot, write_json_atomic
+from progan.checkpoint import find_snapshots, load_snapshot, snapshot_run_name, write_json_atomic
 from progan.directions import load_directions, move
 from progan.errors import UserError
 from progan.sampling import MAX_SEED, images_for_latents, labels_for, latent_for_seed, slerp
@@ -181,16 +181,10 @@ class Model:
         }  # fmt: skip
 
 
-def find_snapshots(path: str | os.PathLike) -> list[Path]:
-    """A snapshot, a run (its newest snapshot) or a folder of runs (each run's newest snapshot)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"{path} is not a directory; pass a snapshot, a run or a folder of runs")
-    if (path / "state.json").is_file() or list_snapshots(path):
-        return [resolve_snapshot(path)]
-    found = [list_snapshots(p)[-1] for p in sorted(path.iterdir()) if p.is_dir() and list_snapshots(p)]
-    if not found:
-        raise UserError(f"{path} holds no snapshots; pass runs/<run>, runs/<run>/snapshot-<kimg> or runs/")
+def models_at(path: str | os.PathLike) -> list[Path]:
+    """The snapshots to serve from a path: a snapshot, a run (its newest snapshot) or a folder of
+    runs (each run's newest snapshot), at most MAX_MODELS."""
+    found = find_snapshots(path, runs=True)
     if len(found) > MAX_MODELS:
         raise UserError(
             f"{path} holds {len(found)} runs; the studio serves up to {MAX_MODELS}: pick a folder"
@@ -199,7 +193,7 @@ def find_snapshots(path: str | os.PathLike) -> list[Path]:
 
 
 def model_id(snapshot: Path, taken: set[str]) -> str:
-    base = snapshot.parent.name if snapshot.name.startswith("snapshot-") else snapshot.name
+    base = snapshot_run_name(snapshot)
     base = re.sub(r"[^A-Za-z0-9._-]", "-", base).lstrip("-._")[:90] or "model"
     name, i = base, 2
     while name in taken:
@@ -295,15 +289,13 @@ class Studio:
                  device: str | torch.device = "cpu", precision: str = "auto", max_batch: int = MAX_BATCH,
                  gather: float = GATHER_SECONDS) -> None:  # fmt: skip
         self.models: dict[str, Model] = {}
-        snapshots = [s for src in sources for s in find_snapshots(src)]
+        snapshots = [s for src in sources for s in models_at(src)]
         for snap_path in snapshots:
             snap = load_snapshot(snap_path, device=device)
             mid = model_id(snap.path, set(self.models))
-            run = snap.path.parent.name if snap.path.name.startswith("snapshot-") else snap.path.name
-            multi_hot = bool((snap.options.get("loss") or {}).get("multi_hot", False))
             self.models[mid] = Model(
-                id=mid, name=f"{run} ({snap.path.name}, {snap.kimg:g} kimg)", snapshot=snap.path,
-                G=snap.G_ema, label_names=snap.label_names, multi_hot=multi_hot,
+                id=mid, name=f"{snapshot_run_name(snap.path)} ({snap.path.name}, {snap.kimg:g} kimg)",
+                snapshot=snap.path, G=snap.G_ema, label_names=snap.label_names, multi_hot=snap.multi_hot,
                 directions=load_directions(snap.path), kimg=snap.kimg,
                 batcher=Batcher(snap.G_ema, torch.device(device), precision, max_batch, gather),
             )  # fmt: skip
