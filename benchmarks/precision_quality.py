@@ -29,7 +29,8 @@ FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 def run_one(store: Path, outdir: Path, precision: str, seed: int, kimg: float) -> dict:
     from progan.checkpoint import load_snapshot
     from progan.metrics.evaluate import compute_metrics
-    from progan.training import TrainOptions, train
+    from progan.runspec import TrainOptions
+    from progan.training import train
 
     opts = TrainOptions(
         data=str(store), outdir=str(outdir), name=f"{precision}-seed{seed}", preset="cpu",

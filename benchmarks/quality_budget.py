@@ -54,7 +54,8 @@ def train_run(
 ) -> tuple:
     """One timed run; a snapshot is also written at the end of every resolution."""
     from progan.loss import LossConfig
-    from progan.training import Trainer, TrainOptions
+    from progan.runspec import TrainOptions
+    from progan.training import Trainer
 
     class Recording(Trainer):
         ends: list = []

@@ -186,8 +186,10 @@ def worker_progan(a: argparse.Namespace) -> None:
     import torch
 
     from progan.data.store import write_store
+    from progan.device import autocast
+    from progan.runspec import TrainOptions
     from progan.schedule import Stage
-    from progan.training import Trainer, TrainOptions, autocast
+    from progan.training import Trainer
 
     torch.set_num_threads(a.threads)
     res = a.resolution

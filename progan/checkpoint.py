@@ -43,7 +43,7 @@ from safetensors.torch import load_file, save_file
 
 from progan.checks import Field, check_fields
 from progan.errors import UserError, writing
-from progan.networks import Generator, NetworkConfig, build_networks  # noqa: F401
+from progan.networks import Generator, NetworkConfig
 
 SNAPSHOT_FORMAT = "progan-snapshot"
 SNAPSHOT_VERSION = 1

@@ -13,7 +13,8 @@ from PIL import Image
 
 from progan.data.store import Store, open_store, write_store
 from progan.errors import UserError
-from progan.training import TrainOptions, train
+from progan.runspec import TrainOptions
+from progan.training import train
 
 DEMO_RESOLUTION = 32
 # Training time: the planner (progan.planner) fits the schedule to it on any machine, so the whole

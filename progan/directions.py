@@ -8,8 +8,8 @@ in the safetensors header. Moving a face by `amount` along a direction adds
 `amount * direction` to its latent (InterFaceGAN's edit, with amounts in latent-norm units).
 
 This module is the one owner of the file (checkpoint.py, the owner of the rest of a snapshot,
-names it so and never reads or writes it): every read and write of `directions.safetensors` goes through
-`load_directions` / `save_directions` / `add_direction` here.
+names it so and never reads or writes it): every read and write of `directions.safetensors`
+goes through `load_directions` / `save_directions` / `add_direction` here.
 """
 
 from __future__ import annotations

@@ -12,29 +12,11 @@ import torch
 from progan.errors import UserError
 from progan.images import grid_shape, save_grid, save_image
 from progan.networks import Generator
-from progan.sampling import (  # noqa: F401
-    images_for_seeds,
-    iter_seed_images,
-    labels_for,
-    latents_for_seeds,
-    parse_seeds,
-)
+from progan.sampling import iter_seed_images
 
 # A grid is built in memory as one picture: above this many pixels (768 MiB of RGB) it is refused.
 MAX_GRID_PIXELS = 2**28
 GRID_MIN_CELL = 64
-
-
-def generate(
-    G: Generator,
-    seeds: list[int],
-    labels: torch.Tensor | None = None,
-    batch: int = 32,
-    device: torch.device | str = "cpu",
-    precision: str = "auto",
-) -> torch.Tensor:
-    """uint8 images (N, C, R, R) for the given seeds (through progan.sampling, the one path)."""
-    return images_for_seeds(G, seeds, labels, batch=batch, device=device, precision=precision)
 
 
 def write_images(images: torch.Tensor, seeds: Sequence[int], outdir: str | os.PathLike) -> list[Path]:

@@ -43,8 +43,7 @@ from progan.planner import (
 )
 from progan.planner import resolutions as planner_resolutions
 from progan.reporter import STATS_FILE, Reporter, TickRecord, peak_memory_gb, truncate_stats
-from progan.runspec import (  # noqa: F401
-    RESUME_OVERRIDABLE,
+from progan.runspec import (
     RunSpec,
     TrainOptions,
     apply_plan,

@@ -22,7 +22,8 @@ from safetensors.torch import load_file
 
 import progan.checkpoint as ckpt
 from progan.data.store import write_store
-from progan.training import Trainer, TrainOptions
+from progan.runspec import TrainOptions
+from progan.training import Trainer
 
 # 8x8 from 4x4: 12 steps of 8 images, a tick every 2 steps (6 ticks), a snapshot every 2 ticks.
 ARGS = ["--kimg", "0.096", "--training-kimg", "0.024", "--transition-kimg", "0.024", "--batch", "8",

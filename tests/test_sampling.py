@@ -95,9 +95,10 @@ def test_the_same_seed_gives_the_same_image_in_every_command(tiny_store, tmp_pat
     import progan.device
     from progan.cli import main
     from progan.metrics.evaluate import fake_batches
+    from progan.runspec import TrainOptions
     from progan.sampling import METRICS_SEED_OFFSET, metric_seeds
     from progan.studio.app import Studio, create_app
-    from progan.training import Trainer, TrainOptions
+    from progan.training import Trainer
 
     flags, precision = CPU_KINDS[cpu]
     monkeypatch.setattr(progan.device, "cpu_flags", lambda: set(flags))

@@ -5,10 +5,9 @@ import os
 import pytest
 import torch
 
-from progan.device import cpu_flags
+from progan.device import autocast, cpu_flags
 from progan.loss import LossConfig, discriminator_loss, generator_loss
 from progan.networks import Discriminator, Generator, NetworkConfig
-from progan.training import autocast
 
 CFG = NetworkConfig(resolution=16, latent_size=32, fmap_base=256, fmap_max=32)
 
@@ -90,8 +89,9 @@ def test_bf16_matches_fp32_reference():
 def test_compiled_step_matches_eager(tiny_store, tmp_path):
     from helpers import TINY_NET
 
+    from progan.runspec import TrainOptions
     from progan.schedule import Stage
-    from progan.training import Trainer, TrainOptions
+    from progan.training import Trainer
 
     def one_step(compile_: bool):
         opts = TrainOptions(data=str(tiny_store.path), outdir=str(tmp_path), batch=8, progress=False,

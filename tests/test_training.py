@@ -12,8 +12,9 @@ from safetensors.torch import load_file
 
 import progan.training as training
 from progan import device, distributed
+from progan.runspec import TrainOptions
 from progan.schedule import Stage
-from progan.training import Trainer, TrainOptions, fade_reals
+from progan.training import Trainer, fade_reals
 
 
 def test_resume_mid_fade_gives_identical_weights(tiny_store, tmp_path):
