@@ -79,6 +79,16 @@ def _gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
     return scipy.ndimage.gaussian_filter(img, [sigma, sigma, 0])
 
 
+def _bounds(quad: np.ndarray) -> tuple[int, int, int, int]:
+    """The whole-pixel box (left, top, right, bottom) around a quad's corners."""
+    return (
+        int(np.floor(min(quad[:, 0]))),
+        int(np.floor(min(quad[:, 1]))),
+        int(np.ceil(max(quad[:, 0]))),
+        int(np.ceil(max(quad[:, 1]))),
+    )
+
+
 def align_face(img: Image.Image, landmarks: np.ndarray, size: int = 1024) -> Image.Image:
     """The CelebA-HQ oriented crop of an RGB image, `size` x `size` (1024 for CelebA-HQ)."""
     img = img.convert("RGB")
@@ -95,12 +105,7 @@ def align_face(img: Image.Image, landmarks: np.ndarray, size: int = 1024) -> Ima
 
     # Crop to the square plus a border.
     border = max(int(np.round(size * 0.1 / zoom)), 3)
-    crop = (
-        int(np.floor(min(quad[:, 0]))),
-        int(np.floor(min(quad[:, 1]))),
-        int(np.ceil(max(quad[:, 0]))),
-        int(np.ceil(max(quad[:, 1]))),
-    )
+    crop = _bounds(quad)
     crop = (
         max(crop[0] - border, 0),
         max(crop[1] - border, 0),
@@ -119,12 +124,7 @@ def align_face(img: Image.Image, landmarks: np.ndarray, size: int = 1024) -> Ima
         zoom /= superres
 
     # Pad where the square leaves the image: reflect, blurred and faded to the median colour.
-    pad = (
-        int(np.floor(min(quad[:, 0]))),
-        int(np.floor(min(quad[:, 1]))),
-        int(np.ceil(max(quad[:, 0]))),
-        int(np.ceil(max(quad[:, 1]))),
-    )
+    pad = _bounds(quad)
     pad = (
         max(-pad[0] + border, 0),
         max(-pad[1] + border, 0),
