@@ -29,10 +29,11 @@ def studio_panels() -> list:
 
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
-    commands.register(subparsers)  # train, generate, demo, video, export
+    commands.register(subparsers)  # train, generate, demo
     data_cli.register(subparsers)  # prepare
     metrics_cli.register(subparsers)  # evaluate
     faces_cli.register(subparsers)  # faces measure
+    commands.register_outputs(subparsers)  # video, export
     studio_cli.register(subparsers, panels=studio_panels)  # serve
     pretrained_cli.register(subparsers)  # import
     faces_commands.register(subparsers)  # describe, attributes, directions, edit

@@ -202,6 +202,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=run_demo)
 
+
+def register_outputs(subparsers: argparse._SubParsersAction) -> None:
+    """`video` and `export`: what a trained generator is turned into (registered after `faces`, as
+    `progan --help` lists them)."""
     p = subparsers.add_parser(
         "video",
         help="interpolation loop, morph through chosen faces, or training time-lapse (mp4/gif/webp)",
