@@ -97,6 +97,16 @@ def leaky_relu(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu_(x, 0.2)
 
 
+def fade(low: torch.Tensor, new: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """lerp(low, new, alpha): a fade-in's blend of the old branch and the new one, in the wider of
+    their two dtypes. CUDA autocast runs upsample_nearest2d in fp32 (its fp32 op list) and the
+    convolutions in bf16/fp16, so G's branches arrive in different dtypes there, and a bare
+    `torch.lerp` stopped the first fade-in of every bf16 and fp16 run on an H200 (issue 26). CPU
+    autocast keeps both in bf16; where they match nothing is cast, so CPU results are unchanged."""
+    dtype = torch.promote_types(low.dtype, new.dtype)
+    return torch.lerp(low.to(dtype), new.to(dtype), alpha.to(dtype))
+
+
 def upsample2x(x: torch.Tensor) -> torch.Tensor:
     """Nearest-neighbour 2x upsampling."""
     return F.interpolate(x, scale_factor=2.0, mode="nearest")

@@ -21,6 +21,7 @@ from progan.layers import (
     EqualizedLinear,
     MinibatchStdDev,
     downsample2x,
+    fade,
     leaky_relu,
     pixel_norm,
     upsample2x,
@@ -209,7 +210,7 @@ class Generator(_StageMixin, nn.Module):
         out = self.torgb[str(self.resolution)](x)
         if self.fading:
             low = upsample2x(self.torgb[str(self.resolution // 2)](prev))
-            out = torch.lerp(low, out, self.alpha.to(out.dtype))
+            out = fade(low, out, self.alpha)
         return torch.tanh(out) if self.config.output_activation == "tanh" else out
 
 
@@ -259,7 +260,7 @@ class Discriminator(_StageMixin, nn.Module):
             x = self.blocks[str(res)](x)
             if self.fading:
                 low = leaky_relu(self.fromrgb[str(res // 2)](downsample2x(images)))
-                x = torch.lerp(low, x, self.alpha.to(x.dtype))
+                x = fade(low, x, self.alpha)
         for lg in range(log2(res) - 1, 2, -1):
             x = self.blocks[str(2**lg)](x)
         if self.mbstd is not None:
