@@ -157,6 +157,9 @@ class TrainingState:
     precision_chosen: dict = field(default_factory=dict)  # {"precision", "reason"} of --precision auto
     elapsed_seconds: float = 0.0  # time spent by the run so far (a timed run's budget clock)
     d_steps: int = 0  # D updates so far (which of them carry a lazy gradient penalty)
+    # fp16's loss scaler (torch.amp.GradScaler.state_dict()): its scale and growth tracker, so that
+    # a resumed fp16 run neither restarts at 2**16 nor skips its first updates again.
+    scaler: dict = field(default_factory=dict)
 
     @property
     def kimg(self) -> float:
@@ -180,6 +183,9 @@ def save_training_snapshot(
     optim.update(_prefixed("loader", state.loader_tensors))
     if state.skipped is not None:
         optim["counters.skipped"] = state.skipped.detach().cpu().reshape(1)
+    if state.scaler:
+        optim["scaler.scale"] = torch.tensor([state.scaler["scale"]], dtype=torch.float32)
+        optim["scaler.growth_tracker"] = torch.tensor([state.scaler["_growth_tracker"]], dtype=torch.int64)
     groups = {}
     for name, opt in optimizers.items():
         tensors, groups[name] = optimizer_tensors(name, opt)
@@ -239,9 +245,20 @@ def load_training_snapshot(
             precision_chosen=dict(state.get("precision_chosen") or {}),
             elapsed_seconds=float(state.get("elapsed_seconds", 0.0)),
             d_steps=int(state.get("d_steps", 0)),
+            scaler=_scaler_state(extra),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{snapshot} lacks part of its training state ({e!r}); use another snapshot") from e
+
+
+def _scaler_state(tensors: dict[str, torch.Tensor]) -> dict:
+    """The loss scaler's saved scale and growth tracker (empty: not fp16, or saved before they were)."""
+    if "scaler.scale" not in tensors:
+        return {}
+    return {
+        "scale": float(tensors["scaler.scale"].reshape(())),
+        "_growth_tracker": int(tensors["scaler.growth_tracker"].reshape(())),
+    }
 
 
 def save_inference_snapshot(

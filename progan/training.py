@@ -332,6 +332,7 @@ class Trainer:
             precision_chosen={"precision": self.precision, "reason": self.spec.precision_reason},
             elapsed_seconds=self.elapsed_seconds(),
             d_steps=self.d_steps,
+            scaler={} if self.scaler is None else self.scaler.state_dict(),
         )
 
     def _models(self) -> dict[str, torch.nn.Module]:
@@ -363,6 +364,8 @@ class Trainer:
                 f"{snapshot / ckpt.STATE_FILE}: the data loader's state is damaged ({e}); "
                 "use another snapshot"
             ) from e
+        if self.scaler is not None and state.scaler:
+            self.scaler.load_state_dict({**self.scaler.state_dict(), **state.scaler})
         self.skipped = state.skipped.to(self.device)
         self.nimg = state.nimg
         self.tick = state.tick

@@ -70,3 +70,23 @@ def test_default_run_trains_through_a_fade_in_every_precision(tiny_store, tmp_pa
     assert t.resolution == 8 and t.schedule.at(t.nimg / 1000 - 0.008).fading
     assert (run_dir / "snapshot-000000.160").is_dir()
     assert all(torch.isfinite(p).all() for p in t.G.parameters())
+
+
+def test_fp16_resume_is_bit_identical(tiny_store, tmp_path, monkeypatch):
+    # The loss scaler's state travels in the snapshot: a resumed fp16 run neither restarts at 2**16
+    # nor skips its first updates again (8 skipped and scale 16384 against 4 and 8192 on an H200).
+    monkeypatch.setattr(device, "FP16_DEVICE_TYPES", ("cuda", "cpu"))
+    opts = dict(precision="fp16", snapshot_ticks=1, image_ticks=0, deterministic=True)
+    full = Trainer(tiny_options(tiny_store, tmp_path / "full", total_kimg=0.16, **opts))
+    full.run()
+    half = Trainer(tiny_options(tiny_store, tmp_path / "half", total_kimg=0.08, **opts))
+    half_dir = half.run()
+    resumed = Trainer.from_snapshot(half_dir, {"total_kimg": 0.16})
+    assert resumed.scaler.state_dict() == half.scaler.state_dict()
+    resumed.run()
+    assert int(resumed.skipped) == int(full.skipped) > 0
+    assert resumed.scaler.state_dict() == full.scaler.state_dict()
+    for a, b in zip(full.G.state_dict().values(), resumed.G.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(full.D.state_dict().values(), resumed.D.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
