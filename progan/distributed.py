@@ -94,6 +94,25 @@ def average_gradients(params: list[torch.nn.Parameter], ctx: Context) -> None:
     all_reduce_mean_([p.grad for p in params if p.grad is not None], ctx)
 
 
+def rank_zero_says(flag: bool, ctx: Context, device: torch.device) -> bool:
+    """Rank 0's `flag` on every rank: decisions taken on a clock (a timed run's calibration) must be
+    one rank's, or the ranks take different numbers of steps and their collectives mismatch."""
+    if not ctx.distributed:
+        return flag
+    t = torch.tensor(float(flag), device=device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def rank_zero_object(obj: object, ctx: Context) -> object:
+    """Rank 0's `obj` (plain data: a plan, an error message) on every rank."""
+    if not ctx.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def broadcast_parameters(module: torch.nn.Module, ctx: Context) -> None:
     if ctx.distributed:
         for t in module.state_dict().values():

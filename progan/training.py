@@ -207,30 +207,42 @@ class Trainer:
 
     def _plan_for_time(self) -> None:
         """A new timed run: measure speeds, plan the schedule for the rest of opts.minutes, and keep
-        the plan in the options (options.json, every snapshot), so that resume continues it."""
+        the plan in the options (options.json, every snapshot), so that resume continues it.
+
+        Every rank takes the calibration's steps (they average gradients), but rank 0's clock
+        decides how many, and rank 0 alone plans and hands its plan to the others: plans from each
+        rank's own clock differed (0.6865 against 0.6576 kimg), and the ranks then changed
+        resolution at different steps and their collectives broke."""
         opts = self.opts
         budget = opts.minutes * 60
         start, final = self.schedule.start_resolution, self.config.resolution
         stable, fade = self.measure_speeds(
             calibration_seconds(budget, start, final), limit_s=CALIBRATION_LIMIT_SHARE * budget
         )
-        # Never refuse to start for want of time: on a machine far busier than its calibration
-        # allowed for, plan a short schedule and let the deadline end the run on time.
-        seconds = max(training_seconds(budget, self._now() - self.session_start), MIN_PLANNED_SHARE * budget)
-        try:
-            lengths = plan_schedule(stable, fade, seconds, start, final)
-        except ValueError as e:
-            raise UserError(
-                f"--minutes {opts.minutes:g} leaves {e} after calibration; give it more minutes"
-            ) from e
-        opts.plan = {
-            **lengths,
-            "budget_seconds": budget,
-            "planned_training_seconds": seconds,
-            "clock": opts.clock,
-            "img_per_sec": {str(r): v for r, v in stable.items()},
-            "fade_img_per_sec": {str(r): v for r, v in fade.items()},
-        }
+        plan: dict = {}
+        if self.ctx.is_main:
+            # Never refuse to start for want of time: on a machine far busier than its calibration
+            # allowed for, plan a short schedule and let the deadline end the run on time.
+            spent = self._now() - self.session_start
+            seconds = max(training_seconds(budget, spent), MIN_PLANNED_SHARE * budget)
+            try:
+                lengths = plan_schedule(stable, fade, seconds, start, final)
+                plan = {
+                    **lengths,
+                    "budget_seconds": budget,
+                    "planned_training_seconds": seconds,
+                    "clock": opts.clock,
+                    "img_per_sec": {str(r): v for r, v in stable.items()},
+                    "fade_img_per_sec": {str(r): v for r, v in fade.items()},
+                }
+            except ValueError as e:
+                plan = {
+                    "error": f"--minutes {opts.minutes:g} leaves {e} after calibration; give it more minutes"
+                }
+        plan = distributed.rank_zero_object(plan, self.ctx)
+        if "error" in plan:
+            raise UserError(plan["error"])
+        opts.plan = plan
         apply_plan(self.schedule, opts.plan)
 
     def measure_speeds(
@@ -260,7 +272,8 @@ class Trainer:
         try:
             for res in resolutions:
                 for alpha, out in ((0.5, fade), (1.0, stable)):
-                    if alpha < 1 and res == start or (stable and self._synced_time() > give_up):
+                    first_fade = alpha < 1 and res == start  # nothing fades in at the start
+                    if first_fade or (stable and self._rank_zero_says(self._synced_time() > give_up)):
                         continue
                     stage = Stage(res, alpha, self.schedule.batch_at(res), self.schedule.lr_at(res))
                     out[res] = self._steps_per_second(stage, seconds_each) * stage.minibatch
@@ -291,10 +304,13 @@ class Trainer:
             self.step(stage, {})
         self.d_steps = 0
         steps, t0 = 0, self._synced_time()
-        while steps < 2 or self._synced_time() - t0 < seconds or steps % interval:
+        while steps < 2 or steps % interval or self._rank_zero_says(self._synced_time() - t0 < seconds):
             self.step(stage, {})
             steps += 1
         return steps / (self._synced_time() - t0)
+
+    def _rank_zero_says(self, flag: bool) -> bool:
+        return distributed.rank_zero_says(flag, self.ctx, self.device)
 
     def _synced_time(self) -> float:
         if self.device.type == "cuda":

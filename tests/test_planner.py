@@ -1,5 +1,6 @@
 import itertools
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -227,3 +228,30 @@ def test_minutes_refuses_fixed_lengths(tiny_store, tmp_path):
 
     with pytest.raises(UserError, match="drop --kimg"):
         Trainer(tiny_options(tiny_store, tmp_path, minutes=1.0, training_kimg=None, transition_kimg=None))
+
+
+def _timed_rank_worker(store_path: str, outdir: str) -> None:
+    import os
+    import time
+    from types import SimpleNamespace
+
+    torch.set_num_threads(1)
+    rank = int(os.environ["RANK"])
+    if rank == 1:  # rank 1's clock runs 3x faster: its own calibration would plan another schedule
+        training.process_seconds = lambda: 3 * time.process_time()
+    t = Trainer(tiny_options(SimpleNamespace(path=store_path), outdir, minutes=0.05, clock="cpu", batch=16,
+                             training_kimg=None, transition_kimg=None, total_kimg=None, snapshot_ticks=0,
+                             image_ticks=0, device="cpu"))  # fmt: skip
+    t.run()
+    (Path(outdir) / f"rank-{rank}.json").write_text(json.dumps({"plan": t.opts.plan, "nimg": t.nimg}))
+
+
+def test_timed_run_on_two_ranks_runs_rank_zeros_plan_to_the_end(tiny_store, tmp_path):
+    from progan import distributed
+
+    distributed.launch(2, _timed_rank_worker, str(tiny_store.path), str(tmp_path / "runs"))
+    ranks = [json.loads((tmp_path / "runs" / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0] == ranks[1] and ranks[0]["nimg"] > 0
+    (run_dir,) = (tmp_path / "runs").glob("0*")
+    assert (run_dir / "fakes-final.png").is_file()
+    assert json.loads((run_dir / "options.json").read_text())["plan"]["budget_seconds"] == 3.0
