@@ -111,24 +111,60 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=dtype)
 
 
-class CompiledOrEager:
-    """torch.compile'd forward that falls back to the eager module (once, with a warning) when
-    compilation is unavailable or fails, so that --compile never stops a run."""
+# torch.compile's backend for --compile; the tests use a counting "eager" backend (no compiler).
+COMPILE_BACKEND = "inductor"
 
-    def __init__(self, module: torch.nn.Module) -> None:
+
+class CompiledOrEager:
+    """torch.compile'd forward that falls back to the eager module (once, with a one-line warning)
+    when compilation is unavailable or fails, so that --compile never stops a run.
+
+    Dynamo guards on the stage (`resolution`, `fading`), grad mode and input dtype, and a growing
+    run passes through up to 17 phases: compiled once for the whole run, it hit the recompile limit
+    (8) at about 16x16 and ran eagerly from there on without a word (issue 26). So the trainer calls
+    `new_phase()` when a phase starts, which drops the code compiled for the last one (each phase's
+    graphs are compiled once, a handful of entries), and a recompile limit hit anyway is an error
+    here that ends in the one-line fallback instead of quiet eager mode. A backward pass compiled
+    by AOTAutograd fails inside `loss.backward()`, outside this wrapper; the trainer catches that
+    and calls `give_up`."""
+
+    def __init__(self, module: torch.nn.Module, backend=None) -> None:
         self.module = module
-        self.compiled = torch.compile(module)
+        self.compiled = torch.compile(module, backend=backend or COMPILE_BACKEND)
         self.failed = False
 
     def __call__(self, *args, **kwargs):
         if not self.failed:
             try:
-                return self.compiled(*args, **kwargs)
+                with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+                    return self.compiled(*args, **kwargs)
+            except torch.OutOfMemoryError:
+                raise
             except Exception as e:  # noqa: BLE001 - any compiler failure means: run eagerly
-                self.failed = True
-                print(f"warning: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                      "continuing without --compile", file=sys.stderr)  # fmt: skip
+                self.give_up(e)
         return self.module(*args, **kwargs)
+
+    def give_up(self, error: BaseException, say: bool = True, what: str | None = None) -> None:
+        """Run eagerly from now on, saying why in one line (once): `what` runs eagerly (this
+        module's class name unless given; the trainer names G and D for a failed backward)."""
+        if self.failed:
+            return
+        self.failed = True
+        if isinstance(error, torch._dynamo.exc.FailOnRecompileLimitHit):
+            why = f"it recompiled past Dynamo's limit ({torch._dynamo.config.recompile_limit})"
+        else:
+            why = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}"
+        if say:
+            what = what or type(self.module).__name__
+            print(
+                f"warning: torch.compile failed ({why}); {what} runs without --compile from here",
+                file=sys.stderr,
+            )
+
+    @staticmethod
+    def new_phase() -> None:
+        """Forget the graphs of the last phase (every compiled module's: Dynamo's caches are global)."""
+        torch._dynamo.reset()
 
 
 def configure_device(device: torch.device) -> None:

@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +169,7 @@ class Trainer:
         if self.precision == "fp16":
             self.scaler = torch.amp.GradScaler(self.device.type)
             self.scaler.scale(torch.zeros((), device=self.device))  # creates the scale tensor
+        self.phase: tuple[int, bool] | None = None  # (resolution, fading) the networks are set to
         self.G_fwd = CompiledOrEager(self.G) if opts.compile else self.G
         self.D_fwd = CompiledOrEager(self.D) if opts.compile else self.D
 
@@ -293,8 +295,7 @@ class Trainer:
     def _steps_per_second(self, stage: Stage, seconds: float) -> float:
         self.opt_G = make_optimizer(self.G, stage.lr, self.device)
         self.opt_D = make_optimizer(self.D, stage.lr, self.device)
-        for m in self._models().values():
-            m.set_stage(stage.resolution, stage.alpha)
+        self._enter_phase(stage)
         # The first steps at a shape set up kernels and memory: not timed. One whole cycle of the lazy
         # penalty (gp_interval D updates, the first penalized), so both kinds of update are set up;
         # the timed steps are whole cycles too, so that the speed is the run's average one.
@@ -403,8 +404,17 @@ class Trainer:
         for opt in (self.opt_G, self.opt_D):
             for group in opt.param_groups:
                 group["lr"] = stage.lr
+        self._enter_phase(stage)
+
+    def _enter_phase(self, stage: Stage) -> None:
+        """Put the networks at `stage`; with --compile, a new phase (resolution, fading) starts
+        compiling afresh (CompiledOrEager.new_phase)."""
         for m in (self.G, self.D, self.G_ema):
             m.set_stage(stage.resolution, stage.alpha)
+        phase = (stage.resolution, stage.fading)
+        if self.opts.compile and phase != self.phase:
+            CompiledOrEager.new_phase()
+        self.phase = phase
 
     # Every rank draws the random numbers of the whole global minibatch and keeps its own slice, so
     # that a run's randomness does not depend on how many ranks share it.
@@ -424,11 +434,40 @@ class Trainer:
         idx = torch.randint(len(self.all_labels), (n,), generator=self.gen, device=self.device)
         return self._local(self.all_labels[idx])
 
-    def _update(self, opt: torch.optim.Optimizer, loss: torch.Tensor, params: list) -> torch.Tensor:
-        """Backward, average over ranks, then an Adam step unless a gradient is non-finite.
+    def _update(
+        self, opt: torch.optim.Optimizer, loss_of: Callable[[], tuple[torch.Tensor, dict]], params: list
+    ) -> tuple[torch.Tensor, dict]:
+        """Forward (`loss_of()`: the loss and its stats), backward, average over ranks, then an Adam
+        step unless a gradient is non-finite.
 
-        Returns the skip flag as a device tensor; nothing here waits for the device.
+        Returns the skip flag as a device tensor, and the stats; nothing here waits for the device.
+        With --compile, a backward that fails to compile (AOTAutograd compiles it at the first
+        backward) ends compilation with one line, like a forward, and the update runs again eagerly
+        on the same inputs.
         """
+        try:
+            loss, stats = loss_of()
+            self._backward(opt, loss, params)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as e:
+            compiled = [
+                f for f in (self.G_fwd, self.D_fwd) if isinstance(f, CompiledOrEager) and not f.failed
+            ]
+            if not compiled:
+                raise
+            names = " and ".join(type(f.module).__name__ for f in compiled)
+            for i, f in enumerate(compiled):
+                f.give_up(e, say=i == 0, what=names)
+            loss, stats = loss_of()
+            self._backward(opt, loss, params)
+        distributed.average_gradients(params, self.ctx)
+        found = flag_nonfinite(params)
+        opt.found_inf = found
+        opt.step()
+        return found, stats
+
+    def _backward(self, opt: torch.optim.Optimizer, loss: torch.Tensor, params: list) -> None:
         opt.zero_grad(set_to_none=True)
         # inputs=params: no gradient for the gradient penalty's interpolated images, a leaf that
         # would otherwise receive one.
@@ -437,11 +476,6 @@ class Trainer:
             self.scaler.unscale_(opt)
         else:
             loss.backward(inputs=params)
-        distributed.average_gradients(params, self.ctx)
-        found = flag_nonfinite(params)
-        opt.found_inf = found
-        opt.step()
-        return found
 
     def step(self, stage: Stage, stats: dict[str, torch.Tensor]) -> None:
         """One D update and one G update on a minibatch of `stage.minibatch` images."""
@@ -455,32 +489,30 @@ class Trainer:
 
         # Discriminator.
         with torch.no_grad(), amp:
-            fakes = self.G_fwd(self._latents(n), labels)
+            fakes = self.G_fwd(self._latents(n), labels).float()
         mix = self._local(torch.rand(n, 1, 1, 1, generator=self.gen, device=self.device))
         penalize = self.d_steps % self.loss_cfg.gp_interval == 0
-        with amp:
-            loss_scale = 1.0 if self.scaler is None else self.scaler._scale
-            loss_D, d_stats = discriminator_loss(
-                self.D_fwd,
-                reals,
-                fakes.float(),
-                labels,
-                mix,
-                self.loss_cfg,
-                D_gp=self.D,
-                loss_scale=loss_scale,
-                penalize=penalize,
-            )
-        skipped = self._update(self.opt_D, loss_D, self.d_params)
+
+        def loss_D() -> tuple[torch.Tensor, dict]:
+            with amp:
+                loss_scale = 1.0 if self.scaler is None else self.scaler._scale
+                return discriminator_loss(self.D_fwd, reals, fakes, labels, mix, self.loss_cfg, D_gp=self.D,
+                                          loss_scale=loss_scale, penalize=penalize)  # fmt: skip
+
+        skipped, d_stats = self._update(self.opt_D, loss_D, self.d_params)
         self.d_steps += 1
 
         # Generator (D's weights frozen so that no gradient is computed for them).
         self.D.requires_grad_(False)
         g_labels = self._random_labels(n)
-        with amp:
-            fakes = self.G_fwd(self._latents(n), g_labels)
-            loss_G, g_stats = generator_loss(self.D_fwd, fakes, g_labels, self.loss_cfg)
-        skipped = skipped + self._update(self.opt_G, loss_G, self.g_params)
+        latents = self._latents(n)
+
+        def loss_G() -> tuple[torch.Tensor, dict]:
+            with amp:
+                return generator_loss(self.D_fwd, self.G_fwd(latents, g_labels), g_labels, self.loss_cfg)
+
+        g_skipped, g_stats = self._update(self.opt_G, loss_G, self.g_params)
+        skipped = skipped + g_skipped
         self.D.requires_grad_(True)
         if self.scaler is not None:
             self.scaler.update()
