@@ -278,6 +278,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(spec.describe())
         return 0
     if args.gpus and args.gpus > 1:
+        distributed.check_local_gpus(args.gpus, spec.options.device)
         distributed.launch(args.gpus, train, spec)
     else:
         try:

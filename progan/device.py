@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterable
 
@@ -165,6 +166,27 @@ class CompiledOrEager:
     def new_phase() -> None:
         """Forget the graphs of the last phase (every compiled module's: Dynamo's caches are global)."""
         torch._dynamo.reset()
+
+
+def setup_device(name: str, local_rank: int | None = None, deterministic: bool = False) -> torch.device:
+    """The device a training process computes on (a rank's own GPU under --gpus or torchrun), made
+    the current one, with the GPU defaults (configure_device) and, for --deterministic, what
+    cuBLAS and cuDNN need to repeat their results."""
+    device = pick_device(name)
+    if device.type == "cuda":
+        if local_rank is not None:
+            device = torch.device("cuda", local_rank)
+        if device.index is not None:  # `--device cuda:1` in one process too (it stayed on cuda:0)
+            torch.cuda.set_device(device)
+    configure_device(device)
+    if deterministic:
+        # cuBLAS is deterministic only with a fixed workspace (PyTorch's reproducibility notes;
+        # use_deterministic_algorithms raises at the first matmul on CUDA without it); it is read
+        # when cuBLAS starts, i.e. before the first GPU matmul, which comes after this.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    return device
 
 
 def configure_device(device: torch.device) -> None:

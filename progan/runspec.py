@@ -296,6 +296,11 @@ def _check_options(opts: TrainOptions) -> None:
     check_precision(resolve_precision(opts.precision, device)[0], device.type)
     if opts.clock not in ("wall", "cpu"):
         raise UserError(f"unknown clock '{opts.clock}'; use wall or cpu")
+    if opts.clock == "cpu" and device.type == "cuda":
+        raise UserError(
+            "--clock cpu counts this process's CPU seconds, not a GPU's work; "
+            "use --clock wall (the default) on a GPU"
+        )
     if opts.minutes is not None and opts.plan is None:
         flags = {
             "total_kimg": "--kimg",

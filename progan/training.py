@@ -27,7 +27,7 @@ from progan import checkpoint as ckpt
 from progan import distributed
 from progan.data.loader import BatchLoader, to_model_range
 from progan.data.store import LOCK_FILE, hold_lock, open_store, remove_stale_temporaries
-from progan.device import CompiledOrEager, autocast, configure_device, pick_device
+from progan.device import CompiledOrEager, autocast, pick_device, setup_device
 from progan.ema import EMA_AVERAGE_FROM, EmaUpdater
 from progan.errors import UserError, writing
 from progan.images import save_grid, save_strip
@@ -129,16 +129,11 @@ class Trainer:
         self._now = time.time if opts.clock == "wall" else process_seconds
         self.session_start = started[opts.clock]
         self.elapsed_before = 0.0  # seconds of this run before a resume
-        self.device = pick_device(opts.device)
-        self.ctx = ctx = distributed.from_environment(self.device.type)
+        self.ctx = ctx = distributed.from_environment(pick_device(opts.device).type)
         spec.check_world_size(ctx.world_size)
-        if ctx.distributed and self.device.type == "cuda":
-            self.device = torch.device("cuda", ctx.local_rank)
-            torch.cuda.set_device(self.device)
-        configure_device(self.device)
-        if opts.deterministic:
-            torch.use_deterministic_algorithms(True)
-            torch.backends.cudnn.benchmark = False
+        self.device = setup_device(
+            opts.device, ctx.local_rank if ctx.distributed else None, opts.deterministic
+        )
         torch.manual_seed(opts.seed)  # weight init
         self.store = open_store(opts.data)
 
@@ -193,12 +188,14 @@ class Trainer:
                 # after this snapshot (they are trained again, and logged again).
                 remove_leftovers(self.run_dir)
                 truncate_stats(self.run_dir / STATS_FILE, self.tick)
-        elif ctx.is_main:
-            self.run_dir = new_run_dir(Path(opts.outdir), run_name(opts))
-            self._lock = RunLock(self.run_dir)
-            ckpt.write_json_atomic(self.run_dir / "options.json", spec.to_dict())
         else:
-            self.run_dir = None  # only rank 0 writes
+            run_dir = None
+            if ctx.is_main:
+                run_dir = new_run_dir(Path(opts.outdir), run_name(opts))
+                self._lock = RunLock(run_dir)
+                ckpt.write_json_atomic(run_dir / "options.json", spec.to_dict())
+            # Only rank 0 writes in it; the others name it (a rank's out-of-memory message).
+            self.run_dir = Path(distributed.rank_zero_object(str(run_dir), ctx))
         self.deadline = None
         if opts.minutes is not None:
             budget = opts.minutes * 60
@@ -721,13 +718,17 @@ class Trainer:
         gc.collect()  # the failed step's graph, now unreferenced
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        where = ""
+        # On another rank than 0 the process ends with this line, and the launcher (`--gpus`,
+        # torchrun) stops the other ranks, which wait in a collective for this one: the run resumes
+        # from its last snapshot.
+        where = f" on rank {self.ctx.rank}" if self.ctx.distributed else ""
+        saved = "the last snapshot"
         if self.ctx.is_main:
-            where = f"snapshot written to {self.save()}; "
+            saved = f"snapshot written to {self.save()}"
         reporter.close()
         raise UserError(
-            f"out of {self.device.type.upper()} memory at {res}x{res} with minibatch {batch}; {where}"
-            f"resume with 'progan train --resume {self.run_dir or 'RUN'} --batch {max(batch // 2, 1)}' "
+            f"out of {self.device.type.upper()} memory{where} at {res}x{res} with minibatch {batch}; "
+            f"{saved}; resume with 'progan train --resume {self.run_dir} --batch {max(batch // 2, 1)}' "
             f"(or a smaller --batch)"
         )
 
