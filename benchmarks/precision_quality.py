@@ -29,7 +29,7 @@ FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 def run_one(store: Path, outdir: Path, precision: str, seed: int, kimg: float) -> dict:
     from progan.checkpoint import load_snapshot
     from progan.metrics.evaluate import compute_metrics
-    from progan.runspec import TrainOptions
+    from progan.runspec import TrainOptions, resolve_run
     from progan.training import train
 
     opts = TrainOptions(
@@ -39,7 +39,7 @@ def run_one(store: Path, outdir: Path, precision: str, seed: int, kimg: float) -
         fmap_base=512, fmap_max=64, seed=seed, precision=precision, tick_kimg=kimg / 10,
         snapshot_ticks=0, image_ticks=0, progress=False,
     )  # fmt: skip
-    run_dir = train(opts)
+    run_dir = train(resolve_run(opts))
     rows = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
     snap = load_snapshot(run_dir)
     metrics = compute_metrics(["swd"], snap.G_ema, str(store), 4096, "cpu", seed=123)

@@ -54,7 +54,7 @@ def train_run(
 ) -> tuple:
     """One timed run; a snapshot is also written at the end of every resolution."""
     from progan.loss import LossConfig
-    from progan.runspec import TrainOptions
+    from progan.runspec import TrainOptions, resolve_run
     from progan.training import Trainer
 
     class Recording(Trainer):
@@ -74,12 +74,12 @@ def train_run(
         **({} if wgan_target is None else {"loss": asdict(LossConfig(wgan_target=wgan_target))}),
     )  # fmt: skip
     t0 = time.time()
-    trainer = Recording(opts)
+    trainer = Recording(resolve_run(opts))
     run_dir = trainer.run()
     wall = time.time() - t0
     final = sorted(run_dir.glob("snapshot-*"))[-1]
     ends = [*Recording.ends, (trainer.resolution, final)]
-    return run_dir, ends, wall, trainer.elapsed_seconds()
+    return run_dir, ends, wall, trainer.budget.elapsed()
 
 
 def load_generators(snapshot: Path, resolution: int) -> dict:

@@ -187,7 +187,7 @@ def worker_progan(a: argparse.Namespace) -> None:
 
     from progan.data.store import write_store
     from progan.device import autocast
-    from progan.runspec import TrainOptions
+    from progan.runspec import TrainOptions, resolve_run
     from progan.schedule import Stage
     from progan.training import Trainer
 
@@ -207,7 +207,7 @@ def worker_progan(a: argparse.Namespace) -> None:
             gp_interval=LAZY_GP_INTERVAL if a.lazy_gp else 1,
         )  # fmt: skip
         opts.loss = {**opts.loss, "wgan_lambda": WGAN_LAMBDA, "wgan_epsilon": WGAN_DRIFT}
-        t = Trainer(opts)
+        t = Trainer(resolve_run(opts))
         nf = {t.config.nf(s) for s in range(res.bit_length() - 1)}
         if nf != {FMAPS}:
             raise SystemExit(f"progan's feature maps are {sorted(nf)}, expected {FMAPS} everywhere")

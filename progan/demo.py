@@ -13,7 +13,7 @@ from PIL import Image
 
 from progan.data.store import Store, open_store, write_store
 from progan.errors import UserError
-from progan.runspec import TrainOptions
+from progan.runspec import TrainOptions, resolve_run
 from progan.training import train
 
 DEMO_RESOLUTION = 32
@@ -67,4 +67,4 @@ def run_demo(outdir: str = "runs", device: str = "auto", **overrides) -> Path:
     store = prepare_demo_data(outdir_path / "demo-data" / f"lfw-faces-{DEMO_RESOLUTION}")
     opts = TrainOptions(data=str(store.path), outdir=outdir, name="demo-faces32", device=device,
                         **{**DEMO_OPTIONS, **overrides})  # fmt: skip
-    return train(opts)
+    return train(resolve_run(opts))  # resolved first, as 'progan train' does

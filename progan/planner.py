@@ -38,7 +38,25 @@ set aside for them.
 from __future__ import annotations
 
 import math
+import sys
+import time
+from collections.abc import Callable
 
+import torch
+
+from progan.errors import UserError
+from progan.schedule import Schedule
+
+# A timed run's calibration stops measuring after this share of the budget (the resolutions left are
+# estimated), and at least this share is planned for training whatever the set-up took; a fading
+# step costs about this share of a stable one's speed (the lower resolution's to/from-RGB too).
+CALIBRATION_LIMIT_SHARE = 0.08
+MIN_PLANNED_SHARE = 0.1
+FADE_SPEED_ESTIMATE = 0.85
+# Timed runs use the time their plan left over: they fit the final phase to the deadline (with a
+# ramp-down), or train at the last resolution past the plan's kimg until it (plans without one).
+# Tests switch this off to check that a resumed run follows the same plan exactly.
+TIMED_RUNS_TRAIN_TO_DEADLINE = True
 # Shares of the budget: calibration, the final snapshot and grids, and the ticks' grids, logs and
 # snapshots during training (which the speeds measured on bare steps do not include).
 CALIBRATION_SHARE = 0.04
@@ -135,3 +153,136 @@ def rescale_rampdown(schedule_total: float, rampdown: float, stable_start: float
 def training_seconds(budget_s: float, spent_s: float) -> float:
     """Seconds of steps to plan for, after `spent_s` (set-up and calibration) of a budget."""
     return (budget_s - spent_s - final_reserve(budget_s)) * (1.0 - TICK_OVERHEAD_SHARE)
+
+
+def estimate_unmeasured(stable: dict[int, float], fade: dict[int, float], res: list[int]) -> None:
+    """Fill in the speeds a calibration out of time did not measure: a quarter of the resolution
+    below's per doubling (four times the pixels), and fading FADE_SPEED_ESTIMATE of stable."""
+    for prev, r in zip(res, res[1:], strict=False):
+        stable.setdefault(r, stable[prev] / 4)
+        fade.setdefault(r, stable[r] * FADE_SPEED_ESTIMATE)
+
+
+def process_seconds() -> float:
+    """The process's CPU seconds per intra-op thread: the `cpu` clock of timed runs."""
+    return time.process_time() / torch.get_num_threads()
+
+
+# Measures img/s (stable, fading) at every resolution: (seconds per measurement, limit) -> speeds.
+Measure = Callable[[float, float], tuple[dict[int, float], dict[int, float]]]
+
+
+class TimeBudget:
+    """A run's clock (`wall` or `cpu`) and, for a timed run (--minutes), its budget: calibration
+    and plan (`plan`), the deadline (`out_of_time`), and the fitting of the final phase to the
+    deadline as the run goes (`start`, `step_at`, `tick_clock`, `refit`).
+
+    `elapsed_before` is the time earlier sessions of a resumed run took; the deadline counts it."""
+
+    def __init__(self, minutes: float | None, clock: str) -> None:
+        self.now = time.time if clock == "wall" else process_seconds
+        self.session_start = self.now()  # the clock starts when the trainer does
+        self.minutes = minutes
+        self.seconds = None if minutes is None else minutes * 60
+        self.clock = clock
+        self.elapsed_before = 0.0
+        self.fits_deadline = False  # whether ticks refit the total to the deadline (see start)
+        self.final_since: tuple[int, float] | None = (
+            None  # (nimg, clock) at the final resolution's first step
+        )
+        self.stable_since: tuple[int, float] | None = None  # and at its stable phase's first tick
+        self.fit_from_nimg = 0  # the images the tick's speed is measured from
+
+    @property
+    def deadline(self) -> float | None:
+        """When a timed run stops on its clock (its final snapshot and grids fit in the rest)."""
+        if self.seconds is None:
+            return None
+        return self.session_start - self.elapsed_before + self.seconds - final_reserve(self.seconds)
+
+    def elapsed(self) -> float:
+        """Seconds the run has taken on its clock, earlier sessions (before resumes) included."""
+        return self.elapsed_before + self.now() - self.session_start
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and self.now() >= self.deadline
+
+    def plan(self, measure: Measure, start: int, final: int, is_main: bool, share: Callable) -> dict:
+        """Calibrate with `measure` and plan the schedule for the rest of the budget.
+
+        Every rank measures (the steps average gradients); rank 0 (`is_main`) plans, and `share`
+        hands its plan, or its one-line error, to every rank, so that all run one schedule (plans
+        from each rank's own clock differed, 0.6865 against 0.6576 kimg, and the ranks changed
+        resolution at different steps)."""
+        budget = self.seconds
+        stable, fade = measure(calibration_seconds(budget, start, final), CALIBRATION_LIMIT_SHARE * budget)
+        plan: dict = {}
+        if is_main:
+            # Never refuse to start for want of time: on a machine far busier than its calibration
+            # allowed for, plan a short schedule and let the deadline end the run on time.
+            seconds = max(
+                training_seconds(budget, self.now() - self.session_start), MIN_PLANNED_SHARE * budget
+            )
+            try:
+                plan = {
+                    **plan_schedule(stable, fade, seconds, start, final),
+                    "budget_seconds": budget,
+                    "planned_training_seconds": seconds,
+                    "clock": self.clock,
+                    "img_per_sec": {str(r): v for r, v in stable.items()},
+                    "fade_img_per_sec": {str(r): v for r, v in fade.items()},
+                }
+            except ValueError as e:
+                plan = {
+                    "error": f"--minutes {self.minutes:g} leaves {e} after calibration; give it more minutes"
+                }
+        plan = share(plan)
+        if "error" in plan:
+            raise UserError(plan["error"])
+        return plan
+
+    def start(self, schedule: Schedule, fixed_total: bool) -> int:
+        """The images to train to at the start of a session. A timed run with a ramp-down fits its
+        total to the deadline at every tick of the final resolution's stable phase, from the speed
+        measured since that phase's first tick (or, until a tick is past it, since the final
+        resolution's first step in this session). One without (planned before it) trains at its
+        last resolution until the deadline: when the calibration underestimated the speed (a
+        busy spell), the time is used rather than left over."""
+        timed = self.deadline is not None and not fixed_total and TIMED_RUNS_TRAIN_TO_DEADLINE
+        self.fits_deadline = timed and schedule.lr_rampdown_kimg > 0
+        if timed and schedule.lr_rampdown_kimg == 0:
+            return sys.maxsize  # past a ramp-down's end the rate is 0; without one, until the deadline
+        return int(schedule.total_kimg * 1000)
+
+    def step_at(self, nimg: int, at_final_resolution: bool) -> None:
+        if self.fits_deadline and self.final_since is None and at_final_resolution:
+            self.final_since = (nimg, self.now())
+
+    def tick_clock(self, nimg: int, fading: bool) -> dict[str, float]:
+        """This rank's seconds left and seconds measured at a tick of the final stable phase (the
+        tick's all-reduce averages them over ranks, so that every rank fits alike), else {}."""
+        if not self.fits_deadline or self.final_since is None or fading:
+            return {}
+        now = self.now()
+        self.fit_from_nimg, from_time = self.stable_since or self.final_since
+        self.stable_since = self.stable_since or (nimg, now)
+        return {"seconds_left": self.deadline - now, "seconds_measured": now - from_time}
+
+    def refit(self, schedule: Schedule, plan: dict | None, nimg: int, seconds_left: float,
+              seconds_measured: float, final_batch: int) -> int:  # fmt: skip
+        """Refit the schedule's total (and its ramp-down with it) so that the final stable phase ends
+        at the deadline; the plan follows, so snapshots resume the fitted schedule. Returns the
+        new total in images (never less than one more step)."""
+        kimg = nimg / 1000
+        total = fit_total_to_deadline(
+            kimg, (nimg - self.fit_from_nimg) / 1000, seconds_measured, seconds_left
+        )
+        total = max(total, kimg + final_batch / 1000)
+        schedule.lr_rampdown_kimg = rescale_rampdown(
+            schedule.total_kimg, schedule.lr_rampdown_kimg, schedule.growth_done_kimg(), total
+        )
+        schedule.total_kimg = total
+        if plan is not None:
+            plan.setdefault("planned_total_kimg", plan["total_kimg"])
+            plan.update(total_kimg=total, lr_rampdown_kimg=schedule.lr_rampdown_kimg)
+        return int(total * 1000)

@@ -24,11 +24,12 @@ import torch
 from PIL import Image
 from torch import nn
 
+from progan import distributed
 from progan.checkpoint import save_inference_snapshot, snapshot_name
 from progan.cli import main
 from progan.data.store import write_store
 from progan.networks import Generator, NetworkConfig
-from progan.runspec import TrainOptions
+from progan.runspec import RunSpec, TrainOptions, resolve_run
 from progan.training import Trainer
 
 # ---------------------------------------------------------------------------------------------
@@ -99,6 +100,13 @@ def tiny_options(store, outdir, **kw) -> TrainOptions:
     # fp32 pinned: the same numbers on every CPU (auto would pick bf16 on some; see test_device.py).
     base.update(kw)
     return TrainOptions(**base)
+
+
+def tiny_spec(store, outdir, **kw) -> RunSpec:
+    """tiny_options resolved, as `progan train` resolves a run (with the ranks of the environment):
+    what a Trainer takes."""
+    ranks = distributed.world_size_from_environment()
+    return resolve_run(tiny_options(store, outdir, **kw), world_size=ranks)
 
 
 @contextmanager

@@ -4,10 +4,10 @@ Dynamo's "eager" backend (graphs captured, no code generated) with a counter in 
 see every graph Dynamo compiles and every call that runs a compiled graph, in seconds on a CPU."""
 
 import torch
+from helpers import tiny_spec
 
 from progan import device
 from progan.training import Trainer
-from tests.test_training import tiny_options
 
 
 class CountingBackend:
@@ -31,7 +31,7 @@ def test_compiled_run_stays_compiled_with_bounded_recompiles(tiny_store, tmp_pat
     backend = CountingBackend()
     monkeypatch.setattr(device, "COMPILE_BACKEND", backend)
     # 4x4, the 8x8 fade-in, 8x8, the 16x16 fade-in, 16x16: five phases, 60 steps.
-    t = Trainer(tiny_options(tiny_store, tmp_path, compile=True, snapshot_ticks=0, image_ticks=0))
+    t = Trainer(tiny_spec(tiny_store, tmp_path, compile=True, snapshot_ticks=0, image_ticks=0))
     compiled_by_phase, calls_by_phase, steps = {}, {}, {}
     real_step = Trainer.step
 
@@ -64,7 +64,7 @@ def test_a_backward_compile_error_falls_back_in_one_line(tiny_store, tmp_path, m
 
     backend = aot_autograd(fw_compiler=lambda gm, _: make_boxed_func(gm.forward), bw_compiler=fails)
     monkeypatch.setattr(device, "COMPILE_BACKEND", backend)
-    t = Trainer(tiny_options(tiny_store, tmp_path, compile=True, total_kimg=0.016, snapshot_ticks=0,
+    t = Trainer(tiny_spec(tiny_store, tmp_path, compile=True, total_kimg=0.016, snapshot_ticks=0,
                              image_ticks=0))  # fmt: skip
     t.run()
     assert t.G_fwd.failed and t.D_fwd.failed and t.nimg == 16

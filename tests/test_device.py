@@ -3,7 +3,7 @@ import os
 
 import pytest
 import torch
-from helpers import tiny_options
+from helpers import tiny_options, tiny_spec
 
 from progan import device
 from progan.device import choose_precision, resolve_precision
@@ -31,7 +31,7 @@ def test_auto_precision_for_cuda_and_others():
 
 def test_options_json_records_the_choice(tiny_store, tmp_path, monkeypatch):
     monkeypatch.setattr("progan.device.cpu_flags", lambda: {"avx2", "avx512_bf16"})
-    t = Trainer(tiny_options(tiny_store, tmp_path, device="cpu", precision="auto"))
+    t = Trainer(tiny_spec(tiny_store, tmp_path, device="cpu", precision="auto"))
     assert t.precision == "bf16"
     options = json.loads((t.run_dir / "options.json").read_text())
     assert options["precision"] == "auto"
@@ -52,7 +52,7 @@ def _oom_on_rank_1_worker(store_path: str, outdir: str) -> None:
 
     Trainer.step = step
     torch.set_num_threads(1)
-    Trainer(tiny_options(SimpleNamespace(path=store_path), outdir, batch=16, device="cpu")).run()
+    Trainer(tiny_spec(SimpleNamespace(path=store_path), outdir, batch=16, device="cpu")).run()
 
 
 def test_out_of_memory_on_one_rank_stops_every_rank_in_one_line(tiny_store, tmp_path):

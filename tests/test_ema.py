@@ -3,7 +3,7 @@ import math
 
 import pytest
 import torch
-from helpers import stopped_after_tick, tiny_options
+from helpers import stopped_after_tick, tiny_spec
 from safetensors.torch import load_file
 
 from progan import training
@@ -94,7 +94,7 @@ def test_ema_rule_from_options(tiny_store, tmp_path):
 
 
 def test_updater_lerps_each_resolution_with_its_own_beta(tiny_store, tmp_path):
-    t = Trainer(tiny_options(tiny_store, tmp_path, ema_kimg=0.1, ema_rampup=0.5))
+    t = Trainer(tiny_spec(tiny_store, tmp_path, ema_kimg=0.1, ema_rampup=0.5))
     assert t.ema_starts == {4: 0, 8: 80, 16: 240}  # 80 images per stable phase and per fade
     stage = Stage(8, 0.5, 8, 1e-3)
     t._set_stage(stage)
@@ -139,7 +139,7 @@ def test_ramp_down_average_counts_the_updates_before_this_one():
 
 def _ramp_down_trainer(tiny_store, outdir, rule: str) -> Trainer:
     """A trainer whose learning rate ramps down over its last 0.1 of 0.6 kimg."""
-    t = Trainer(tiny_options(tiny_store, outdir, ema_kimg=0.1, ema_rampup=0.5, ema_rampdown=rule))
+    t = Trainer(tiny_spec(tiny_store, outdir, ema_kimg=0.1, ema_rampup=0.5, ema_rampdown=rule))
     t.schedule.lr_rampdown_kimg = 0.1
     t.schedule.total_kimg = 0.6
     return t
@@ -208,7 +208,7 @@ def test_resume_in_the_ramp_down_continues_the_mean(tiny_store, tmp_path, monkey
             "lr_rampdown_kimg": 0.16}  # fmt: skip
 
     def options(name: str):
-        return tiny_options(tiny_store, tmp_path, name=name, plan=plan, total_kimg=None, deterministic=True,
+        return tiny_spec(tiny_store, tmp_path, name=name, plan=plan, total_kimg=None, deterministic=True,
                             snapshot_ticks=1, image_ticks=0)  # fmt: skip
 
     full = training.train(options("full"))

@@ -22,7 +22,6 @@ from safetensors.torch import load_file
 
 import progan.checkpoint as ckpt
 from progan.data.store import write_store
-from progan.runspec import TrainOptions
 from progan.training import Trainer
 
 # 8x8 from 4x4: 12 steps of 8 images, a tick every 2 steps (6 ticks), a snapshot every 2 ticks.
@@ -97,7 +96,7 @@ def test_sigkill_at_any_moment_then_resume_is_bit_identical(store, tmp_path):
     assert (run / "snapshot-000000.096").is_dir() and not (run / "fakes-final.png").exists()
 
     # A second trainer on a run in use is refused; the finishing resume then runs.
-    holder = Trainer(TrainOptions(), str(run), {"progress": False})
+    holder = Trainer.from_snapshot(run, {"progress": False})
     assert run_cli(["train", "--resume", run, "--no-progress"]) == 2
     holder._lock.release()
     assert run_cli(["train", "--resume", run, "--no-progress"]) == 0

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_cli, stopped_after_tick, tiny_options
+from helpers import run_cli, stopped_after_tick, tiny_spec
 from safetensors.torch import load_file
 
 import progan.planner as planner
@@ -117,24 +117,24 @@ def _fixed_speeds(monkeypatch, factor=1.0):
     # Calibration replaced by given speeds, so that the plan (and the weights) are reproducible.
     stable = {4: 500.0 * factor, 8: 400.0 * factor, 16: 200.0 * factor}
     fade = {8: 300.0 * factor, 16: 150.0 * factor}
-    monkeypatch.setattr(Trainer, "measure_speeds", lambda self, seconds, limit_s: (stable, fade))
-    monkeypatch.setattr(training, "training_seconds", lambda budget, spent: 1.0)
-    monkeypatch.setattr(training, "MIN_PLANNED_SHARE", 0.0)
-    monkeypatch.setattr(training, "TIMED_RUNS_TRAIN_TO_DEADLINE", False)
+    monkeypatch.setattr(training, "measure_speeds", lambda t, seconds, limit_s: (stable, fade))
+    monkeypatch.setattr(planner, "training_seconds", lambda budget, spent: 1.0)
+    monkeypatch.setattr(planner, "MIN_PLANNED_SHARE", 0.0)
+    monkeypatch.setattr(planner, "TIMED_RUNS_TRAIN_TO_DEADLINE", False)
 
 
 def test_calibration_leaves_the_run_untouched(tiny_store, tmp_path):
-    t = Trainer(tiny_options(tiny_store, tmp_path))
+    t = Trainer(tiny_spec(tiny_store, tmp_path))
     before = {k: v.clone() for k, v in t.G.state_dict().items()}
     rng, order = t.gen.get_state(), t.loader.state_dict()
-    stable, fade = t.measure_speeds(0.0)
+    stable, fade = training.measure_speeds(t, 0.0)
     assert sorted(stable) == [4, 8, 16] and sorted(fade) == [8, 16]
     assert all(v > 0 for v in [*stable.values(), *fade.values()])
     assert all(torch.equal(before[k], v) for k, v in t.G.state_dict().items())
     assert torch.equal(t.gen.get_state(), rng) and t.loader.state_dict() == order
     assert not t.opt_G.state
     # Out of calibration time after the first measurement: the rest is estimated, a quarter per doubling.
-    stable, fade = t.measure_speeds(0.0, limit_s=0.0)
+    stable, fade = training.measure_speeds(t, 0.0, limit_s=0.0)
     assert stable[16] == pytest.approx(stable[4] / 16) and fade[8] == pytest.approx(stable[8] * 0.85)
 
 
@@ -175,9 +175,9 @@ def test_timed_run_stops_at_its_deadline(tiny_store, tmp_path, monkeypatch):
     # A fake CPU clock (0.05 s per reading) makes this independent of the machine's load.
     _fixed_speeds(monkeypatch, factor=1000.0)
     readings = itertools.count()
-    monkeypatch.setattr(training, "process_seconds", lambda: next(readings) * 0.05)
-    opts = tiny_options(tiny_store, tmp_path, minutes=0.05, clock="cpu", training_kimg=None,
-                        transition_kimg=None, total_kimg=None, snapshot_ticks=0, image_ticks=0)  # fmt: skip
+    monkeypatch.setattr(planner, "process_seconds", lambda: next(readings) * 0.05)
+    opts = tiny_spec(tiny_store, tmp_path, minutes=0.05, clock="cpu", training_kimg=None,
+                     transition_kimg=None, total_kimg=None, snapshot_ticks=0, image_ticks=0)  # fmt: skip
     t = Trainer(opts)
     deadline = 0.05 * 60 - final_reserve(3)  # 1 s after the start
     run_dir = t.run()
@@ -199,12 +199,12 @@ def test_timed_run_uses_the_time_left_after_its_plan(tiny_store, tmp_path, monke
     # the deadline: the run trains far past its plan and ends about at the deadline with its
     # learning rate about 0, and its snapshot holds the fitted schedule for a resume.
     _fixed_speeds(monkeypatch, factor=0.3)  # a plan of a few ticks; the fake clock runs ~800 img/s
-    monkeypatch.setattr(training, "TIMED_RUNS_TRAIN_TO_DEADLINE", True)
+    monkeypatch.setattr(planner, "TIMED_RUNS_TRAIN_TO_DEADLINE", True)
     monkeypatch.setattr(planner, "LR_RAMPDOWN_SHARE", rampdown)
     readings = itertools.count()
-    monkeypatch.setattr(training, "process_seconds", lambda: next(readings) * 0.01)
-    opts = tiny_options(tiny_store, tmp_path, minutes=0.05, clock="cpu", training_kimg=None,
-                        transition_kimg=None, total_kimg=None, snapshot_ticks=0, image_ticks=0)  # fmt: skip
+    monkeypatch.setattr(planner, "process_seconds", lambda: next(readings) * 0.01)
+    opts = tiny_spec(tiny_store, tmp_path, minutes=0.05, clock="cpu", training_kimg=None,
+                     transition_kimg=None, total_kimg=None, snapshot_ticks=0, image_ticks=0)  # fmt: skip
     t = Trainer(opts)
     run_dir = t.run()
     state = json.loads(sorted(run_dir.glob("snapshot-*"))[-1].joinpath("state.json").read_text())
@@ -227,7 +227,7 @@ def test_minutes_refuses_fixed_lengths(tiny_store, tmp_path):
     from progan.errors import UserError
 
     with pytest.raises(UserError, match="drop --kimg"):
-        Trainer(tiny_options(tiny_store, tmp_path, minutes=1.0, training_kimg=None, transition_kimg=None))
+        tiny_spec(tiny_store, tmp_path, minutes=1.0, training_kimg=None, transition_kimg=None)
 
 
 def _timed_rank_worker(store_path: str, outdir: str) -> None:
@@ -238,8 +238,8 @@ def _timed_rank_worker(store_path: str, outdir: str) -> None:
     torch.set_num_threads(1)
     rank = int(os.environ["RANK"])
     if rank == 1:  # rank 1's clock runs 3x faster: its own calibration would plan another schedule
-        training.process_seconds = lambda: 3 * time.process_time()
-    t = Trainer(tiny_options(SimpleNamespace(path=store_path), outdir, minutes=0.05, clock="cpu", batch=16,
+        planner.process_seconds = lambda: 3 * time.process_time()
+    t = Trainer(tiny_spec(SimpleNamespace(path=store_path), outdir, minutes=0.05, clock="cpu", batch=16,
                              training_kimg=None, transition_kimg=None, total_kimg=None, snapshot_ticks=0,
                              image_ticks=0, device="cpu"))  # fmt: skip
     t.run()

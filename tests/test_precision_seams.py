@@ -9,11 +9,12 @@ forward hooks, and whole runs go through a fade with upsampling in fp32 as on CU
 
 import pytest
 import torch
+from helpers import tiny_spec
 
 from progan import device, layers, networks
+from progan.device import autocast
 from progan.networks import Discriminator, Generator, NetworkConfig
-from progan.training import Trainer, autocast
-from tests.test_training import tiny_options
+from progan.training import Trainer
 
 CFG = NetworkConfig(resolution=16, latent_size=16, fmap_base=64, fmap_max=16)
 LOW_PRECISIONS = ("bf16", "fp16")
@@ -63,9 +64,8 @@ def test_default_run_trains_through_a_fade_in_every_precision(tiny_store, tmp_pa
     monkeypatch.setattr(device, "FP16_DEVICE_TYPES", ("cuda", "cpu"))
     monkeypatch.setattr(networks, "upsample2x", cuda_like_upsample)
     # 4x4 stable, then the 8x8 fade-in: 20 steps of 8 images (the options' defaults otherwise).
-    opts = tiny_options(tiny_store, tmp_path, precision=precision, total_kimg=0.16, snapshot_ticks=0,
-                        image_ticks=0)  # fmt: skip
-    t = Trainer(opts)
+    t = Trainer(tiny_spec(tiny_store, tmp_path, precision=precision, total_kimg=0.16, snapshot_ticks=0,
+                          image_ticks=0))  # fmt: skip
     run_dir = t.run()
     assert t.resolution == 8 and t.schedule.at(t.nimg / 1000 - 0.008).fading
     assert (run_dir / "snapshot-000000.160").is_dir()
@@ -77,9 +77,9 @@ def test_fp16_resume_is_bit_identical(tiny_store, tmp_path, monkeypatch):
     # nor skips its first updates again (8 skipped and scale 16384 against 4 and 8192 on an H200).
     monkeypatch.setattr(device, "FP16_DEVICE_TYPES", ("cuda", "cpu"))
     opts = dict(precision="fp16", snapshot_ticks=1, image_ticks=0, deterministic=True)
-    full = Trainer(tiny_options(tiny_store, tmp_path / "full", total_kimg=0.16, **opts))
+    full = Trainer(tiny_spec(tiny_store, tmp_path / "full", total_kimg=0.16, **opts))
     full.run()
-    half = Trainer(tiny_options(tiny_store, tmp_path / "half", total_kimg=0.08, **opts))
+    half = Trainer(tiny_spec(tiny_store, tmp_path / "half", total_kimg=0.08, **opts))
     half_dir = half.run()
     resumed = Trainer.from_snapshot(half_dir, {"total_kimg": 0.16})
     assert resumed.scaler.state_dict() == half.scaler.state_dict()

@@ -95,18 +95,19 @@ def test_the_same_seed_gives_the_same_image_in_every_command(tiny_store, tmp_pat
     import progan.device
     from progan.cli import main
     from progan.metrics.evaluate import fake_batches
-    from progan.runspec import TrainOptions
+    from progan.runspec import TrainOptions, resolve_run
     from progan.sampling import METRICS_SEED_OFFSET, metric_seeds
     from progan.studio.app import Studio, create_app
     from progan.training import Trainer
 
     flags, precision = CPU_KINDS[cpu]
     monkeypatch.setattr(progan.device, "cpu_flags", lambda: set(flags))
-    t = Trainer(TrainOptions(data=str(tiny_store.path), outdir=str(tmp_path / "runs"), batch=8, grid_size=6,
-                             total_kimg=0.016, tick_kimg=0.016, progress=False, **TINY_NET))  # fmt: skip
+    opts = TrainOptions(data=str(tiny_store.path), outdir=str(tmp_path / "runs"), batch=8, grid_size=6,
+                        total_kimg=0.016, tick_kimg=0.016, progress=False, **TINY_NET)  # fmt: skip
+    t = Trainer(resolve_run(opts))
     assert t.precision == precision  # the training rule is the sampling rule
     run_dir = t.run()
-    grid = t._fakes_uint8()
+    _, grid = t.save_fakes(tmp_path / "grid.png")
     metrics = torch.cat(list(fake_batches(t.G_ema, 4, 2, "cpu", seed=0)))
     assert list(metric_seeds(4)) == list(range(METRICS_SEED_OFFSET, METRICS_SEED_OFFSET + 4))
 

@@ -89,14 +89,14 @@ def test_bf16_matches_fp32_reference():
 def test_compiled_step_matches_eager(tiny_store, tmp_path):
     from helpers import TINY_NET
 
-    from progan.runspec import TrainOptions
+    from progan.runspec import TrainOptions, resolve_run
     from progan.schedule import Stage
     from progan.training import Trainer
 
     def one_step(compile_: bool):
         opts = TrainOptions(data=str(tiny_store.path), outdir=str(tmp_path), batch=8, progress=False,
                             compile=compile_, **TINY_NET)  # fmt: skip
-        t = Trainer(opts)
+        t = Trainer(resolve_run(opts))
         st = Stage(8, 0.5, 8, 1e-3)
         t._set_stage(st)
         t.step(st, {})

@@ -7,12 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import run_cli, tiny_options, tiny_train_args
+from helpers import run_cli, tiny_spec, tiny_train_args
 from safetensors.torch import load_file
 
 import progan.training as training
 from progan import device, distributed
-from progan.runspec import TrainOptions
 from progan.schedule import Stage
 from progan.training import Trainer, fade_reals
 
@@ -51,8 +50,7 @@ def test_lazy_penalty_keeps_its_cycle_across_a_resume(tiny_store, tmp_path, monk
 
     monkeypatch.setattr(training, "discriminator_loss", spy)
     # Batch 8: 25 D updates to 0.2 kimg (5 per tick of 0.04), then 15 more after the resume.
-    opts = tiny_options(tiny_store, tmp_path, gp_interval=3, total_kimg=0.2, snapshot_ticks=5)
-    run_dir = training.train(opts)
+    run_dir = training.train(tiny_spec(tiny_store, tmp_path, gp_interval=3, total_kimg=0.2, snapshot_ticks=5))
     assert penalized == [i % 3 == 0 for i in range(25)]
     assert json.loads((run_dir / "snapshot-000000.200" / "state.json").read_text())["d_steps"] == 25
     # Each tick's logged penalty is the mean over its penalized updates, not diluted by the others.
@@ -68,7 +66,7 @@ def test_lazy_penalty_keeps_its_cycle_across_a_resume(tiny_store, tmp_path, monk
 
 
 def test_run_directory_contents(tiny_store, tmp_path):
-    run_dir = training.train(tiny_options(tiny_store, tmp_path))
+    run_dir = training.train(tiny_spec(tiny_store, tmp_path))
     names = {p.name for p in run_dir.iterdir()}
     assert {"options.json", "stats.jsonl", "reals.png", "fakes-final.png", "growth.png"} <= names
     assert any(n.startswith("events.out.tfevents") for n in names)
@@ -97,7 +95,7 @@ def test_fade_reals_definition():
 
 
 def test_ema_and_adam_reset(tiny_store, tmp_path):
-    t = Trainer(tiny_options(tiny_store, tmp_path, ema_beta=0.999))  # the paper's fixed beta
+    t = Trainer(tiny_spec(tiny_store, tmp_path, ema_beta=0.999))  # the paper's fixed beta
     stage4 = Stage(4, 1.0, 8, 1e-3)
     t._set_stage(stage4)
     ema_before = [p.clone() for p in t.G_ema.parameters()]
@@ -114,7 +112,7 @@ def test_ema_and_adam_reset(tiny_store, tmp_path):
 
 
 def _cpu_trainer(store, outdir, precision: str = "fp16") -> Trainer:
-    t = Trainer(tiny_options(store, outdir, precision=precision, device="cpu"))
+    t = Trainer(tiny_spec(store, outdir, precision=precision, device="cpu"))
     if t.scaler is not None:
         # GradScaler starts at 2**16 and halves on each overflow: on this model the first two
         # updates overflow and are skipped (as on a GPU). Start where it settles instead.
@@ -176,11 +174,11 @@ def test_nonfinite_update_is_skipped_and_counted(tiny_store, tmp_path, monkeypat
 
 def test_fp16_is_refused_off_gpu(tiny_store, tmp_path):
     with pytest.raises(training.UserError, match="needs a CUDA GPU; use --precision bf16"):
-        Trainer(tiny_options(tiny_store, tmp_path, precision="fp16", device="cpu"))
+        Trainer(tiny_spec(tiny_store, tmp_path, precision="fp16", device="cpu"))
 
 
 def test_ctrl_c_writes_a_snapshot_and_resumes(tiny_store, tmp_path, monkeypatch, capsys):
-    t = Trainer(tiny_options(tiny_store, tmp_path))
+    t = Trainer(tiny_spec(tiny_store, tmp_path))
     calls = {"n": 0}
     real_step = Trainer.step
 
@@ -196,7 +194,7 @@ def test_ctrl_c_writes_a_snapshot_and_resumes(tiny_store, tmp_path, monkeypatch,
     snaps = sorted(p.name for p in run_dir.glob("snapshot-*"))
     assert snaps[-1] == "snapshot-000000.048"  # 6 completed steps of 8 images
     monkeypatch.setattr(Trainer, "step", real_step)
-    resumed = Trainer(TrainOptions(), resume=str(run_dir))
+    resumed = Trainer.from_snapshot(run_dir)
     assert resumed.nimg == 48
 
 
@@ -207,7 +205,7 @@ def test_signal_stops_after_the_current_step(tiny_store, tmp_path, monkeypatch, 
     # left a lock held and the process hung at exit.)
     import signal
 
-    t = Trainer(tiny_options(tiny_store, tmp_path))
+    t = Trainer(tiny_spec(tiny_store, tmp_path))
     calls = {"n": 0}
     real_step = Trainer.step
 
@@ -238,7 +236,7 @@ def _sigterm_on_rank_1_worker(store_path: str, outdir: str) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
 
     Trainer.step = step
-    training.train(tiny_options(SimpleNamespace(path=store_path), outdir, batch=16, device="cpu"))
+    training.train(tiny_spec(SimpleNamespace(path=store_path), outdir, batch=16, device="cpu"))
     # Still joined: every socket this rank listens on (rendezvous, gloo) is on 127.0.0.1.
     from helpers import listening_addresses
 
@@ -265,7 +263,7 @@ def test_conditional_training(tmp_path):
     images = rng.integers(0, 255, size=(24, 1, 8, 8), dtype=np.uint8)
     labels = np.eye(3, dtype=np.float32)[np.arange(24) % 3]
     store = write_store(tmp_path / "labelled", images, labels=labels, label_names=["a", "b", "c"])
-    t = Trainer(tiny_options(store, tmp_path / "runs", total_kimg=0.04))
+    t = Trainer(tiny_spec(store, tmp_path / "runs", total_kimg=0.04))
     assert t.config.label_size == 3 and not t.loss_cfg.multi_hot
     run_dir = t.run()
     state = json.loads((run_dir / "snapshot-000000.040" / "state.json").read_text())
@@ -323,7 +321,7 @@ def test_metrics_during_training(tiny_store, tmp_path, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     monkeypatch.setenv("PROGAN_CACHE_DIR", str(tmp_path / "cache"))
-    opts = tiny_options(tiny_store, tmp_path, metrics=["swd", "msssim"], metrics_every=3, metrics_num=64)
+    opts = tiny_spec(tiny_store, tmp_path, metrics=["swd", "msssim"], metrics_every=3, metrics_num=64)
     run_dir = training.train(opts)
     rows = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
     with_metrics = [r for r in rows if "metric/swd_avg" in r]
@@ -341,7 +339,7 @@ def test_progress_bar_ends_exactly_at_the_total(tiny_store, tmp_path, capsys):
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        training.train(tiny_options(tiny_store, tmp_path, progress=True))
+        training.train(tiny_spec(tiny_store, tmp_path, progress=True))
     assert not [w for w in caught if "clamping frac" in str(w.message)]
     err = capsys.readouterr().err
     assert "100%|" in err and "| 0.480/0.480 kimg" in err and "<-" not in err
