@@ -142,3 +142,22 @@ def test_process_group_timeout_is_explicit_and_long(monkeypatch):
     assert distributed.from_environment("cuda").rank == 1
     # NCCL's own default (10 minutes) is shorter than rank 0's metrics at 1024 can take.
     assert given["backend"] == "nccl" and given["timeout"] >= timedelta(minutes=30)
+
+
+def test_a_snapshot_from_another_device_type_resumes_with_one_warning(tiny_store, tmp_path, capsys):
+    # A CUDA generator's state is 16 bytes (seed, offset), a CPU one's 5056: a snapshot written on a
+    # GPU gives the CPU generator a state it refuses, and the other way round (issue 26: CPU -> CUDA
+    # on an H200). The run reseeds, says so in one line, and goes on.
+    from safetensors.torch import load_file, save_file
+
+    run_dir = Trainer(tiny_spec(tiny_store, tmp_path, total_kimg=0.04)).run()
+    optim = run_dir / "snapshot-000000.040" / "optim.safetensors"
+    tensors = load_file(str(optim))
+    tensors["rng.train"] = torch.tensor([7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], dtype=torch.uint8)
+    save_file(tensors, str(optim))
+    capsys.readouterr()
+    resumed = Trainer.from_snapshot(run_dir, {"total_kimg": 0.08})
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "saved its random state on another kind of device; reseeded" in warnings[0]
+    resumed.run()
+    assert resumed.nimg == 80
