@@ -97,6 +97,8 @@ def test_a_long_running_server_holds_bounded_state(studio):
     entered, release = threading.Event(), threading.Event()
 
     class Slow(torch.nn.Module):
+        resolution = 4
+
         def forward(self, z, labels=None):
             entered.set()
             release.wait(10)
