@@ -22,12 +22,13 @@ Which seeds each command shows (so that a picture can be found again with `proga
 - a conditional model's label for a seed comes from `labels_for` (a class per seed) everywhere.
 
 Bit for bit, not just nearly: every command renders at `--precision auto` by default, one rule
-(`device.sampling_precision`), and G always runs on blocks of exactly SAMPLING_BLOCK latents in
-the contiguous layout. CPU kernels (MKL's GEMM, oneDNN's convolutions) pick their blocking and
-reduction order by the batch size and the weights' layout: in fp32, the same latent rendered in a
-batch of 3 and in a batch of 6, or by the trainer's channels-last G_ema and a loaded contiguous
-one, differed by up to 1.8e-6 (2-core EPYC, 1 and 2 threads), enough to move a pixel's uint8
-value by one. A row's result did not depend on its position within a fixed-size block.
+(`device.sampling_precision`), and on a CPU G always runs on blocks of a size fixed by the model
+(`sampling_block`) in the contiguous layout. CPU kernels (MKL's GEMM, oneDNN's convolutions) pick
+their blocking and reduction order by the batch size and the weights' layout: in fp32, the same
+latent rendered in a batch of 3 and in a batch of 6, or by the trainer's channels-last G_ema and
+a loaded contiguous one, differed by up to 1.8e-6 (2-core EPYC, 1 and 2 threads), enough to move
+a pixel's uint8 value by one. A row's result did not depend on its position within a fixed-size
+block.
 """
 
 from __future__ import annotations
@@ -50,11 +51,21 @@ LATENT_METHODS = ("progan", "official", "official-stream")
 MAX_SEED = 2**32 - 1
 # Metrics draw their images from seeds far from the grids' 0..63, a block of a million per --seed.
 METRICS_SEED_OFFSET = 1_000_000
-# G's batch in every sampling path (the last block padded with zero latents): a fixed shape makes
-# an image independent of the batch it was asked for in. Small, so that one image (the studio)
-# costs little more than alone: 4 images a call ran at 0.5 ms per 32x32 image against 1.9 ms one
-# at a time, 11 ms against 15 ms at 128x128 (2-core EPYC).
+# G's batch on a CPU in every sampling path (the last block padded with zero latents): a fixed
+# shape makes an image independent of the batch it was asked for in. 4 below 128x128, where one
+# image a call wastes the CPU (0.5 ms per 32x32 image in blocks of 4 against 1.9 ms one at a
+# time); from 128x128 on one image a call costs about what blocks do (15 ms against 11 ms at
+# 128x128, 2-core EPYC), and a single face (the studio, `generate --seeds 7`) is not rendered 4
+# times over. On CUDA the caller's batch is kept: cuDNN's autotuner picks kernels per run anyway.
 SAMPLING_BLOCK = 4
+SINGLE_IMAGE_RESOLUTION = 128
+
+
+def sampling_block(G: torch.nn.Module, device: torch.device | str) -> int | None:
+    """How many latents G runs on at once when sampling on `device` (None: the caller's batch)."""
+    if torch.device(device).type != "cpu":
+        return None
+    return 1 if int(G.resolution) >= SINGLE_IMAGE_RESOLUTION else SAMPLING_BLOCK
 
 
 def grid_seeds(n: int) -> list[int]:
@@ -209,16 +220,17 @@ def contiguous_generator(G: torch.nn.Module) -> torch.nn.Module:
 def render_blocks(
     G: torch.nn.Module, z: torch.Tensor, labels: torch.Tensor | None, device: torch.device
 ) -> torch.Tensor:
-    """G's float images for latents z (n, L), run on blocks of exactly SAMPLING_BLOCK rows (the
+    """G's float images for latents z (n, L), run on blocks of exactly `sampling_block` rows (the
     last padded with zeros), so that an image depends on its latent only."""
+    block = sampling_block(G, device) or max(len(z), 1)
     out = []
-    for i in range(0, len(z), SAMPLING_BLOCK):
-        zb = z[i : i + SAMPLING_BLOCK].to(device)
-        lb = None if labels is None else labels[i : i + SAMPLING_BLOCK].to(device)
+    for i in range(0, len(z), block):
+        zb = z[i : i + block].to(device)
+        lb = None if labels is None else labels[i : i + block].to(device)
         n = len(zb)
-        if n < SAMPLING_BLOCK:
-            zb = torch.cat([zb, zb.new_zeros(SAMPLING_BLOCK - n, zb.shape[1])])
-            lb = None if lb is None else torch.cat([lb, lb.new_zeros(SAMPLING_BLOCK - n, lb.shape[1])])
+        if n < block:
+            zb = torch.cat([zb, zb.new_zeros(block - n, zb.shape[1])])
+            lb = None if lb is None else torch.cat([lb, lb.new_zeros(block - n, lb.shape[1])])
         out.append(G(zb, lb)[:n])
     return torch.cat(out)
 

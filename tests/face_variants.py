@@ -339,25 +339,26 @@ def add_hand(img: np.ndarray) -> np.ndarray:
     return _paint(img, mask, rgb, np.where(gaps, 0.85, 1.0) - 0.05 * (xx - c[0]) / d)
 
 
-def add_sunglasses(img: np.ndarray, rgb: tuple[int, int, int] = (18, 18, 22)) -> np.ndarray:
-    """Opaque dark lenses over both eyes (and a bridge)."""
+def _over_eyes(img: np.ndarray, rx: float, ry: float) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """(mask of an ellipse over each eye, radii rx, ry eye widths; d, yy, xx as _head's)."""
     lm, d, yy, xx = _head(img)
     eye_w = float(np.linalg.norm(lm[39] - lm[36]))
     mask = np.zeros(img.shape[:2], bool)
     for idx in (slice(36, 42), slice(42, 48)):
         c = lm[idx].mean(0)
-        mask |= ((xx - c[0]) / (0.85 * eye_w)) ** 2 + ((yy - c[1]) / (0.6 * eye_w)) ** 2 <= 1
+        mask |= ((xx - c[0]) / (rx * eye_w)) ** 2 + ((yy - c[1]) / (ry * eye_w)) ** 2 <= 1
+    return mask, d, yy, xx
+
+
+def add_sunglasses(img: np.ndarray, rgb: tuple[int, int, int] = (18, 18, 22)) -> np.ndarray:
+    """Opaque dark lenses over both eyes."""
+    mask, d, yy, _ = _over_eyes(img, 0.85, 0.6)
     return _paint(img, mask, rgb, 1.0 + 0.2 * (yy - yy.mean()) / d)
 
 
 def add_glare(img: np.ndarray) -> np.ndarray:
     """Clear glasses whose lenses reflect a window: a near-white patch over each iris."""
-    lm, d, yy, xx = _head(img)
-    eye_w = float(np.linalg.norm(lm[39] - lm[36]))
-    mask = np.zeros(img.shape[:2], bool)
-    for idx in (slice(36, 42), slice(42, 48)):
-        c = lm[idx].mean(0)
-        mask |= ((xx - c[0]) / (0.55 * eye_w)) ** 2 + ((yy - c[1]) / (0.4 * eye_w)) ** 2 <= 1
+    mask, d, _, xx = _over_eyes(img, 0.55, 0.4)
     return _paint(img, mask, (246, 248, 250), 1.0 - 0.03 * np.abs(xx - xx.mean()) / d)
 
 

@@ -139,12 +139,15 @@ def test_the_same_seed_gives_the_same_image_in_every_command(tiny_store, tmp_pat
 def test_every_batch_size_and_layout_gives_the_same_float_image():
     # Without SAMPLING_BLOCK and the contiguous copy, fp32 images of the same latents differed by
     # ~1e-6 between batches of 3 and 6 and between channels-last and contiguous weights.
-    from progan.sampling import SAMPLING_BLOCK, contiguous_generator, render_blocks
+    from progan.sampling import SAMPLING_BLOCK, contiguous_generator, render_blocks, sampling_block
 
     torch.manual_seed(0)
     G = Generator(NetworkConfig(resolution=16, latent_size=32, fmap_base=128, fmap_max=32)).eval()
     z = latents_for_seeds(range(13), 32)
     cpu = torch.device("cpu")
+    assert sampling_block(G, cpu) == SAMPLING_BLOCK and sampling_block(G, "cuda") is None
+    big = Generator(NetworkConfig(resolution=128, latent_size=8, fmap_base=16, fmap_max=4))
+    assert sampling_block(big, cpu) == 1  # one 128x128 face costs one image, not a block of 4
     with torch.no_grad():
         want = render_blocks(G, z, None, cpu)
         for n in (1, 2, 3, SAMPLING_BLOCK + 1, 13):

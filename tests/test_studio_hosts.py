@@ -1,6 +1,8 @@
 """`progan serve` answers only requests addressed to it (DNS rebinding) and only its own pages'
 state-changing requests (cross-site POST/DELETE)."""
 
+from contextlib import closing
+
 import pytest
 from fastapi.testclient import TestClient
 from helpers import tiny_run
@@ -11,10 +13,9 @@ from progan.studio.app import HostCheck, Studio, allowed_hosts, create_app
 
 @pytest.fixture
 def studio(tmp_path):
-    tiny_run(tmp_path / "runs" / "00000-faces", resolution=8)
-    s = Studio([tmp_path / "runs" / "00000-faces"], tmp_path / "state")
-    yield s
-    s.close()
+    snapshot = tiny_run(tmp_path / "runs" / "00000-faces", resolution=8)
+    with closing(Studio([snapshot], tmp_path / "state")) as s:
+        yield s
 
 
 def guarded(studio, bind="127.0.0.1", port=8000, allow=()):
@@ -97,6 +98,8 @@ def test_a_long_running_server_holds_bounded_state(studio):
     entered, release = threading.Event(), threading.Event()
 
     class Slow(torch.nn.Module):
+        resolution = 4
+
         def forward(self, z, labels=None):
             entered.set()
             release.wait(10)
