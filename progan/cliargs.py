@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from progan.errors import UserError
+from progan.errors import UserError, install_hint
 
 SNAPSHOT_HELP = "a snapshot directory, or a run directory (its newest snapshot)"
 
@@ -59,7 +59,4 @@ def need(extra: str, *modules: str) -> None:
 
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise UserError(
-            f"this command needs {', '.join(missing)}: in the progan clone, pip install -e '.[{extra}]' "
-            "(or ./setup.sh)"
-        )
+        raise UserError(f"this command needs {', '.join(missing)}: {install_hint(extra)}")

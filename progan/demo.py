@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from progan.data.store import Store, open_store, write_store
-from progan.errors import UserError
+from progan.errors import UserError, install_hint
 from progan.runspec import TrainOptions, resolve_run
 from progan.training import train
 
@@ -47,7 +47,7 @@ def lfw_faces(resolution: int = DEMO_RESOLUTION) -> np.ndarray:
     try:
         from skimage.data import lfw_subset
     except ImportError as e:
-        raise UserError("the demo needs scikit-image for its faces; run: pip install 'progan[demo]'") from e
+        raise UserError(f"the demo needs scikit-image for its faces; {install_hint('demo')}") from e
     faces = lfw_subset()[:100]  # the first 100 are faces, the rest are not
     out = np.empty((len(faces), 1, resolution, resolution), dtype=np.uint8)
     for i, face in enumerate(faces):

@@ -13,6 +13,11 @@ class UserError(Exception):
     """A problem with the user's input or machine: the message names the problem and the fix."""
 
 
+def install_hint(extra: str) -> str:
+    """How to install an optional extra: no progan package is published, so from the clone."""
+    return f"in the progan clone, pip install -e '.[{extra}]' or ./setup.sh"
+
+
 # errno -> (what happened, what to do); the message names the file in between.
 _OS_ERRORS = {
     errno.ENOSPC: ("no space left on the device while writing", "free disk space or write elsewhere"),

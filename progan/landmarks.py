@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from progan.errors import UserError
+from progan.errors import UserError, install_hint
 
 DLIB_MODEL = "shape_predictor_68_face_landmarks.dat"
 DLIB_HINT = (
-    "install the optional face extra: pip install 'progan[faces]' (dlib-bin and "
-    "face-recognition-models), or Debian's libdlib-data with dlib, or point "
+    "install the optional face extra with dlib-bin and face-recognition-models "
+    f"({install_hint('faces')}), or Debian's libdlib-data with dlib, or point "
     "PROGAN_DLIB_LANDMARKS at shape_predictor_68_face_landmarks.dat"
 )
 # First search size for large images, and the size small images are upsampled towards.

@@ -196,7 +196,7 @@ def test_missing_landmark_model_is_one_line(capsys, tmp_path, face, monkeypatch)
     monkeypatch.setattr(landmarks, "_LOADED", {})
     code, out, err = _cli(capsys, tmp_path / "a.png")
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
-    assert "progan[faces]" in err and landmarks.DLIB_MODEL in err
+    assert "pip install -e '.[faces]'" in err and landmarks.DLIB_MODEL in err
 
 
 def test_a_tilted_head_reads_the_same(face, base):

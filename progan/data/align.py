@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from progan.errors import UserError
+from progan.errors import UserError, install_hint
 from progan.landmarks import landmarks_68, load_dlib
 
 DELTA_SHAPE = (3, 1024, 1024)
@@ -261,7 +261,7 @@ def _need_cryptography():
         import cryptography.hazmat.primitives.kdf.pbkdf2  # noqa: F401
     except ImportError as e:
         raise UserError(
-            "--celebahq-deltas needs the 'cryptography' package; pip install 'progan[celebahq]'"
+            f"--celebahq-deltas needs the 'cryptography' package; {install_hint('celebahq')}"
         ) from e
     return cryptography
 

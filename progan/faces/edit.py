@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from progan.errors import UserError
+from progan.errors import UserError, install_hint
 from progan.faces.words import CATEGORY_NOUN, Description, Wish
 
 MeasureFn = Callable[[torch.Tensor], list]
@@ -49,7 +49,7 @@ def linear_svm():
     try:
         from sklearn.svm import LinearSVC
     except ImportError as e:
-        raise UserError("fitting directions needs scikit-learn; pip install 'progan[describe]'") from e
+        raise UserError(f"fitting directions needs scikit-learn; {install_hint('describe')}") from e
     return LinearSVC
 
 

@@ -36,13 +36,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from progan.errors import UserError
+from progan.errors import UserError, install_hint
 
 FIDELITY_METRICS = ("fid", "kid", "is", "pr")
 TORCH_FIDELITY_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
 TORCH_FIDELITY_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 TORCHSCRIPT_WEIGHTS = "inception-2015-12-05.pt"
-INSTALL_HINT = "pip install 'progan[metrics]'"
+INSTALL_HINT = install_hint("metrics")
 
 
 def _weights_help() -> str:
