@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import run_cli, tiny_spec, tiny_train_args
+from helpers import run_cli, tiny_spec, tiny_train_args, train_to_the_end
 from safetensors.torch import load_file
 
 import progan.training as training
@@ -270,18 +270,39 @@ def test_conditional_training(tmp_path):
     assert state["label_names"] == ["a", "b", "c"]
 
 
-def test_two_ranks_match_one_rank(tiny_store, tmp_path):
+def test_two_ranks_match_one_rank(tiny_store, tmp_path, capfd):
     # 2 CPU ranks (gloo) x 8 images == 1 rank x 16 images, step for step, within float tolerance.
     common = tiny_train_args(tiny_store.path, tmp_path / "runs", kimg=0.096, batch=16, device="cpu")
     common += ["--training-kimg", "0.048", "--transition-kimg", "0.048"]  # the fade starts mid-run
-    assert run_cli(["train", *common, "--name", "one"]) == 0
-    assert run_cli(["train", *common, "--name", "two", "--gpus", "2"]) == 0
+    train_to_the_end([*common, "--name", "one"], capfd)
+    train_to_the_end([*common, "--name", "two", "--gpus", "2"], capfd)
     one = load_file(str(tmp_path / "runs" / "00000-one" / "snapshot-000000.096" / "model.safetensors"))
     two = load_file(str(tmp_path / "runs" / "00001-two" / "snapshot-000000.096" / "model.safetensors"))
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
     # The runs did move: G_ema differs from its initial value.
     assert any(not torch.equal(one[k], one[k.replace("G_ema.", "G.")]) for k in one if k.startswith("G_ema."))
+
+
+def test_a_run_stopped_by_a_signal_fails_as_interrupted_not_as_a_missing_snapshot(
+    tiny_store, tmp_path, capfd
+):
+    # The two multi-rank tests' FileNotFoundError: SIGTERM (an outer `timeout` signals its whole
+    # process group) stops the in-process run cleanly at an earlier snapshot, exit status 0.
+    import signal
+
+    real_step = Trainer.step
+
+    def step(self, stage, stats):
+        real_step(self, stage, stats)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    args = tiny_train_args(tiny_store.path, tmp_path / "runs", kimg=0.096, batch=16, device="cpu")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Trainer, "step", step)
+        with pytest.raises(AssertionError, match="Interrupted: snapshot written"):
+            train_to_the_end(args, capfd)
+    assert [p.name for p in (tmp_path / "runs").glob("*/snapshot-*")] == ["snapshot-000000.016"]
 
 
 def test_rank_zero_keeps_the_rendezvous_until_the_others_have_left(monkeypatch):
@@ -301,14 +322,14 @@ def test_rank_zero_keeps_the_rendezvous_until_the_others_have_left(monkeypatch):
     assert time.monotonic() - start >= 0.5
 
 
-def test_resume_on_a_different_rank_count(tiny_store, tmp_path):
+def test_resume_on_a_different_rank_count(tiny_store, tmp_path, capfd):
     # Half the run on 1 rank, the other half resumed on 2 ranks == the whole run on 1 rank.
     common = tiny_train_args(tiny_store.path, tmp_path / "runs", kimg=0.096, batch=16, device="cpu")
     common += ["--training-kimg", "0.048", "--transition-kimg", "0.048"]
-    assert run_cli(["train", *common, "--name", "whole"]) == 0
-    assert run_cli(["train", *common, "--name", "split", "--kimg", "0.048"]) == 0
+    train_to_the_end([*common, "--name", "whole"], capfd)
+    train_to_the_end([*common, "--name", "split", "--kimg", "0.048"], capfd)
     split = tmp_path / "runs" / "00001-split"
-    assert run_cli(["train", "--resume", str(split), "--kimg", "0.096", "--gpus", "2", "--no-progress"]) == 0
+    train_to_the_end(["--resume", str(split), "--kimg", "0.096", "--gpus", "2", "--no-progress"], capfd)
     whole = load_file(str(tmp_path / "runs" / "00000-whole" / "snapshot-000000.096" / "model.safetensors"))
     resumed = load_file(str(split / "snapshot-000000.096" / "model.safetensors"))
     half = load_file(str(split / "snapshot-000000.048" / "model.safetensors"))
