@@ -1,8 +1,24 @@
-"""Speed and memory of 1024x1024 generation with a network of the official size (issue 10, point 8).
+"""Speed and memory of 1024x1024 generation with a network of the official size (issues 10 and 28).
 
-    python benchmarks/pretrained_speed.py                           # CPU: fp32 and bf16, batch 1 and 8
-    python benchmarks/pretrained_speed.py --device cuda --repeats 20 --batches 1,8,32
-    python benchmarks/pretrained_speed.py --json pretrained_speed.json
+    python benchmarks/pretrained_speed.py                           # `progan generate` against the ideal
+    python benchmarks/pretrained_speed.py --levers                  # each speed lever, side by side
+    python benchmarks/pretrained_speed.py --iter-images             # CPU: fp32 and bf16, batch 1 and 8
+    python benchmarks/pretrained_speed.py --iter-images --device cuda --repeats 20 --batches 1,8,32
+
+Default (issue 28, point 1): an official-format pickle of the CelebA-HQ G_paper (random weights,
+benchmarks/official_size.py) is imported, then in each of `--rounds` rounds, one after another in
+this run so that the machine's load hits both alike: (a) the ideal, every 3x3 conv of G_paper timed
+alone at batch 4, each at its best precision and layout (fp32 / bf16 x NCHW / channels-last),
+summed, per image; (b) `progan generate SNAPSHOT --seeds ... --batch 4 --outdir DIR` with every
+other option at its default, in a fresh process, for 4 and for 4 + `--images` seeds: the
+difference of the two wall times per extra image is the time per image with start-up (imports,
+loading, the first batch) excluded. Printed: s per image of both, their ratio (ideal / generate;
+the issue asks for 0.7 or more) and generate's peak RSS (the larger run's, from wait4; at most
+1.5 GiB asked). The median over rounds is the headline.
+
+`--levers` times the steps of that path one against another in one process, alternating.
+
+`--iter-images`: the table of issue 10:
 
 The generator is the official CelebA-HQ G_paper's architecture (NetworkConfig() defaults: 1024x1024,
 fmap_base 8192, fmap_max 512, latent 512; 23.1 M parameters) with random weights, so no download is
@@ -22,7 +38,11 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
+
+BATCH = 4
 
 
 def vm_kib(field: str) -> int:
@@ -86,6 +106,116 @@ def worker(
     return out
 
 
+def g_paper_convs() -> list[tuple[str, int, int, int]]:
+    """(name, in channels, out channels, resolution) of every 3x3 conv of the official G_paper,
+    each at the resolution it computes (a block's first conv after the 2x upsampling)."""
+    from progan.networks import NetworkConfig, log2
+
+    cfg = NetworkConfig()
+    convs = [("4x4/conv", cfg.nf(1), cfg.nf(1), 4)]
+    for lg in range(3, log2(cfg.resolution) + 1):
+        res = 2**lg
+        convs.append((f"{res}/conv0", cfg.nf(lg - 2), cfg.nf(lg - 1), res))
+        convs.append((f"{res}/conv1", cfg.nf(lg - 1), cfg.nf(lg - 1), res))
+    return convs
+
+
+def isolated_conv_seconds(batch: int = BATCH, repeats: int = 2) -> tuple[float, dict]:
+    """(sum over G_paper's 3x3 convs of the best time alone, per image; {conv: (best, variant)}).
+    Each conv: random input and weights, one warm-up call, the best of `repeats` timed calls in
+    each of fp32 / bf16 x NCHW / channels-last; the fastest variant counts."""
+    import torch
+    import torch.nn.functional as F
+
+    best = {}
+    with torch.inference_mode():
+        for name, cin, cout, res in g_paper_convs():
+            times = {}
+            for dtype in (torch.float32, torch.bfloat16):
+                for layout in (torch.contiguous_format, torch.channels_last):
+                    x = torch.randn(batch, cin, res, res, dtype=dtype).to(memory_format=layout)
+                    w = torch.randn(cout, cin, 3, 3, dtype=dtype).to(memory_format=layout)
+                    b = torch.zeros(cout, dtype=dtype)
+                    F.conv2d(x, w, b, padding=1)
+                    t = []
+                    for _ in range(repeats):
+                        start = time.perf_counter()
+                        F.conv2d(x, w, b, padding=1)
+                        t.append(time.perf_counter() - start)
+                    precision = "bf16" if dtype == torch.bfloat16 else "fp32"
+                    key = f"{precision}/{'CL' if layout == torch.channels_last else 'NCHW'}"
+                    times[key] = min(t)
+            variant = min(times, key=times.get)
+            best[name] = (times[variant], variant)
+    return sum(t for t, _ in best.values()) / batch, best
+
+
+def timed_generate(snapshot: Path, count: int, outdir: Path, extra: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS in GiB) of `progan generate` for seeds 0..count-1 at batch 4."""
+    cmd = [sys.executable, "-m", "progan", "generate", str(snapshot), "--seeds", f"0-{count - 1}",
+           "--batch", str(BATCH), "--outdir", str(outdir), *extra]  # fmt: skip
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    elapsed = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
+    return elapsed, usage.ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
+
+
+def _env() -> dict:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def _run_json(*args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, *args], env=_env(), capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def generate_against_ideal(rounds: int, images: int, extra: list[str], json_path: str | None) -> None:
+    # This process imports no torch and allocates nothing large: a child's ru_maxrss starts from
+    # its parent's RSS at the fork, so the snapshot and the isolated convs run in children too.
+    work = Path(tempfile.mkdtemp(prefix="pretrained_speed-"))
+    info = _run_json("--make-snapshot", str(work))
+    snapshot = Path(info["snapshot"])
+    print(f"torch {info['torch']}, {info['threads']} threads, load average {os.getloadavg()[0]:.1f}; "
+          f"G_paper 1024x1024 imported from an official-format pickle; "
+          f"`progan generate --batch {BATCH}` {' '.join(extra) or '(default options)'}\n")  # fmt: skip
+    print("| round | ideal s/img (isolated convs) | generate s/img | ratio ideal/generate | peak RSS GiB |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    rows = []
+    for r in range(rounds):
+        ideal = _run_json("--ideal-worker")
+        short, _ = timed_generate(snapshot, BATCH, work / "short", extra)
+        long, rss = timed_generate(snapshot, BATCH + images, work / "long", extra)
+        per_image = (long - short) / images
+        best = ideal["per_image_s"]
+        rows.append({"ideal_s": best, "generate_s": per_image, "ratio": best / per_image, "peak_rss_gib": rss,
+                     "convs": ideal["convs"], "load": os.getloadavg()[0]})  # fmt: skip
+        row = rows[-1]
+        print(
+            f"| {r + 1} | {row['ideal_s']:.3f} | {per_image:.3f} | {row['ratio']:.2f} | {rss:.2f} |",
+            flush=True,
+        )
+    keys = ("ideal_s", "generate_s", "ratio", "peak_rss_gib")
+    med = {k: statistics.median(row[k] for row in rows) for k in keys}
+    print(f"| median | {med['ideal_s']:.3f} | {med['generate_s']:.3f} | {med['ratio']:.2f} | "
+          f"{med['peak_rss_gib']:.2f} |")  # fmt: skip
+    print(
+        f"\ngenerate runs at {med['ratio']:.2f} of the isolated-conv ideal (0.7 asked); peak RSS "
+        f"{med['peak_rss_gib']:.2f} GiB (1.5 asked); load average now {os.getloadavg()[0]:.1f}"
+    )
+    convs = rows[-1]["convs"]
+    print("fastest variant per conv (last round): " + ", ".join(f"{k} {v[1]}" for k, v in convs.items()))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"rounds": rows, "median": med}, f, indent=1)
+
+
 def print_table(results: list[dict], device: str) -> None:
     import torch
 
@@ -107,6 +237,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument(
+        "--iter-images", action="store_true", help="issue 10's table (iter_images per precision)"
+    )
+    parser.add_argument("--levers", action="store_true", help="time each speed lever side by side")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of ideal + generate (default 3)")
+    parser.add_argument("--images", type=int, default=16, help="extra images of the longer generate run")
+    parser.add_argument(
+        "--generate-args", default="", help="more options for progan generate, e.g. '--precision fp32'"
+    )
+    parser.add_argument("--make-snapshot", help=argparse.SUPPRESS)
+    parser.add_argument("--ideal-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--batches", default="1,8")
@@ -138,8 +279,30 @@ def main() -> None:
             )
         )
         return
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if args.make_snapshot:
+        import torch
+        from official_size import official_size_snapshot
+
+        path = official_size_snapshot(args.make_snapshot)
+        print(
+            json.dumps(
+                {"snapshot": str(path), "torch": torch.__version__, "threads": torch.get_num_threads()}
+            )
+        )
+        return
+    if args.ideal_worker:
+        per_image, convs = isolated_conv_seconds()
+        print(json.dumps({"per_image_s": per_image, "convs": convs}))
+        return
+    if args.levers:
+        from pretrained_levers import levers
+
+        levers(args.rounds)
+        return
+    if not args.iter_images:
+        generate_against_ideal(args.rounds, args.images, args.generate_args.split(), args.json)
+        return
+    env = _env()
     results = []
     for precision in args.precisions.split(","):
         for batch in [int(b) for b in args.batches.split(",")]:

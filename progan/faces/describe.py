@@ -200,17 +200,22 @@ def _batch_labels(labels: Labels, seeds: Sequence[int], start: int, chunk: Seque
     return labels(chunk)
 
 
-def measure_downscaled(measure: MeasureFn | None, images: np.ndarray, size: int | None) -> list:
-    """Measure uint8 (N, H, W, C) images after a box downscale to `size` pixels (None: as they are).
-    The one measuring step of describe, run inline or in a worker process."""
+def downscale(images: np.ndarray, size: int | None) -> np.ndarray:
+    """uint8 (N, H, W, C) images box-filtered down to `size` pixels (an integer factor: sizes are
+    powers of two), or as they are when `size` is None or not smaller."""
     from PIL import Image
 
-    if size is not None and images.shape[1] > size:
-        factor = images.shape[1] // size
-        images = np.stack([np.asarray(Image.fromarray(im).reduce(factor)) for im in images])
-    return list(
-        (measure or default_measure)(torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))))
-    )
+    if size is None or images.shape[1] <= size:
+        return images
+    factor = images.shape[1] // size
+    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(im)).reduce(factor)) for im in images])
+
+
+def measure_downscaled(measure: MeasureFn | None, images: np.ndarray, size: int | None) -> list:
+    """Measure uint8 (N, H, W, C) images after `downscale` to `size` pixels (None: as they are).
+    The one measuring step of describe, run inline or in a worker process."""
+    small = np.ascontiguousarray(downscale(images, size).transpose(0, 3, 1, 2))
+    return list((measure or default_measure)(torch.from_numpy(small)))
 
 
 class _Top:
