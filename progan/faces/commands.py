@@ -153,7 +153,7 @@ def _describe_options(args: argparse.Namespace) -> dict:
 
 def run_describe(args: argparse.Namespace) -> int:
     from progan.checkpoint import load_snapshot
-    from progan.device import pick_device
+    from progan.device import pick_device, sampling_precision
     from progan.directions import load_directions
     from progan.faces import describe as d
     from progan.faces.words import understand
@@ -165,6 +165,8 @@ def run_describe(args: argparse.Namespace) -> int:
             f"--first-seed {o['first_seed']} + --candidates {o['candidates']} run past seed {MAX_SEED}"
         )
     device = pick_device(args.device)
+    # resolved here, so that the journal names what ran and a resume on another machine matches
+    o["precision"] = sampling_precision(o["precision"], device)
     snap = load_snapshot(o["snapshot"], device=device)
     G = snap.G_ema
     attributes = _load_attributes(o["attributes"])

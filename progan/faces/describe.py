@@ -325,7 +325,7 @@ def describe(
     attributes=None,
     batch: int = 32,
     device: torch.device | str = "cpu",
-    precision: str = "fp32",
+    precision: str = "auto",
     latent_method: str = "progan",
     progress: bool = True,
     keep: int = RANKED_KEPT,
@@ -603,7 +603,7 @@ def refine(
     attributes=None,
     batch: int = 32,
     device: torch.device | str = "cpu",
-    precision: str = "fp32",
+    precision: str = "auto",
 ) -> list[Candidate]:
     """Push the best `count` candidates along the directions toward the description; a step is
     kept only when the candidate's measured score improves (otherwise the next try is half as
