@@ -216,6 +216,114 @@ def generate_against_ideal(rounds: int, images: int, extra: list[str], json_path
             json.dump({"rounds": rows, "median": med}, f, indent=1)
 
 
+def levers(rounds: int) -> None:
+    """Each lever of the sampling path timed against what it replaced, per 1024x1024 image at batch
+    4, in one process, the variants of a round one after another (median over rounds)."""
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from progan.device import autocast
+    from progan.images import to_uint8
+    from progan.layers import _four_taps
+    from progan.networks import Generator, NetworkConfig, log2
+    from progan.sampling import latents_for_seeds, sampling_network
+
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    G = Generator(NetworkConfig()).eval().requires_grad_(False)
+    z = latents_for_seeds(range(BATCH), 512)
+
+    def run(net, precision):
+        def go():
+            with autocast(cpu, precision):
+                return to_uint8(net(z))
+
+        return go
+
+    def png(level):
+        a = images[0].numpy().transpose(1, 2, 0)
+        return lambda: Image.fromarray(a).save(io.BytesIO(), format="PNG", compress_level=level)
+
+    def write_batch(imgs):
+        for im in imgs:
+            Image.fromarray(im.numpy().transpose(1, 2, 0)).save(io.BytesIO(), format="PNG", compress_level=1)
+
+    def batches(overlap, n=3):
+        S = sampling_network(G, cpu, "bf16")
+
+        def go():
+            with ThreadPoolExecutor(1) as writer:
+                pending = None
+                for _ in range(n):
+                    imgs = run(S, "bf16")()
+                    if overlap:
+                        if pending is not None:
+                            pending.result()
+                        pending = writer.submit(write_batch, imgs)
+                    else:
+                        write_batch(imgs)
+                if pending is not None:
+                    pending.result()
+
+        return go
+
+    def upsampling(fused):
+        cfg, convs = NetworkConfig(), []
+        for lg in range(3, log2(cfg.resolution) + 1):
+            cin, cout, res = cfg.nf(lg - 2), cfg.nf(lg - 1), 2**lg
+            x = torch.randn(BATCH, cin, res // 2, res // 2, dtype=torch.bfloat16).to(
+                memory_format=torch.channels_last
+            )
+            w = torch.randn(cout, cin, 3, 3, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+            k = _four_taps(w, mirrored=True).transpose(0, 1).contiguous(memory_format=torch.channels_last)
+            convs.append((x, w, k))
+
+        def go():
+            for x, w, k in convs:
+                if fused:
+                    F.conv_transpose2d(x, k, None, stride=2, padding=1)
+                else:
+                    F.conv2d(F.interpolate(x, scale_factor=2.0, mode="nearest"), w, None, padding=1)
+
+        return go
+
+    with torch.inference_mode():
+        images = run(G, "fp32")()
+        cases = {
+            "G fp32, autocast on the loaded NCHW weights (before)": (run(G, "fp32"), BATCH),
+            "G fp32, sampling copy channels-last": (run(sampling_network(G, cpu, "fp32"), "fp32"), BATCH),
+            "G bf16, autocast on the loaded NCHW fp32 weights (before)": (run(G, "bf16"), BATCH),
+            "G bf16, sampling copy channels-last, bf16 weights": (
+                run(sampling_network(G, cpu, "bf16"), "bf16"),
+                BATCH,
+            ),
+            "G's 2x upsampling + first conv, bf16 CL: upsample then 3x3 conv": (upsampling(False), BATCH),
+            "G's 2x upsampling + first conv, bf16 CL: one transposed conv (fused)": (upsampling(True), BATCH),
+            "PNG encode, zlib level 6 (Pillow's default)": (png(6), 1),
+            "PNG encode, zlib level 1": (png(1), 1),
+            "3 batches bf16 + PNG level 1, written after each batch": (batches(False), 3 * BATCH),
+            "3 batches bf16 + PNG level 1, written in a thread during the next": (batches(True), 3 * BATCH),
+        }
+        for fn, _ in cases.values():
+            fn()  # warm-up
+        times: dict[str, list[float]] = {k: [] for k in cases}
+        for _ in range(rounds):
+            for name, (fn, n) in cases.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append((time.perf_counter() - start) / n)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
+          f"{os.getloadavg()[0]:.1f}, {rounds} rounds, G_paper 1024x1024, batch {BATCH}\n")  # fmt: skip
+    print("| lever | s per image (median) | each round |")
+    print("| --- | ---: | --- |")
+    for name, t in times.items():
+        print(f"| {name} | {statistics.median(t):.3f} | {', '.join(f'{x:.3f}' for x in t)} |")
+
+
 def print_table(results: list[dict], device: str) -> None:
     import torch
 
@@ -295,8 +403,6 @@ def main() -> None:
         print(json.dumps({"per_image_s": per_image, "convs": convs}))
         return
     if args.levers:
-        from pretrained_levers import levers
-
         levers(args.rounds)
         return
     if not args.iter_images:

@@ -288,3 +288,16 @@ def test_describe_command_resumes_a_run_and_writes_the_top_faces_at_full_size(tm
         ["describe", "--resume", str(tmp_path / "b"), str(snap), "blue eyes"], capsys
     )
     assert code == 2 and "leave out text" in err
+
+
+def test_given_latents_are_the_candidates_and_keep_their_names():
+    """describe(latents=..., names=...): projected photos ranked as candidates (seeds are ids)."""
+    G = ColourGenerator()
+    z = latents_for_seeds(range(500, 510), G.latent_size)
+    names = [f"photo{i}.png" for i in range(10)]
+    ranked, images = d.describe(G, understand("red hair"), range(10), top=3, measure=colour_measure,
+                                batch=4, progress=False, latents=z, names=names)  # fmt: skip
+    truth = _rank_truth(understand("red hair"), G, range(500, 510))
+    assert [c.name for c in ranked] == [f"photo{s - 500}.png" for s in truth]
+    assert all(torch.equal(c.latent, z[c.index]) for c in ranked)
+    assert ranked[0].to_json(1)["seed"] is None and ranked[0].to_json(1)["name"] == ranked[0].name

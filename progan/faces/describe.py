@@ -127,6 +127,7 @@ class Candidate:
     reason: str = ""
     traits: dict[str, object] = field(default_factory=dict)  # measured values, for the JSON
     refined: list[dict] = field(default_factory=list)  # steps kept by --refine
+    name: str = ""  # a projected photo's name (describe --from projections.json); its seed is an id
     index: int = field(default=-1, repr=False)  # position in the seed list (for its label row)
 
     def sort_key(self) -> tuple:
@@ -135,7 +136,8 @@ class Candidate:
     def to_json(self, rank: int) -> dict:
         return {
             "rank": rank,
-            "seed": int(self.seed),
+            "seed": None if self.name else int(self.seed),
+            **({"name": self.name} if self.name else {}),
             "score": None if self.score is None else round(float(self.score), 6),
             "words": {k: round(float(v), 6) for k, v in self.words.items()},
             "face_found": bool(self.face_found),
@@ -335,6 +337,8 @@ def describe(
     workers: int = 0,
     should_stop: Callable[[], bool] | None = None,
     on_batch: Callable[[dict], None] | None = None,
+    latents: torch.Tensor | None = None,
+    names: Sequence[str] | None = None,
 ) -> tuple[Ranking, dict[int, torch.Tensor]]:
     """Generate one candidate per seed, measure and score each; (the best `keep` candidates best
     first, as a Ranking with the counts of all; {seed: uint8 image} of the best `top`).
@@ -346,7 +350,9 @@ def describe(
     as done and the run continues after them, ending with the ranking of an uninterrupted run.
     `measure_size` measures each face box-downscaled to that many pixels; `workers` > 0 measures
     in that many processes while the next batch is generated. `should_stop` ends the run early
-    (between batches); `on_batch` gets {"generated", "measured", "total", "best"} after each."""
+    (between batches); `on_batch` gets {"generated", "measured", "total", "best"} after each.
+    Given `latents` (N, L) (projected photos, with their `names`), those are the candidates and
+    `seeds` are only their ids."""
     from tqdm import tqdm
 
     from progan.sampling import iter_images, latents_for_seeds
@@ -373,6 +379,7 @@ def describe(
                     )
                 c = _candidate_from_record(rec)
                 c.index = done
+                c.name = names[done] if names else ""
                 top_c.push(c)
                 faces += c.score is not None
                 done += 1
@@ -413,6 +420,7 @@ def describe(
             # The candidate is made from its journal line, so a resumed run ranks the same numbers.
             c = _candidate_from_record(record)
             c.index = start + k
+            c.name = names[start + k] if names else ""
             faces += total is not None
             if top_c.push(c):
                 images[c.seed] = imgs[k]
@@ -436,7 +444,10 @@ def describe(
         pending = None
         for start in range(done, len(seeds), batch):
             chunk = seeds[start : start + batch]
-            z = latents_for_seeds(chunk, G.latent_size, latent_method)
+            if latents is None:
+                z = latents_for_seeds(chunk, G.latent_size, latent_method)
+            else:
+                z = latents[start : start + len(chunk)]
             lab = _batch_labels(labels, seeds, start, chunk)
             (imgs,) = iter_images(G, z, lab, batch=len(z), device=device, precision=precision)
             generated += len(imgs)
@@ -469,7 +480,7 @@ def describe(
         bar.close()
     ranking = Ranking(top_c.ranked())
     ranking.total, ranking.faces_found = done, faces
-    _fill_latents(G, ranking, seeds, labels, latent_method)
+    _fill_latents(G, ranking, seeds, labels, latent_method, latents)
     missing = [c for c in ranking[:top] if c.seed not in images]
     if missing:  # candidates of a resumed run's earlier part: their images through the same path
         from progan.sampling import images_for_latents
@@ -485,14 +496,19 @@ def describe(
     return ranking, {c.seed: images[c.seed] for c in ranking[:top]}
 
 
-def _fill_latents(G, ranking: list[Candidate], seeds, labels: Labels, latent_method: str) -> None:
-    """Each ranked candidate's latent and label row, made again from its seed (the journal holds
-    neither)."""
+def _fill_latents(
+    G, ranking: list[Candidate], seeds, labels: Labels, latent_method: str, latents: torch.Tensor | None
+) -> None:
+    """Each ranked candidate's latent and label row, made again from its seed or taken from the
+    given latents (the journal holds neither)."""
     from progan.sampling import latents_for_seeds
 
     if not ranking:
         return
-    z = latents_for_seeds([c.seed for c in ranking], G.latent_size, latent_method)
+    if latents is not None:
+        z = latents[[c.index for c in ranking]]
+    else:
+        z = latents_for_seeds([c.seed for c in ranking], G.latent_size, latent_method)
     for c, zi in zip(ranking, z, strict=True):
         c.latent = zi
         rows = _batch_labels(labels, seeds, c.index, [c.seed])
@@ -532,7 +548,7 @@ def captions_for(ranked: Sequence[Candidate]) -> list[list[str]]:
     out = []
     for rank, c in enumerate(ranked, 1):
         score = "no face" if c.score is None else f"score {c.score:.2f}"
-        lines = [f"#{rank} seed {c.seed}  {score}"]
+        lines = [f"#{rank} {c.name or f'seed {c.seed}'}  {score}"]
         lines += [f"{name} {s:.2f}" for name, s in c.words.items()]
         out.append(lines)
     return out
