@@ -62,7 +62,7 @@ def worker(args: argparse.Namespace) -> None:
 
     from progan.checkpoint import load_snapshot
     from progan.faces import describe as d
-    from progan.faces.commands import DEFAULT_MEASURE_SIZE, DEFAULT_MEASURE_WORKERS
+    from progan.faces.describe import DEFAULT_MEASURE_SIZE, DEFAULT_MEASURE_WORKERS
     from progan.faces.words import understand
     from progan.sampling import sampling_network
 

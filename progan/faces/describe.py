@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from progan.errors import UserError
+from progan.faces.measuring import DEFAULT_MEASURE_SIZE, DEFAULT_MEASURE_WORKERS  # noqa: F401
 from progan.faces.words import Description, Wish
 
 SCORE_DOC = (
@@ -39,6 +40,7 @@ SCORE_DOC = (
     "no face found: no score, ranked last"
 )
 CANDIDATES_FORMAT = "progan-describe"
+
 
 # measure(images uint8 (N, C, H, W)) -> one FaceMeasurement per image (progan.faces.measure).
 MeasureFn = Callable[[torch.Tensor], list]
