@@ -114,3 +114,63 @@ def test_browse_open_blend_keep_and_reload(server):
             assert errors == []
         finally:
             browser.close()
+
+
+def test_describe_panel_shows_progress_and_cancels_at_256(tmp_path, monkeypatch):
+    """The describe box on a 256x256 network: the status line counts generated and measured faces
+    with the best score while the run goes, the cancel button ends it, and the best faces so far
+    are shown. (Measuring is the test's colour rule, slowed so that the run can be watched.)"""
+    import uvicorn
+    from faces_fakes import colour_measure
+
+    from progan.faces import describe as d
+    from progan.studio.app import feature_panels
+
+    def slow_measure(images):
+        time.sleep(0.1)
+        return colour_measure(images)
+
+    monkeypatch.setattr(d, "default_measure", slow_measure)
+    write_tiny_snapshot(tmp_path / "runs" / "00001-faces256", resolution=256)
+    studio = Studio([tmp_path / "runs"], tmp_path / "state")
+    port = free_port()
+    app = create_app(studio, panels=feature_panels())
+    app.add_middleware(HostCheck, hosts=allowed_hosts("127.0.0.1", port))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not srv.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+            try:
+                page = browser.new_page(viewport={"width": 1200, "height": 800})
+                errors = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.goto(f"http://127.0.0.1:{port}")
+                page.wait_for_selector("#describe-form")
+                page.locator("#describe-text").fill("red hair")
+                page.locator("#describe-count").fill("1000")
+                page.locator("#describe-form button[type=submit]").click()
+                page.wait_for_function(
+                    "() => /measured [1-9][0-9]* of 1000, best [0-9.]+/"
+                    ".test(document.getElementById('describe-status').textContent)",
+                    timeout=60_000,
+                )  # fmt: skip
+                assert page.locator("#describe-cancel").is_visible()
+                page.locator("#describe-cancel").click()
+                page.wait_for_function(
+                    "() => document.getElementById('describe-status').textContent.includes('cancelled')",
+                    timeout=60_000,
+                )  # fmt: skip
+                assert page.locator("#describe-results .face").count() == 16
+                assert not page.locator("#describe-cancel").is_visible()
+                assert errors == []
+            finally:
+                browser.close()
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+        studio.close()
