@@ -124,17 +124,17 @@ def test_describe_panel_shows_progress_and_cancels_at_256(tmp_path, monkeypatch)
     from faces_fakes import colour_measure
 
     from progan.faces import describe as d
-    from progan.studio.app import feature_panels
+    from progan.faces.studio_panel import describe_panel
 
     def slow_measure(images):
         time.sleep(0.1)
         return colour_measure(images)
 
     monkeypatch.setattr(d, "default_measure", slow_measure)
-    write_tiny_snapshot(tmp_path / "runs" / "00001-faces256", resolution=256)
+    tiny_run(tmp_path / "runs" / "00001-faces256", resolution=256)
     studio = Studio([tmp_path / "runs"], tmp_path / "state")
     port = free_port()
-    app = create_app(studio, panels=feature_panels())
+    app = create_app(studio, panels=[describe_panel()])
     app.add_middleware(HostCheck, hosts=allowed_hosts("127.0.0.1", port))
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
