@@ -36,7 +36,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(tmp_path, panels=None):
+def serving(tmp_path, panels=()):
     """The studio of tmp_path/runs served by uvicorn on a free port as `progan serve` runs it (Host
     check included); yields its URL."""
     import uvicorn
