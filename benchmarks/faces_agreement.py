@@ -9,6 +9,10 @@ size (a ratio between sizes; absolute times depend on the machine and its load).
 
     .venv/bin/python benchmarks/faces_agreement.py                  # ~1 min on 2 CPU cores
     .venv/bin/python benchmarks/faces_agreement.py --sizes 128 256
+    .venv/bin/python benchmarks/faces_agreement.py --sizes 128 256 512 --from-size 1024
+
+With --from-size N the photo is aligned and every variant made at N, then box-downscaled to each
+size before it is measured: what `progan describe --measure-size` does to a generated NxN face.
 """
 
 from __future__ import annotations
@@ -24,24 +28,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import face_variants as fv  # noqa: E402
 
+from progan.faces.describe import downscale  # noqa: E402
 from progan.faces.measure import Face, measure_face, shape_features  # noqa: E402
 
 STRETCH = (0.8, 0.9, 1.0, 1.1, 1.25)
 
 
-def evaluate(size: int) -> tuple[dict[str, list[bool]], float, dict]:
-    face = fv.astronaut_face(size)
+def evaluate(size: int, from_size: int | None = None) -> tuple[dict[str, list[bool]], float, dict]:
+    face = fv.astronaut_face(from_size or size)
     res: dict[str, list[bool]] = {}
-    t0 = time.perf_counter()
-    base = measure_face(face)
-    elapsed = [time.perf_counter() - t0]
-    notes: dict = {"base": {k: t.value for k, t in base.traits.items()}}
+    elapsed: list[float] = []
+
+    def shrink(img):
+        return img if from_size is None else downscale(img[None], size)[0]
 
     def m(img):
         t = time.perf_counter()
-        out = measure_face(img)
+        out = measure_face(shrink(img))
         elapsed.append(time.perf_counter() - t)
         return out
+
+    base = m(face)
+    notes: dict = {"base": {k: t.value for k, t in base.traits.items()}}
 
     hair = {c: m(fv.recolour_hair(face, c)).traits for c in fv.HAIR_RGB}
     hair["bald"] = m(fv.make_bald(face)).traits
@@ -52,8 +60,8 @@ def evaluate(size: int) -> tuple[dict[str, list[bool]], float, dict]:
     notes["iris"] = {c: iris[c]["eye_colour"].value for c in fv.IRIS_RGB}
     index, long, broad, shape = [], [], [], []
     for x in STRETCH:
-        img = fv.stretch_face(face, x)
-        r = m(img)
+        img = shrink(fv.stretch_face(face, x))
+        r = measure_face(img)
         index.append(shape_features(Face(img, r.landmarks))[0])
         s = r.traits["face_shape"].scores
         long.append(s["long"])
@@ -87,12 +95,13 @@ def evaluate(size: int) -> tuple[dict[str, list[bool]], float, dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
+    p.add_argument("--from-size", type=int, help="make every variant at this size, then downscale it")
     p.add_argument("--verbose", action="store_true", help="print what was named for each variant")
     args = p.parse_args()
     table: dict[str, dict[int, list[bool]]] = {}
     times = {}
     for size in args.sizes:
-        res, sec, notes = evaluate(size)
+        res, sec, notes = evaluate(size, args.from_size)
         times[size] = sec
         for k, v in res.items():
             table.setdefault(k, {})[size] = v

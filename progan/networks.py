@@ -280,5 +280,25 @@ def build_networks(config: NetworkConfig) -> tuple[Generator, Discriminator, Gen
     return G, D, G_ema
 
 
+def sampling_copy(G: Generator, dtype: torch.dtype, device: torch.device) -> Generator:
+    """A frozen copy of G for sampling only: the same function, laid out for speed.
+
+    Each layer's run-time scale is folded into its weights in fp32 (so bf16 weights are rounded
+    once, from the same product autocast would round), the weights are cast to `dtype` and stored
+    channels-last, so every activation stays channels-last and in `dtype` from the first conv to
+    the image. Measured at 1024x1024, batch 4, on a 2-core AVX-512 BF16 EPYC (benchmarks/README.md,
+    'Generation near the limit'): 0.23 s per image in bf16 against 0.35 s with autocast on the NCHW
+    fp32 weights; fp32 0.37 s against 0.62 s."""
+    import copy
+
+    frozen = copy.deepcopy(G).requires_grad_(False).eval()
+    with torch.no_grad():
+        for m in frozen.modules():
+            if isinstance(m, (EqualizedConv2d, EqualizedLinear)):
+                m.weight.mul_(m.scale)
+                m.scale = 1.0
+    return frozen.to(device=device, dtype=dtype, memory_format=torch.channels_last)
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

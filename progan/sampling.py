@@ -23,18 +23,18 @@ Which seeds each command shows (so that a picture can be found again with `proga
 
 Bit for bit, not just nearly: every command renders at `--precision auto` by default, one rule
 (`device.sampling_precision`), and on a CPU G always runs on blocks of a size fixed by the model
-(`sampling_block`) in the contiguous layout. CPU kernels (MKL's GEMM, oneDNN's convolutions) pick
-their blocking and reduction order by the batch size and the weights' layout: in fp32, the same
-latent rendered in a batch of 3 and in a batch of 6, or by the trainer's channels-last G_ema and
-a loaded contiguous one, differed by up to 1.8e-6 (2-core EPYC, 1 and 2 threads), enough to move
-a pixel's uint8 value by one. A row's result did not depend on its position within a fixed-size
-block.
+(`sampling_block`) as one layout, its channels-last sampling copy (`sampling_network`). CPU
+kernels (MKL's GEMM, oneDNN's convolutions) pick their blocking and reduction order by the batch
+size and the weights' layout: in fp32, the same latent rendered in a batch of 3 and in a batch of
+6, or by the trainer's channels-last G_ema and a loaded contiguous one, differed by up to 1.8e-6
+(2-core EPYC, 1 and 2 threads), enough to move a pixel's uint8 value by one. A row's result did
+not depend on its position within a fixed-size block.
 """
 
 from __future__ import annotations
 
-import copy
 import re
+import weakref
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import accumulate
@@ -42,7 +42,7 @@ from itertools import accumulate
 import numpy as np
 import torch
 
-from progan.device import autocast, sampling_precision
+from progan.device import PRECISION_DTYPES, autocast, sampling_precision
 from progan.errors import UserError
 from progan.images import to_uint8
 
@@ -209,12 +209,27 @@ def labels_for(
     return rows
 
 
-def contiguous_generator(G: torch.nn.Module) -> torch.nn.Module:
-    """G with every weight in the contiguous (NCHW) layout: G itself when they are, else a copy
-    (the trainer keeps its G_ema channels-last, and convolutions follow their weights' layout)."""
-    if all(p.is_contiguous() for p in G.parameters()):
+# G -> (what it was copied from, its sampling copy): one copy per generator, made again when G's
+# weights, stage, device or precision change (a training run's G_ema changes every step).
+_SAMPLING_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def sampling_network(G: torch.nn.Module, device: torch.device, precision: str) -> torch.nn.Module:
+    """The network that turns latents into images: for a Generator its channels-last copy in the
+    precision's dtype (networks.sampling_copy, the same function; kept while G is unchanged),
+    other modules as they are."""
+    from progan.networks import Generator, sampling_copy
+
+    if not isinstance(G, Generator):
         return G
-    return copy.deepcopy(G).to(memory_format=torch.contiguous_format)
+    dtype = PRECISION_DTYPES[precision]
+    params = tuple((p.data_ptr(), p._version) for p in G.parameters())
+    key = (device, dtype, G.resolution, G.fading, float(G.alpha), params)
+    found = _SAMPLING_COPIES.get(G)
+    if found is None or found[0] != key:
+        found = (key, sampling_copy(G, dtype, device))
+        _SAMPLING_COPIES[G] = found
+    return found[1]
 
 
 def render_blocks(
@@ -252,7 +267,7 @@ def iter_images(
     """
     device = torch.device(device)
     precision = sampling_precision(precision, device)
-    G = contiguous_generator(G)
+    G = sampling_network(G, device, precision)
     chunks = (
         (latents[i : i + batch] for i in range(0, len(latents), batch))
         if isinstance(latents, torch.Tensor)

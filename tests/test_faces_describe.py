@@ -11,7 +11,9 @@ from faces_fakes import ColourGenerator, Measurement, Trait, category, colour_me
 from helpers import run_cli_output, tiny_snapshot
 from PIL import Image
 
+from progan.checkpoint import load_snapshot
 from progan.directions import add_direction
+from progan.errors import UserError
 from progan.faces import describe as d
 from progan.faces.words import understand
 from progan.sampling import images_for_latents, latents_for_seeds
@@ -176,7 +178,8 @@ def test_describe_on_a_model_without_faces_says_so(tmp_path, capsys, monkeypatch
     )
     snap = tiny_snapshot(tmp_path / "snap64", 64)
     code, _, err = run_cli_output(["describe", str(snap), "red hair", "--out", str(tmp_path / "o"),
-                                   "--candidates", "3", "--no-progress"], capsys)  # fmt: skip
+                                   "--candidates", "3", "--no-progress", "--measure-workers", "0"],
+                                  capsys)  # fmt: skip
     assert code == 2 and err.count("\n") == 1 and "no face found in any of the 3 candidates" in err
 
 
@@ -190,3 +193,111 @@ def test_describe_refine_needs_directions(tmp_path, capsys, monkeypatch):
     add_direction(snap, "red_hair", torch.randn(16), 16, trait="hair_colour")
     code, _, err = run_cli_output(argv, capsys)
     assert code == 0, err
+
+
+def _journal_lines(path):
+    return path.read_text().splitlines()
+
+
+def test_a_stopped_describe_resumed_ends_with_the_uninterrupted_ranking(tmp_path):
+    G = ColourGenerator()
+    desc = understand("red hair and blue eyes")
+    seeds = range(100, 140)
+    run = dict(top=5, keep=12, measure=colour_measure, batch=6, progress=False, header={"text": "x"})
+    whole, whole_imgs = d.describe(G, desc, seeds, journal=tmp_path / "a.jsonl", **run)
+    assert whole.total == 40 and len(whole) == 12  # the best `keep`, with the count of all
+    # A run killed after its third batch: the journal holds three batches and a torn line.
+    batches = iter(range(10))
+    d.describe(G, desc, seeds, journal=tmp_path / "b.jsonl", should_stop=lambda: next(batches) == 2, **run)
+    lines = _journal_lines(tmp_path / "b.jsonl")
+    assert len(lines) == 1 + 18  # the header, then 3 batches of 6 (the 4th generated, not measured)
+    with open(tmp_path / "b.jsonl", "a") as f:
+        f.write('{"seed": 118, "sco')
+    resumed, resumed_imgs = d.describe(G, desc, seeds, journal=tmp_path / "b.jsonl", **run)
+    assert _journal_lines(tmp_path / "b.jsonl") == _journal_lines(tmp_path / "a.jsonl")
+    key = [(c.seed, c.score, c.words, c.traits) for c in whole]
+    assert [(c.seed, c.score, c.words, c.traits) for c in resumed] == key
+    assert resumed.total == 40 and resumed.faces_found == whole.faces_found
+    assert all(torch.equal(a.latent, b.latent) for a, b in zip(whole, resumed, strict=True))
+    assert sorted(resumed_imgs) == sorted(whole_imgs) == sorted(c.seed for c in whole[:5])
+    assert all(torch.equal(resumed_imgs[s], whole_imgs[s]) for s in whole_imgs)
+    # a journal of another run is refused, not mixed in
+    with pytest.raises(UserError, match="another describe run"):
+        d.describe(G, desc, seeds, journal=tmp_path / "b.jsonl", **{**run, "header": {"text": "y"}})
+
+
+def test_describe_memory_is_flat_for_any_number_of_candidates(tmp_path):
+    """Four billion seeds (latents alone would take 256 GB at 16 floats): three batches run, and
+    what Python allocated (tracemalloc) and the process's resident memory grew by stay small."""
+    import tracemalloc
+
+    def rss() -> int:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+    G = ColourGenerator()
+    seeds = range(0, 2**32 - 1)
+    batches = iter(range(10))
+    before = rss()
+    tracemalloc.start()
+    try:
+        ranked, images = d.describe(
+            G, understand("red hair"), seeds, top=4, measure=colour_measure, batch=8, progress=False,
+            journal=tmp_path / "j.jsonl", should_stop=lambda: next(batches) == 2,
+        )  # fmt: skip
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert ranked.total == 24 and len(images) == 4 and len(_journal_lines(tmp_path / "j.jsonl")) == 25
+    assert peak < 8 * 2**20, peak
+    assert rss() - before < 100 * 2**20
+
+
+def test_describe_command_resumes_a_run_and_writes_the_top_faces_at_full_size(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(d, "default_measure", colour_measure)  # measured in a worker process (picklable)
+    snap = tiny_snapshot(tmp_path / "snap64", 64)
+    common = ["--top", "3", "--batch", "4", "--no-progress"]
+    a = ["describe", str(snap), "red hair", "--out", str(tmp_path / "a"), "--candidates", "14",
+         "--measure-workers", "0", *common]  # fmt: skip
+    code, _, err = run_cli_output(a, capsys)
+    assert code == 0, err
+    # a first part with the default measuring process, then --resume for the rest
+    b = ["describe", str(snap), "red hair", "--out", str(tmp_path / "b"), "--candidates", "5", *common]
+    code, _, err = run_cli_output(b, capsys)
+    assert code == 0, err
+    code, out, err = run_cli_output(
+        ["describe", "--resume", str(tmp_path / "b"), "--candidates", "14", *common], capsys
+    )
+    assert code == 0, err
+    a, b = (json.loads((tmp_path / x / "candidates.json").read_text()) for x in "ab")
+    assert b["candidates"] == a["candidates"] and b["candidates_total"] == 14
+    assert (
+        _journal_lines(tmp_path / "b" / d.JOURNAL_NAME)[1:]
+        == _journal_lines(tmp_path / "a" / d.JOURNAL_NAME)[1:]
+    )
+    tops = sorted((tmp_path / "b" / "top").glob("*.png"))
+    assert [p.name for p in tops] == [
+        f"{r:02d}-seed{c['seed']}.png" for r, c in enumerate(a["candidates"][:3], 1)
+    ]
+    G = load_snapshot(snap).G_ema
+    best = images_for_latents(G, torch.tensor([a["candidates"][0]["latent"]]))[0]
+    assert np.array_equal(
+        np.asarray(Image.open(tops[0])), best.numpy().transpose(1, 2, 0)
+    )  # 64x64: full size
+    code, _, err = run_cli_output(
+        ["describe", "--resume", str(tmp_path / "b"), str(snap), "blue eyes"], capsys
+    )
+    assert code == 2 and "leave out text" in err
+
+
+def test_given_latents_are_the_candidates_and_keep_their_names():
+    """describe(latents=..., names=...): projected photos ranked as candidates (seeds are ids)."""
+    G = ColourGenerator()
+    z = latents_for_seeds(range(500, 510), G.latent_size)
+    names = [f"photo{i}.png" for i in range(10)]
+    ranked, images = d.describe(G, understand("red hair"), range(10), top=3, measure=colour_measure,
+                                batch=4, progress=False, latents=z, names=names)  # fmt: skip
+    truth = _rank_truth(understand("red hair"), G, range(500, 510))
+    assert [c.name for c in ranked] == [f"photo{s - 500}.png" for s in truth]
+    assert all(torch.equal(c.latent, z[c.index]) for c in ranked)
+    assert ranked[0].to_json(1)["seed"] is None and ranked[0].to_json(1)["name"] == ranked[0].name

@@ -64,3 +64,35 @@ def test_progan_serve_hands_the_describe_panel_to_the_studio():
     # The studio names no feature: `progan serve` gets describe's panel from the command layer.
     args = build_parser().parse_args(["serve", "runs"])
     assert [(p.name, p.script.name) for p in args.panels()] == [("describe", "describe_panel.js")]
+
+
+def test_describe_shows_its_progress_and_can_be_cancelled(client, monkeypatch):
+    import threading
+    import time
+
+    client, _ = client
+    measured = threading.Event()
+
+    def slow_measure(images):  # a batch every 50 ms, so the test can watch and cancel
+        measured.set()
+        time.sleep(0.05)
+        return colour_measure(images)
+
+    monkeypatch.setattr(d, "default_measure", slow_measure)
+    answer = {}
+    ask = {"model": "faces64", "text": "red hair", "candidates": 1000, "top": 3}
+    run = threading.Thread(target=lambda: answer.update(r=client.post("/api/ext/describe/run", json=ask)))
+    run.start()
+    assert measured.wait(30)
+    deadline = time.monotonic() + 30
+    while (p := client.get("/api/ext/describe/progress").json())["measured"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert p["running"] and p["total"] == 1000 and p["generated"] >= p["measured"] > 0
+    assert p["best"] is not None
+    assert client.post("/api/ext/describe/cancel").json() == {"cancelled": True}
+    run.join(60)
+    body = answer["r"].json()
+    assert answer["r"].status_code == 200 and body["cancelled"] and 0 < body["measured"] < 1000
+    assert len(body["candidates"]) == 3 and not client.get("/api/ext/describe/progress").json()["running"]
+    assert client.post("/api/ext/describe/cancel").json() == {"cancelled": False}

@@ -137,9 +137,9 @@ def test_the_same_seed_gives_the_same_image_in_every_command(tiny_store, tmp_pat
 
 
 def test_every_batch_size_and_layout_gives_the_same_float_image():
-    # Without SAMPLING_BLOCK and the contiguous copy, fp32 images of the same latents differed by
+    # Without SAMPLING_BLOCK and the one sampling copy, fp32 images of the same latents differed by
     # ~1e-6 between batches of 3 and 6 and between channels-last and contiguous weights.
-    from progan.sampling import SAMPLING_BLOCK, contiguous_generator, render_blocks, sampling_block
+    from progan.sampling import SAMPLING_BLOCK, render_blocks, sampling_block, sampling_network
 
     torch.manual_seed(0)
     G = Generator(NetworkConfig(resolution=16, latent_size=32, fmap_base=128, fmap_max=32)).eval()
@@ -149,30 +149,33 @@ def test_every_batch_size_and_layout_gives_the_same_float_image():
     big = Generator(NetworkConfig(resolution=128, latent_size=8, fmap_base=16, fmap_max=4))
     assert sampling_block(big, cpu) == 1  # one 128x128 face costs one image, not a block of 4
     with torch.no_grad():
-        want = render_blocks(G, z, None, cpu)
+        S = sampling_network(G, cpu, "fp32")
+        want = render_blocks(S, z, None, cpu)
         for n in (1, 2, 3, SAMPLING_BLOCK + 1, 13):
-            got = torch.cat([render_blocks(G, z[i : i + n], None, cpu) for i in range(0, 13, n)])
+            got = torch.cat([render_blocks(S, z[i : i + n], None, cpu) for i in range(0, 13, n)])
             assert torch.equal(got, want), n
         last = copy.deepcopy(G).to(memory_format=torch.channels_last)
-        assert contiguous_generator(G) is G and contiguous_generator(last) is not last
-        assert torch.equal(render_blocks(contiguous_generator(last), z, None, cpu), want)
+        assert torch.equal(render_blocks(sampling_network(last, cpu, "fp32"), z, None, cpu), want)
     assert last.dense.weight.is_contiguous() and not last.conv4.weight.is_contiguous()  # left as it was
+    assert G.conv4.weight.is_contiguous()
 
 
-def test_iter_images_runs_a_channels_last_generator_in_the_contiguous_layout(monkeypatch):
+def test_iter_images_runs_every_generator_through_its_channels_last_copy(monkeypatch):
     import progan.sampling
 
-    G = small_generator().to(memory_format=torch.channels_last)
     seen = []
     real = progan.sampling.render_blocks
 
     def spy(g, *args):
-        seen.append(all(p.is_contiguous() for p in g.parameters()))
+        seen.append(
+            all(p.is_contiguous(memory_format=torch.channels_last) for p in g.parameters() if p.dim() == 4)
+        )
         return real(g, *args)
 
     monkeypatch.setattr(progan.sampling, "render_blocks", spy)
-    images_for_seeds(G, range(5), batch=2)
-    assert seen == [True, True, True]
+    for layout in (torch.contiguous_format, torch.channels_last):
+        images_for_seeds(small_generator().to(memory_format=layout), range(5), batch=2)
+    assert seen == [True] * 6
 
 
 def test_the_precision_rule_is_one_function(monkeypatch):

@@ -106,3 +106,43 @@ def test_compiled_step_matches_eager(tiny_store, tmp_path):
     compiled, t = one_step(True)
     assert not t.G_fwd.failed, "torch.compile fell back to eager mode"
     assert relative_error(compiled, eager) < 1e-4
+
+
+def test_the_sampling_copy_is_the_same_generator_channels_last_in_one_dtype():
+    """sampling.iter_images runs G's sampling copy (scales folded, channels-last, weights in the
+    precision's dtype): the same function as G within rounding, mid-fade too; every conv reads a
+    channels-last input of that dtype (no fp32 <-> bf16 round trips, no layout changes); the copy
+    is kept while G is unchanged and made again when its weights or stage change."""
+    from progan.layers import EqualizedConv2d
+    from progan.sampling import sampling_network
+
+    torch.manual_seed(0)
+    G = Generator(NetworkConfig(resolution=64, latent_size=32, fmap_base=256, fmap_max=32)).eval()
+    z = torch.randn(4, 32, generator=torch.Generator().manual_seed(3))
+    cpu = torch.device("cpu")
+    for stage, alpha in ((64, 1.0), (32, 0.4)):
+        G.set_stage(stage, alpha)
+        with torch.no_grad():
+            ref = G(z)
+            fast32 = sampling_network(G, cpu, "fp32")(z)
+            with autocast(cpu, "bf16"):
+                ref16 = G(z).float()
+                S = sampling_network(G, cpu, "bf16")
+                seen = []
+                hooks = [m.register_forward_pre_hook(lambda m, a, seen=seen: seen.append(a[0]))
+                         for m in S.modules() if isinstance(m, EqualizedConv2d)]  # fmt: skip
+                fast16 = S(z).float()
+                for h in hooks:
+                    h.remove()
+        assert fast32.shape == ref.shape == (4, 3, stage, stage)
+        assert (fast32 - ref).abs().max() < 1e-4
+        # bf16 against the fp32 reference: as close as autocast on G itself is
+        err16, err_ref = ((x - ref).norm() / ref.norm() for x in (fast16, ref16))
+        assert err16 < 0.03 and err16 < 2 * err_ref, (err16, err_ref)
+        assert seen and all(x.dtype == torch.bfloat16 for x in seen)
+        # all but the dense layer's 4x4 reshape, which the first conv makes channels-last
+        assert all(x.is_contiguous(memory_format=torch.channels_last) for x in seen if x.shape[-1] > 4)
+    assert sampling_network(G, cpu, "bf16") is S
+    with torch.no_grad():
+        G.blocks["8"].conv0.weight.mul_(2)
+    assert sampling_network(G, cpu, "bf16") is not S

@@ -5,6 +5,7 @@ Browser downloads are impossible here, so Playwright is given the system Chromiu
 a screenshot of the whole page (docs/images/studio.png comes from this test).
 """
 
+import contextlib
 import io
 import os
 import shutil
@@ -34,29 +35,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path):
+@contextlib.contextmanager
+def serving(tmp_path, panels=()):
+    """The studio of tmp_path/runs served by uvicorn on a free port as `progan serve` runs it (Host
+    check included); yields its URL."""
     import uvicorn
 
-    snap = tiny_run(tmp_path / "runs" / "00000-faces", resolution=32)
-    add_direction(snap, "smile", torch.randn(16, generator=torch.Generator().manual_seed(1)), 16)
-    add_direction(snap, "age", torch.randn(16, generator=torch.Generator().manual_seed(2)), 16)
     studio = Studio([tmp_path / "runs"], tmp_path / "state")
     port = free_port()
-    app = create_app(studio)
+    app = create_app(studio, panels=panels)
     app.add_middleware(HostCheck, hosts=allowed_hosts("127.0.0.1", port))  # as `progan serve` runs it
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
-    studio.close()
+    try:
+        deadline = time.monotonic() + 30
+        while not srv.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert srv.started, "uvicorn did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+        studio.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    snap = tiny_run(tmp_path / "runs" / "00000-faces", resolution=32)
+    add_direction(snap, "smile", torch.randn(16, generator=torch.Generator().manual_seed(1)), 16)
+    add_direction(snap, "age", torch.randn(16, generator=torch.Generator().manual_seed(2)), 16)
+    with serving(tmp_path) as url:
+        yield url
 
 
 ALL_FACES_LOADED = """() => {
@@ -70,47 +81,90 @@ def pixels(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.int16)
 
 
-def test_browse_open_blend_keep_and_reload(server):
+@contextlib.contextmanager
+def browser_page(url: str):
+    """(a headless Chromium page at url, the page's script errors so far)."""
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 800})
-            errors = []
+            errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(server)
-            page.wait_for_function(ALL_FACES_LOADED, timeout=30_000)
-
-            page.locator("#grid .face").nth(3).click()
-            page.wait_for_function(BIG_LOADED)
-            assert page.locator("#detail-title").inner_text() == "seed 3"
-            before = pixels(page.locator("#big").screenshot())
-
-            page.locator("#blend").fill("0.8")
-            page.wait_for_function("() => document.getElementById('big').src.includes('t=0.8')")
-            page.wait_for_function(BIG_LOADED)
-            page.wait_for_timeout(100)
-            after = pixels(page.locator("#big").screenshot())
-            assert np.abs(after - before).mean() > 5  # the blend moved the face
-            assert page.locator("#blend-seed").input_value() == "4"
-            assert "blend=4" in page.locator("#permalink").get_attribute("href")
-
-            page.locator("#keep").click()
-            page.wait_for_selector("#favourite-list .face")
-            page.wait_for_function("() => [...document.querySelectorAll('#favourite-list img')]"
-                                   ".every((i) => i.complete && i.naturalWidth > 0)")  # fmt: skip
-            shot = os.environ.get("PROGAN_STUDIO_SCREENSHOT")
-            if shot:
-                page.locator("[data-direction=smile]").fill("2.5")
-                page.wait_for_function("() => document.getElementById('big').src.includes('smile')")
-                page.wait_for_function(BIG_LOADED)
-                page.wait_for_timeout(300)
-                page.screenshot(path=shot, full_page=True)
-
-            page.reload()  # the permalink in the address bar reopens the face; the favourite is still kept
-            page.wait_for_selector("#favourite-list .face")
-            assert page.locator("#favourite-list .face").count() == 1
-            assert page.locator("#favourite-list .face span").inner_text().startswith("3")
-            assert page.locator("#detail-title").inner_text().startswith("seed 3 \u2194 4")
-            assert errors == []
+            page.goto(url)
+            yield page, errors
         finally:
             browser.close()
+
+
+def test_browse_open_blend_keep_and_reload(server):
+    with browser_page(server) as (page, errors):
+        page.wait_for_function(ALL_FACES_LOADED, timeout=30_000)
+
+        page.locator("#grid .face").nth(3).click()
+        page.wait_for_function(BIG_LOADED)
+        assert page.locator("#detail-title").inner_text() == "seed 3"
+        before = pixels(page.locator("#big").screenshot())
+
+        page.locator("#blend").fill("0.8")
+        page.wait_for_function("() => document.getElementById('big').src.includes('t=0.8')")
+        page.wait_for_function(BIG_LOADED)
+        page.wait_for_timeout(100)
+        after = pixels(page.locator("#big").screenshot())
+        assert np.abs(after - before).mean() > 5  # the blend moved the face
+        assert page.locator("#blend-seed").input_value() == "4"
+        assert "blend=4" in page.locator("#permalink").get_attribute("href")
+
+        page.locator("#keep").click()
+        page.wait_for_selector("#favourite-list .face")
+        page.wait_for_function("() => [...document.querySelectorAll('#favourite-list img')]"
+                               ".every((i) => i.complete && i.naturalWidth > 0)")  # fmt: skip
+        shot = os.environ.get("PROGAN_STUDIO_SCREENSHOT")
+        if shot:
+            page.locator("[data-direction=smile]").fill("2.5")
+            page.wait_for_function("() => document.getElementById('big').src.includes('smile')")
+            page.wait_for_function(BIG_LOADED)
+            page.wait_for_timeout(300)
+            page.screenshot(path=shot, full_page=True)
+
+        page.reload()  # the permalink in the address bar reopens the face; the favourite is still kept
+        page.wait_for_selector("#favourite-list .face")
+        assert page.locator("#favourite-list .face").count() == 1
+        assert page.locator("#favourite-list .face span").inner_text().startswith("3")
+        assert page.locator("#detail-title").inner_text().startswith("seed 3 \u2194 4")
+        assert errors == []
+
+
+def test_describe_panel_shows_progress_and_cancels_at_256(tmp_path, monkeypatch):
+    """The describe box on a 256x256 network: the status line counts generated and measured faces
+    with the best score while the run goes, the cancel button ends it, and the best faces so far
+    are shown. (Measuring is the test's colour rule, slowed so that the run can be watched.)"""
+    from faces_fakes import colour_measure
+
+    from progan.faces import describe as d
+    from progan.faces.studio_panel import describe_panel
+
+    def slow_measure(images):
+        time.sleep(0.1)
+        return colour_measure(images)
+
+    monkeypatch.setattr(d, "default_measure", slow_measure)
+    tiny_run(tmp_path / "runs" / "00001-faces256", resolution=256)
+    with serving(tmp_path, panels=[describe_panel()]) as url, browser_page(url) as (page, errors):
+        page.wait_for_selector("#describe-form")
+        page.locator("#describe-text").fill("red hair")
+        page.locator("#describe-count").fill("1000")
+        page.locator("#describe-form button[type=submit]").click()
+        page.wait_for_function(
+            "() => /measured [1-9][0-9]* of 1000, best [0-9.]+/"
+            ".test(document.getElementById('describe-status').textContent)",
+            timeout=60_000,
+        )  # fmt: skip
+        assert page.locator("#describe-cancel").is_visible()
+        page.locator("#describe-cancel").click()
+        page.wait_for_function(
+            "() => document.getElementById('describe-status').textContent.includes('cancelled')",
+            timeout=60_000,
+        )  # fmt: skip
+        assert page.locator("#describe-results .face").count() == 16
+        assert not page.locator("#describe-cancel").is_visible()
+        assert errors == []

@@ -6,8 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from progan.cliargs import add_generation_arguments, add_snapshot_argument, positive
+from progan.cliargs import SNAPSHOT_HELP, add_generation_arguments, add_snapshot_argument, positive
 from progan.errors import UserError
+from progan.faces.measuring import DEFAULT_MEASURE_SIZE, DEFAULT_MEASURE_WORKERS
 
 DESCRIBE_HELP = """examples:
   progan describe runs/00003-faces-256 "a round face with red hair and blue eyes" --out picks
@@ -27,19 +28,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=DESCRIBE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_snapshot_argument(p)
-    p.add_argument("text", help='the description, e.g. "a round face with red hair and blue eyes"')
-    p.add_argument("--out", required=True, help="write best.png and candidates.json here")
-    p.add_argument("--candidates", type=positive(int), default=500, help="faces to generate (default 500)")
-    p.add_argument("--top", type=positive(int), default=16, help="faces in the grid (default 16)")
+    p.add_argument("snapshot", nargs="?", help=SNAPSHOT_HELP + " (with --resume: taken from DIR)")
+    p.add_argument("text", nargs="?", help='the description, e.g. "a round face with red hair and blue eyes"')
+    p.add_argument("--out", help="write best.png, top/, candidates.json and candidates.jsonl here")
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the describe run in DIR (a killed one, or for more --candidates)",
+    )
+    p.add_argument("--candidates", type=positive(int), help="faces to generate (default 500)")
+    p.add_argument("--top", type=positive(int), default=16, help="faces in the grid and top/ (default 16)")
     p.add_argument("--first-seed", type=int, default=0, help="candidates are seeds N, N+1, ... (default 0)")
+    p.add_argument(
+        "--measure-size", type=int, default=DEFAULT_MEASURE_SIZE,
+        help=f"measure faces downscaled to this many pixels (default {DEFAULT_MEASURE_SIZE}; 0: full size)",
+    )  # fmt: skip
+    p.add_argument(
+        "--measure-workers", type=int, default=DEFAULT_MEASURE_WORKERS,
+        help="processes measuring faces while the next batch is generated "
+        f"(default {DEFAULT_MEASURE_WORKERS}; 0: measure in turn)",
+    )  # fmt: skip
     p.add_argument("--attributes", metavar="FILE", help="a classifier from 'progan attributes fit'")
     p.add_argument(
         "--refine", type=int, default=0, metavar="K",
         help="push the best K along the snapshot's directions while the score improves",
     )  # fmt: skip
     p.add_argument("--refine-rounds", type=positive(int), default=4)
-    add_generation_arguments(p)
+    # Small batches: measuring starts after the first one, and a kill loses at most one.
+    add_generation_arguments(p, batch=8)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=run_describe)
 
@@ -96,58 +112,108 @@ def _load_attributes(path: str | None):
     return load_attributes(path)
 
 
+def _describe_options(args: argparse.Namespace) -> dict:
+    """The options of the run: from the command line, or with --resume from DIR's journal (the
+    run's own options; only --candidates may grow)."""
+    from progan.faces import describe as d
+
+    if not args.resume:
+        if not args.snapshot or args.text is None or not args.out:
+            raise UserError("describe needs SNAPSHOT, TEXT and --out DIR (or --resume DIR)")
+        return {
+            "snapshot": args.snapshot, "text": args.text, "out": args.out,
+            "candidates": args.candidates or 500,
+            "first_seed": args.first_seed, "attributes": args.attributes, "precision": args.precision,
+            "measure_size": args.measure_size or None, "batch": args.batch, "resumed": 0,
+        }  # fmt: skip
+    journal = Path(args.resume) / d.JOURNAL_NAME
+    if not journal.is_file():
+        raise UserError(
+            f"--resume {args.resume}: no {d.JOURNAL_NAME} there; pass the --out DIR of a describe run"
+        )
+    header, _ = d.read_journal(journal)
+    opts = dict(header["options"])
+    for name in ("snapshot", "text"):
+        given = getattr(args, name)
+        if given is not None and given != opts[name]:
+            raise UserError(
+                f"--resume {args.resume} describes {opts[name]!r}; leave out {name} or pass that one"
+            )
+    if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+        raise UserError("--resume writes into its own DIR; leave out --out")
+    return {**opts, "out": args.resume, "candidates": args.candidates or header["candidates"], "resumed": 1}
+
+
 def run_describe(args: argparse.Namespace) -> int:
     from progan.checkpoint import load_snapshot
-    from progan.device import pick_device
+    from progan.device import pick_device, sampling_precision
     from progan.directions import load_directions
     from progan.faces import describe as d
     from progan.faces.words import understand
+    from progan.sampling import MAX_SEED
 
+    o = _describe_options(args)
+    if o["first_seed"] < 0 or o["first_seed"] + o["candidates"] - 1 > MAX_SEED:
+        raise UserError(
+            f"--first-seed {o['first_seed']} + --candidates {o['candidates']} run past seed {MAX_SEED}"
+        )
     device = pick_device(args.device)
-    snap = load_snapshot(args.snapshot, device=device)
+    # resolved here, so that the journal names what ran and a resume on another machine matches
+    o["precision"] = sampling_precision(o["precision"], device)
+    snap = load_snapshot(o["snapshot"], device=device)
     G = snap.G_ema
-    attributes = _load_attributes(args.attributes)
-    desc = understand(args.text, attributes.names if attributes else (), snap.label_names)
+    attributes = _load_attributes(o["attributes"])
+    desc = understand(o["text"], attributes.names if attributes else (), snap.label_names)
     print(f"understood: {desc.summary()}")
     if desc.unknown:
         print(desc.unknown_line())
     if not desc.wishes:
         raise UserError(
-            f"nothing in '{args.text}' is measured; describe face shape, hair, eye or skin colour, "
+            f"nothing in '{o['text']}' is measured; describe face shape, hair, eye or skin colour, "
             "smile, open mouth, glasses or beard (or add --attributes FILE)"
         )
     if any(w.source == "measured" for w in desc.wishes):
         d.check_measurable(G.resolution, snap.path)
+    if o["measure_size"] is not None:
+        d.check_measurable(o["measure_size"], f"--measure-size {o['measure_size']}")
     if args.refine > args.top:
         raise UserError(
             f"--refine {args.refine} is more than --top {args.top}; refine at most the shown faces"
         )
     directions = load_directions(snap.path) if args.refine else {}
-    seeds = list(range(args.first_seed, args.first_seed + args.candidates))
-    labels = d.label_rows(desc, G.label_size, snap.label_names, seeds)
+    seeds = range(o["first_seed"], o["first_seed"] + o["candidates"])
+
+    def labels(chunk):
+        return d.label_rows(desc, G.label_size, snap.label_names, chunk)
+
+    options = {k: v for k, v in o.items() if k not in ("out", "resumed")}
+    header = {"options": {k: v for k, v in options.items() if k != "candidates"}, "latent_method": "progan"}
     ranked, images = d.describe(
-        G, desc, seeds, top=args.top, labels=labels, attributes=attributes, batch=args.batch,
-        device=device, precision=args.precision, progress=args.progress,
+        G, desc, seeds, top=args.top, labels=labels, attributes=attributes, batch=o["batch"],
+        device=device, precision=o["precision"], progress=args.progress,
+        journal=Path(o["out"]) / d.JOURNAL_NAME, header=header, measure_size=o["measure_size"],
+        workers=args.measure_workers,
     )  # fmt: skip
     measured = any(w.source == "measured" for w in desc.wishes)
-    if measured and all(c.score is None for c in ranked):
+    if measured and ranked.faces_found == 0:
         reasons = sorted({c.reason for c in ranked if c.reason})
         raise UserError(
-            f"no face found in any of the {len(ranked)} candidates of {snap.path} "
+            f"no face found in any of the {ranked.total} candidates of {snap.path} "
             f"({'; '.join(reasons) or 'no face found'}); describe needs a model that makes faces"
         )
     if args.refine:
         ranked = d.refine(
             G, desc, ranked, images, directions, count=args.refine, rounds=args.refine_rounds,
-            attributes=attributes, batch=args.batch, device=device, precision=args.precision,
+            attributes=attributes, batch=o["batch"], device=device, precision=o["precision"],
         )  # fmt: skip
-    info = {"snapshot": str(snap.path), "latent_method": "progan"}
-    grid, table = d.write_results(args.out, desc, ranked, images, args.top, info)
+    info = {"snapshot": str(snap.path), "latent_method": "progan", "candidates_total": ranked.total,
+            "faces_found": ranked.faces_found, "measure_size": o["measure_size"]}  # fmt: skip
+    grid, table = d.write_results(o["out"], desc, ranked, images, args.top, info)
     for rank, c in enumerate(ranked[: min(args.top, 5)], 1):
         score = "no face" if c.score is None else f"{c.score:.3f}"
         words = ", ".join(f"{k} {v:.2f}" for k, v in c.words.items())
         print(f"#{rank} seed {c.seed}: {score} ({words})")
-    print(f"wrote {grid} and {table}")
+    print(f"wrote {grid}, {table} and {Path(o['out']) / 'top'}/ (full size)")
     return 0
 
 

@@ -11,6 +11,7 @@
         placeholder="a round face with red hair and blue eyes"></label>
       <label>candidates <input id="describe-count" type="number" min="1" max="1000" value="100"></label>
       <button type="submit">find</button>
+      <button type="button" id="describe-cancel" hidden>cancel</button>
     </form>
     <p id="describe-status" role="status"></p>
     <div id="describe-results" class="grid"></div>`;
@@ -29,6 +30,17 @@
     const model = studio.model;
     $("describe-status").textContent = "generating and measuring...";
     $("describe-results").replaceChildren();
+    $("describe-cancel").hidden = false;
+    // While the run is in hand: how far it is, polled twice a second.
+    const poll = setInterval(async () => {
+      try {
+        const p = await studio.api("/api/ext/describe/progress");
+        if (!p.running) return;
+        const best = p.best === null ? "-" : p.best.toFixed(2);
+        $("describe-status").textContent =
+          `generated ${p.generated}, measured ${p.measured} of ${p.total}, best ${best}`;
+      } catch (err) { /* the answer of the run itself says what went wrong */ }
+    }, 500);
     try {
       const res = await studio.api("/api/ext/describe/run", {
         method: "POST",
@@ -36,7 +48,8 @@
         body: JSON.stringify({ model: model.id, text, candidates: Number($("describe-count").value), top: 16 }),
       });
       const unknown = res.unknown.length ? ` | no measurement for: ${res.unknown.join(", ")}` : "";
-      $("describe-status").textContent = `understood: ${res.understood}${unknown}`;
+      const cancelled = res.cancelled ? ` | cancelled: the best of the first ${res.measured}` : "";
+      $("describe-status").textContent = `understood: ${res.understood}${unknown}${cancelled}`;
       for (const c of res.candidates) {
         const div = document.createElement("div");
         div.className = "face";
@@ -57,6 +70,13 @@
       }
     } catch (err) {
       $("describe-status").textContent = `describe: ${err.message}`;
+    } finally {
+      clearInterval(poll);
+      $("describe-cancel").hidden = true;
     }
+  });
+
+  $("describe-cancel").addEventListener("click", () => {
+    studio.api("/api/ext/describe/cancel", { method: "POST" }).catch(() => {});
   });
 })();

@@ -3,7 +3,12 @@ ranked candidates (the studio's own direction sliders move the chosen face along
 directions).
 
 POST /api/ext/describe/run {"model", "text", "candidates", "top", "first_seed"} -> how the words
-were understood, the unknown words, and the best candidates (seed, score, per-word scores, label).
+were understood, the unknown words, and the best candidates (seed, score, per-word scores, label),
+with how many were measured and whether the run was cancelled. While it runs, GET
+/api/ext/describe/progress says how many faces were generated and measured and the best score so
+far, and POST /api/ext/describe/cancel ends it after the batch in hand (its best so far is the
+answer). Faces are measured downscaled to DEFAULT_MEASURE_SIZE as `progan describe` measures
+them, in the server's worker thread (a measuring process would be started for every request).
 Everything is bounded: the text at MAX_TEXT characters, candidates at MAX_CANDIDATES, top at
 MAX_TOP, and one describe runs at a time per server (a second gets 503 until it finishes).
 """
@@ -28,6 +33,7 @@ def describe_panel():
     from pydantic import BaseModel, Field
 
     from progan.faces import describe as d
+    from progan.faces.measuring import DEFAULT_MEASURE_SIZE
     from progan.faces.words import understand
     from progan.sampling import MAX_SEED
     from progan.studio.app import Panel
@@ -41,6 +47,18 @@ def describe_panel():
 
     router = APIRouter()
     running = threading.Lock()
+    cancel = threading.Event()
+    progress = {"running": False, "generated": 0, "measured": 0, "total": 0, "best": None}
+
+    @router.get("/progress")
+    def get_progress() -> dict:
+        return dict(progress)
+
+    @router.post("/cancel")
+    def post_cancel() -> dict:
+        if progress["running"]:
+            cancel.set()
+        return {"cancelled": progress["running"]}
 
     @router.post("/run")
     async def run(body: DescribeIn, request: Request) -> dict:
@@ -58,18 +76,25 @@ def describe_panel():
         labels = d.label_rows(desc, m.G.label_size, m.label_names, seeds)
         if not running.acquire(blocking=False):
             raise HTTPException(503, "a describe is already running; try again when it has finished")
+        cancel.clear()
+        progress.update(running=True, generated=0, measured=0, total=len(seeds), best=None)
         try:
             device = next(m.G.parameters()).device
             ranked, _ = await asyncio.to_thread(
-                d.describe, m.G, desc, seeds, top=body.top, labels=labels, device=device, progress=False
-            )
+                d.describe, m.G, desc, seeds, top=body.top, labels=labels, device=device, progress=False,
+                measure_size=DEFAULT_MEASURE_SIZE,
+                should_stop=cancel.is_set, on_batch=progress.update,
+            )  # fmt: skip
         finally:
+            progress["running"] = False
             running.release()
         wanted = [w.trait for w in desc.wishes if w.source == "label" and not w.negated]
         return {
             "understood": desc.summary(),
             "unknown": desc.unknown,
-            "faces_found": sum(c.score is not None for c in ranked),
+            "faces_found": ranked.faces_found,
+            "measured": ranked.total,
+            "cancelled": ranked.total < len(seeds),
             "candidates": [
                 {"rank": r, "seed": c.seed, "score": c.score, "words": c.words, "label": ",".join(wanted)}
                 for r, c in enumerate(ranked[: body.top], 1)
