@@ -190,7 +190,7 @@ def base_portrait(work: int) -> Base:
     from PIL import Image
 
     from progan.data.align import align_face, landmarks_from_68
-    from progan.faces.landmarks import landmarks_68
+    from progan.landmarks import landmarks_68
 
     try:
         from skimage.data import astronaut
