@@ -13,6 +13,7 @@ EPILOG = """examples:
   progan prepare train-images-idx3-ubyte.gz data/mnist --resolution 32   (labels from the idx pair)
   progan prepare pets/ data/pets --resolution 64 --labels from-folders
   progan prepare celeba/ data/celebahq --resolution 1024 --celeba --celebahq-deltas deltas/
+  progan prepare --portraits 10000 data/portraits64 --resolution 64   (painted portraits, known truth)
   progan prepare --verify data/photos
 """
 
@@ -70,6 +71,12 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace DEST if it is a store")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--verify", metavar="STORE", help="check an existing store (hashes, shapes, box averages)")
+    p.add_argument(
+        "--portraits", type=int, metavar="N",
+        help="make N aligned colour portraits with known attributes (the store's labels and "
+        "DEST/portraits.json) from scikit-image's astronaut; SOURCE is not given",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="with --portraits: the draws' seed (default 0)")
     p.set_defaults(func=run)
 
 
@@ -81,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--verify takes only the store: progan prepare --verify STORE")
         print(verify_store(args.verify))
         return 0
+
+    if args.portraits is not None:
+        return _run_portraits(args)
 
     from progan.data.prepare import Options, prepare
 
@@ -131,4 +141,22 @@ def run(args: argparse.Namespace) -> int:
             print(f"  ... and {len(result.skipped) - 10} more", file=sys.stderr)
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
+def _run_portraits(args: argparse.Namespace) -> int:
+    from progan.data.portraits import SIDECAR, make_portraits
+
+    if args.dest is not None:
+        raise UserError("--portraits takes only DEST: progan prepare --portraits N DEST --resolution 64")
+    if not args.source:
+        raise UserError("need DEST: progan prepare --portraits N DEST --resolution 64")
+    store = make_portraits(
+        args.portraits, args.source, resolution=args.resolution or 64, seed=args.seed,
+        overwrite=args.overwrite, progress=not args.quiet,
+    )  # fmt: skip
+    print(
+        f"prepared {store.path}: {store.count} portraits at {store.resolution}x{store.resolution}, "
+        f"{store.label_size} labels ({', '.join(store.label_names)}); continuous truth in {SIDECAR}"
+    )
     return 0

@@ -1,0 +1,257 @@
+"""The dream, measured end to end: directions -> describe -> edit on a trained portrait model,
+judged by an oracle that does not use the measurement rules.
+
+Inputs (see the README's "Describe" section for the commands that make them):
+  - a snapshot of `progan train` on `progan prepare --portraits N DEST` (painted portraits whose
+    truth is known);
+  - the oracle: `progan attributes fit DEST --out oracle.attributes`, a small CNN trained on the
+    store's truth labels (its held-out accuracy per label is reported here too).
+
+What it writes (benchmarks/results/dream.json and dream-*.png):
+  - the oracle's attribute frequencies on --samples random samples against the data's;
+  - `progan directions` on the snapshot (fitted here unless it already has them);
+  - per sentence: describe's top 16 of --candidates (the product's ranking, measured faces),
+    precision@16 = the share of them the oracle says match every asked trait, against the same
+    share among the random samples (the baseline);
+  - `describe --refine 8` on the main sentence: precision@16 after refining;
+  - `edit --set red_hair=+2` (conditional, as the CLI's default) on --edit-seeds seeds: the
+    oracle's red-hair rate before and after, and how often the traits not asked for changed.
+
+The candidates are generated and measured once and every sentence ranks the same ones (as
+`describe` over seeds 0..N-1 would); ranking, refining and editing call the product's code.
+
+    python benchmarks/dream.py --snapshot runs/00000-portraits64 --oracle runs/oracle.attributes \
+        --store runs/portraits64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+MAIN = "a round face with red hair and blue eyes"
+# Sentence -> the oracle labels it asks for (1: must be on, 0: must be off).
+SENTENCES = {
+    MAIN: {"round_face": 1, "red_hair": 1, "blue_eyes": 1},
+    "black hair and no glasses": {"black_hair": 1, "eyeglasses": 0},
+    "blond hair with a beard": {"blond_hair": 1, "beard": 1},
+    "smiling, with glasses": {"smiling": 1, "eyeglasses": 1},
+    "grey hair, green eyes, not smiling": {"grey_hair": 1, "green_eyes": 1, "smiling": 0},
+    "brown eyes, without a beard": {"brown_eyes": 1, "beard": 0},
+    "a long face with brown hair": {"long_face": 1, "brown_hair": 1},
+}
+EYES = ["blue_eyes", "green_eyes", "grey_eyes", "hazel_eyes", "brown_eyes"]
+
+
+def matches(probs: np.ndarray, names: list[str], asked: dict[str, int]) -> np.ndarray:
+    """Per image: does the oracle say every asked trait holds (p > 0.5 for on, < 0.5 for off)?"""
+    ok = np.ones(len(probs), bool)
+    for name, want in asked.items():
+        on = probs[:, names.index(name)] > 0.5
+        ok &= on if want else ~on
+    return ok
+
+
+def grid(images: torch.Tensor, cols: int) -> np.ndarray:
+    n, c, h, w = images.shape
+    rows = -(-n // cols)
+    out = np.full((rows * h, cols * w, c), 255, np.uint8)
+    for i, img in enumerate(images.numpy()):
+        r, k = divmod(i, cols)
+        out[r * h : (r + 1) * h, k * w : (k + 1) * w] = img.transpose(1, 2, 0)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--snapshot", required=True, help="a run or snapshot of a portraits model")
+    ap.add_argument("--oracle", required=True, help="progan attributes fit on the portraits store")
+    ap.add_argument("--store", required=True, help="the portraits store (the data's frequencies)")
+    ap.add_argument("--candidates", type=int, default=500)
+    ap.add_argument("--samples", type=int, default=2000, help="random samples for frequencies/baseline")
+    ap.add_argument("--direction-samples", type=int, default=2000)
+    ap.add_argument("--edit-seeds", type=int, default=100)
+    ap.add_argument("--refit", action="store_true", help="fit directions even if the snapshot has them")
+    ap.add_argument("--tag", default="dream", help="output name prefix in benchmarks/results")
+    args = ap.parse_args()
+
+    from progan.checkpoint import load_snapshot
+    from progan.data.store import open_store
+    from progan.directions import conditioned, load_directions, save_directions
+    from progan.errors import UserError
+    from progan.faces import describe as d
+    from progan.faces.attributes import load_attributes
+    from progan.faces.edit import fit_directions, sample_measurements
+    from progan.faces.measure import measure_faces
+    from progan.faces.words import understand
+    from progan.images import save_image
+    from progan.sampling import images_for_latents, latents_for_seeds
+
+    t0 = time.time()
+    snap = load_snapshot(args.snapshot, device="cpu")
+    G = snap.G_ema
+    oracle = load_attributes(args.oracle)
+    names = list(oracle.names)
+    store = open_store(args.store)
+    result: dict = {
+        "snapshot": str(snap.path),
+        "kimg": float(getattr(snap, "kimg", 0.0) or 0.0),
+        "oracle": {"file": args.oracle, "held_out_accuracy": oracle.accuracy},
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+
+    # 1. Random samples: the oracle's frequencies against the data's, and the sentences' baselines.
+    z = latents_for_seeds(range(10_000_000, 10_000_000 + args.samples), G.latent_size)
+    samples = images_for_latents(G, z, batch=64)
+    p_samples = oracle.predict(samples)
+    data_freq = np.asarray(store.labels, np.float32).mean(0)
+    gen_freq = (p_samples > 0.5).mean(0)
+    result["frequencies"] = {
+        n: {"data": round(float(a), 4), "samples": round(float(b), 4),
+            "ratio": round(float(b / a), 3) if a > 0 else None}
+        for n, a, b in zip(names, data_freq, gen_freq, strict=True)
+    }  # fmt: skip
+    save_image(grid(samples[:64], 8), RESULTS / f"{args.tag}-samples.png")
+    print(f"[{time.time() - t0:.0f}s] frequencies on {args.samples} samples", flush=True)
+
+    # 2. Directions (progan directions).
+    directions = load_directions(snap.path)
+    if args.refit or "red_hair" not in directions:
+        seeds = list(range(1_000_000, 1_000_000 + args.direction_samples))
+        zs, ms = sample_measurements(G, seeds, d.default_measure, batch=64, progress=False)
+        result["directions_found_faces"] = int(sum(m.face_found for m in ms))
+        try:
+            fitted, skipped = fit_directions(zs, ms)
+            result["directions_skipped"] = skipped
+        except UserError as e:  # too few faces found: the rest is still measured and reported
+            fitted = {}
+            result["directions_error"] = str(e)
+        directions.update(fitted)
+        if fitted:
+            save_directions(snap.path, directions)
+    result["directions"] = {k: v[1].get("holdout_accuracy") for k, v in sorted(directions.items())}
+    print(f"[{time.time() - t0:.0f}s] {len(directions)} directions", flush=True)
+
+    # 3. The candidates, measured once; every sentence ranks them with describe's own code.
+    seeds = list(range(args.candidates))
+    cz = latents_for_seeds(seeds, G.latent_size)
+    cand = images_for_latents(G, cz, batch=64)
+    measured = measure_faces(cand)
+    result["candidates_with_a_face"] = int(sum(m.face_found for m in measured))
+    print(f"[{time.time() - t0:.0f}s] measured {len(seeds)} candidates", flush=True)
+
+    def replay():
+        pos = [0]
+
+        def measure(images: torch.Tensor) -> list:
+            out = measured[pos[0] : pos[0] + len(images)]
+            pos[0] += len(images)
+            return out
+
+        return measure
+
+    def judge(ranked, images_by_seed=None, k=16):
+        top = ranked[:k]
+        imgs = images_for_latents(G, torch.stack([c.latent for c in top]), batch=64)
+        return imgs, oracle.predict(imgs)
+
+    sentences = {}
+    for text, asked in SENTENCES.items():
+        desc = understand(text)
+        ranked, kept = d.describe(G, desc, seeds, top=16, measure=replay(), batch=64, progress=False)
+        imgs, p = judge(ranked)
+        hit = matches(p, names, asked)
+        base = matches(p_samples, names, asked)
+        sentences[text] = {
+            "understood": desc.summary(),
+            "oracle_asks": asked,
+            "precision_at_16": round(float(hit.mean()), 4),
+            "baseline": round(float(base.mean()), 4),
+            "per_trait_at_16": {
+                n: round(float(matches(p, names, {n: v}).mean()), 4) for n, v in asked.items()
+            },
+        }
+        slug = "main" if text == MAIN else text.split(",")[0].replace(" ", "-")[:24]
+        save_image(grid(imgs, 8), RESULTS / f"{args.tag}-top16-{slug}.png")
+        if text == MAIN:
+            d.write_results(
+                RESULTS / f"{args.tag}-describe", desc, ranked, kept, 16, {"snapshot": str(snap.path)}
+            )
+            main_ranked, main_kept, main_desc = ranked, kept, desc
+        print(
+            f"[{time.time() - t0:.0f}s] {text!r}: p@16 {hit.mean():.3f} (baseline {base.mean():.3f})",
+            flush=True,
+        )
+    result["sentences"] = sentences
+    others = [v["precision_at_16"] for k, v in sentences.items() if k != MAIN]
+    result["precision_at_16_mean"] = round(
+        float(np.mean([v["precision_at_16"] for v in sentences.values()])), 4
+    )
+    result["precision_at_16_mean_others"] = round(float(np.mean(others)), 4)
+
+    if "red_hair" not in directions:
+        result["seconds"] = round(time.time() - t0, 1)
+        return _write(result, args.tag, "no red_hair direction: refine and edit not run")
+
+    # 4. describe --refine 8 on the main sentence.
+    before = sentences[MAIN]["precision_at_16"]
+    refined = d.refine(
+        G, main_desc, list(main_ranked), dict(main_kept), directions, count=8, rounds=4, batch=64
+    )
+    imgs, p = judge(refined)
+    result["refine_8"] = {
+        "precision_at_16_before": before,
+        "precision_at_16_after": round(float(matches(p, names, SENTENCES[MAIN]).mean()), 4),
+        "refined_candidates": int(sum(bool(c.refined) for c in refined[:16])),
+    }
+    save_image(grid(imgs, 8), RESULTS / f"{args.tag}-top16-main-refined.png")
+    print(f"[{time.time() - t0:.0f}s] refine: {result['refine_8']}", flush=True)
+
+    # 5. edit --set red_hair=+2 (the conditional edit, other traits' directions kept) on random seeds.
+    ez = latents_for_seeds(range(20_000_000, 20_000_000 + args.edit_seeds), G.latent_size)
+    unit = conditioned(directions, ["red_hair"])["red_hair"]
+    moved = ez + 2.0 * unit
+    ib, ia = images_for_latents(G, ez, batch=64), images_for_latents(G, moved, batch=64)
+    pb, pa = oracle.predict(ib), oracle.predict(ia)
+    col = {n: i for i, n in enumerate(names)}
+    eye_b = np.array([pb[:, col[e]] for e in EYES]).argmax(0)
+    eye_a = np.array([pa[:, col[e]] for e in EYES]).argmax(0)
+    changed = {
+        "eye_colour": float((eye_b != eye_a).mean()),
+        **{n: float(((pb[:, col[n]] > 0.5) != (pa[:, col[n]] > 0.5)).mean())
+           for n in ("eyeglasses", "beard", "smiling", "round_face", "long_face")},
+    }  # fmt: skip
+    result["edit_red_hair_plus_2"] = {
+        "seeds": args.edit_seeds,
+        "red_hair_rate_before": float((pb[:, col["red_hair"]] > 0.5).mean()),
+        "red_hair_rate_after": float((pa[:, col["red_hair"]] > 0.5).mean()),
+        "unasked_changed": {k: round(v, 4) for k, v in changed.items()},
+    }
+    pairs = torch.stack([torch.stack([b, a]) for b, a in zip(ib[:16], ia[:16], strict=True)]).flatten(0, 1)
+    save_image(grid(pairs, 8), RESULTS / f"{args.tag}-edit-red-hair.png")
+    print(f"[{time.time() - t0:.0f}s] edit: {result['edit_red_hair_plus_2']}", flush=True)
+
+    result["seconds"] = round(time.time() - t0, 1)
+    return _write(result, args.tag)
+
+
+def _write(result: dict, tag: str, note: str = "") -> int:
+    if note:
+        result["note"] = note
+        print(note)
+    out = RESULTS / f"{tag}.json"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
