@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from progan.cliargs import add_generation_arguments, add_snapshot_argument, positive
 from progan.errors import UserError
@@ -200,64 +198,38 @@ def run_directions(args: argparse.Namespace) -> int:
     return 0
 
 
-def _latent_from_candidates(path: str, rank: int):
-    import torch
-
-    try:
-        data = json.loads(Path(path).read_text())
-        cands = data["candidates"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path} is not a describe candidates.json ({e}); pass DIR/candidates.json") from e
-    if not 1 <= rank <= len(cands):
-        raise UserError(f"--rank {rank}: {path} holds candidates 1 to {len(cands)}")
-    c = cands[rank - 1]
-    labels = None if c.get("labels") is None else torch.tensor(c["labels"], dtype=torch.float32)[None]
-    return torch.tensor(c["latent"], dtype=torch.float32)[None], labels, int(c["seed"])
-
-
 def run_edit(args: argparse.Namespace) -> int:
+    import numpy as np
     import torch
 
-    from progan.checkpoint import load_snapshot
-    from progan.device import pick_device
-    from progan.directions import conditioned, load_directions, parse_amounts
+    from progan import load
+    from progan.directions import parse_amounts
     from progan.images import save_image
-    from progan.sampling import images_for_latents, labels_for, latents_for_seeds
+    from progan.model import read_candidate
 
-    device = pick_device(args.device)
-    snap = load_snapshot(args.snapshot, device=device)
-    G = snap.G_ema
+    model = load(args.snapshot, device=args.device)
     amounts = parse_amounts(args.amounts)
     if not amounts:
         raise UserError("--set names no direction; write e.g. --set red_hair=+2,smile=-1")
     if args.from_file:
         if args.label:
             raise UserError("--label goes with --seed; a candidates.json already holds each face's labels")
-        z, labels, seed = _latent_from_candidates(args.from_file, args.rank)
-        if z.shape[1] != G.latent_size:
+        z, labels, what = read_candidate(args.from_file, args.rank)
+        if z.shape != (model.latent_size,):
             raise UserError(
-                f"{args.from_file} holds {z.shape[1]}-value latents; {snap.path} takes {G.latent_size}"
+                f"{args.from_file} holds {z.size}-value latents; {model.path} takes {model.latent_size}"
             )
     else:
-        seed = args.seed
-        z = latents_for_seeds([seed], G.latent_size)
-        labels = labels_for(G.label_size, [seed], args.label, snap.label_names)
-    directions = load_directions(snap.path)
-    if args.free:
-        from progan.directions import move
-
-        moved = move(z, directions, amounts)
-    else:
-        keep = [k.strip() for k in args.keep.split(",") if k.strip()] if args.keep else None
-        units = conditioned(directions, list(amounts), keep)
-        moved = z.clone()
-        for name, amount in amounts.items():
-            moved += amount * units[name]
-    pair = None if labels is None else labels.repeat(2, 1)
-    both = images_for_latents(G, torch.cat([z, moved]), pair, device=device, precision=args.precision)
-    save_image(both[1].numpy().transpose(1, 2, 0), args.out)
-    print(f"seed {seed} moved by {', '.join(f'{k} {v:+g}' for k, v in amounts.items())}: wrote {args.out}")
-    _print_change(both, list(amounts), G.resolution)
+        what = f"seed {args.seed}"
+        z = model.latents([args.seed])[0]
+        labels = model.labels([args.seed], args.label)
+    keep = [k.strip() for k in args.keep.split(",") if k.strip()] if args.keep else None
+    moved = model.edit(z, keep=keep, free=args.free, **amounts)
+    pair = None if labels is None else np.broadcast_to(np.asarray(labels).reshape(1, -1), (2, labels.size))
+    both = model.render(np.stack([z, moved]), pair, args.precision)
+    save_image(both[1], args.out)
+    print(f"{what} moved by {', '.join(f'{k} {v:+g}' for k, v in amounts.items())}: wrote {args.out}")
+    _print_change(torch.from_numpy(both).permute(0, 3, 1, 2), list(amounts), model.resolution)
     return 0
 
 
