@@ -281,7 +281,7 @@ class Model:
             attrs = load_attributes(attributes)
         desc = understand(text, attrs.names if attrs else (), self.label_names)
         if not desc.wishes:
-            raise UserError(f"nothing in '{text}' is measured; describe face shape, hair, eye or skin colour, ...")
+            raise UserError(f"nothing in '{text}' is measured; describe hair, eye or skin colour, ...")
         if any(w.source == "measured" for w in desc.wishes):
             d.check_measurable(self.resolution, self.path)
         seeds = list(range(candidates)) if isinstance(candidates, int) else list(_seed_list(candidates))
@@ -360,13 +360,17 @@ class Model:
         edits it. More options: `progan.projection.project.ProjectOptions`."""
         from progan.projection.project import ProjectOptions, project_images
 
-        opts = ProjectOptions(steps=steps, restarts=restarts, init=init, d_weight=d_weight, seed=seed, **options)
+        opts = ProjectOptions(
+            steps=steps, restarts=restarts, init=init, d_weight=d_weight, seed=seed, **options
+        )
         opts.check()
         targets, names, sources = self.read_photos(photos, align)
         D = self.discriminator() if d_weight else None
         if d_weight and D is None:
             raise UserError(f"{self.path} has no discriminator; project without d_weight (--d-weight)")
-        result = project_images(self.G, _nchw(targets), names, opts, D=D, device=self.device, progress=progress)
+        result = project_images(
+            self.G, _nchw(targets), names, opts, D=D, device=self.device, progress=progress
+        )
         for p, source in zip(result, sources, strict=True):
             p.source = source
         return result

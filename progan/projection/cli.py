@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "<name>-compare.png and projections.json here")  # fmt: skip
     align = p.add_mutually_exclusive_group()
     align.add_argument("--no-align", dest="align", action="store_false", default=None,
-                       help="photos are already cropped the model's way (square): no face alignment")  # fmt: skip
+                       help="photos already cropped the model's way (square): no alignment")  # fmt: skip
     align.add_argument("--align", dest="align", action="store_true",
                        help="align faces even for a model under 64x64 or grey (default: colour "
                             "models of 64x64 and more are face models)")  # fmt: skip
@@ -40,14 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--restarts", type=positive(int), default=d.restarts,
                    help=f"starting latents per photo; the best wins ({d.restarts})")  # fmt: skip
     p.add_argument("--init", choices=INIT_METHODS, default=d.init,
-                   help=f"starting latents: random, or the nearest of --init-samples samples ({d.init})")  # fmt: skip
+                   help=f"random, or the nearest of --init-samples samples ({d.init})")  # fmt: skip
     p.add_argument("--init-samples", type=positive(int), default=d.init_samples, help=f"({d.init_samples})")
     p.add_argument("--lr", type=positive(float), default=d.lr, help=f"Adam's learning rate ({d.lr})")
     p.add_argument("--msssim-weight", type=float, default=d.msssim_weight,
                    help=f"weight of 1 - MS-SSIM in the loss ({d.msssim_weight})")  # fmt: skip
     p.add_argument("--d-weight", type=float, default=d.d_weight,
-                   help="weight of the snapshot's own discriminator features in the loss (0: off)")  # fmt: skip
-    p.add_argument("--batch", type=positive(int), default=d.batch, help=f"photos optimised together ({d.batch})")
+                   help="weight of the snapshot's own D features in the loss (0: off)")  # fmt: skip
+    p.add_argument("--batch", type=positive(int), default=d.batch, help=f"photos at once ({d.batch})")
     p.add_argument("--seed", type=int, default=0, help="seed of the starting latents (0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default auto)")
     p.add_argument("--no-progress", dest="progress", action="store_false")

@@ -106,7 +106,8 @@ class Projection:
 
 def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
     """Peak signal-to-noise ratio of two uint8 images in dB (inf when they are equal)."""
-    d = torch.as_tensor(np.asarray(a), dtype=torch.float64) - torch.as_tensor(np.asarray(b), dtype=torch.float64)
+    x, y = (torch.as_tensor(np.asarray(v), dtype=torch.float64) for v in (a, b))
+    d = x - y
     mse = float((d * d).mean())
     return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
