@@ -32,7 +32,10 @@ def read_pngs(folder: Path) -> np.ndarray:
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_the_same_seed_gives_the_same_image_through_the_api_and_generate(tmp_path, precision):
     snap = tiny_snapshot(tmp_path / "snap", 16, label_names=["cat", "dog", "owl"])
-    assert run_cli(["generate", snap, "--seeds", "3-6", "--precision", precision, "--outdir", tmp_path / "g"]) == 0
+    assert (
+        run_cli(["generate", snap, "--seeds", "3-6", "--precision", precision, "--outdir", tmp_path / "g"])
+        == 0
+    )
     model = progan.load(snap, device="cpu")
     api = model.generate("3-6", precision=precision)
     assert api.dtype == np.uint8 and api.shape == (4, 16, 16, 3)
@@ -96,8 +99,12 @@ def test_edit_moves_along_the_conditioned_direction_as_the_command_does(tmp_path
 
     snap = tiny_snapshot(tmp_path / "snap", 16)
     rng = np.random.default_rng(1)
-    add_direction(snap, "smile", torch.from_numpy(rng.standard_normal(16).astype(np.float32)), 16, trait="smile")
-    add_direction(snap, "beard", torch.from_numpy(rng.standard_normal(16).astype(np.float32)), 16, trait="beard")
+    add_direction(
+        snap, "smile", torch.from_numpy(rng.standard_normal(16).astype(np.float32)), 16, trait="smile"
+    )
+    add_direction(
+        snap, "beard", torch.from_numpy(rng.standard_normal(16).astype(np.float32)), 16, trait="beard"
+    )
     model = progan.load(snap, "cpu")
     z = model.latents([42])[0]
     moved = model.edit(z, smile=2.0)

@@ -106,7 +106,7 @@ class Projection:
 
 def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
     """Peak signal-to-noise ratio of two uint8 images in dB (inf when they are equal)."""
-    x, y = (torch.as_tensor(np.asarray(v), dtype=torch.float64) for v in (a, b))
+    x, y = (v.double() if torch.is_tensor(v) else torch.from_numpy(np.array(v, np.float64)) for v in (a, b))
     d = x - y
     mse = float((d * d).mean())
     return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
@@ -219,11 +219,16 @@ def _losses(
     """Per-image loss (n,) between generated images and targets, both in [-1, 1]."""
     from progan.metrics.msssim import MIN_RESOLUTION, ms_ssim_differentiable
 
-    # The picture is G's output clamped to [-1, 1] (progan.images.to_uint8): compare that.
-    images = images.clamp(-1.0, 1.0)
-    loss = ((images - targets) ** 2).mean(dim=(1, 2, 3))
+    # The picture is G's output clamped to [-1, 1] (progan.images.to_uint8). The pixel distance
+    # is to every output that clamps to the target: where the target is at a bound, going past
+    # it costs nothing; elsewhere an output beyond a bound still has a gradient back (clamping
+    # first left saturated outputs stuck: 15 dB on a random 64x64 G, 60% of whose pixels are 0).
+    diff = images - targets
+    diff = torch.where(targets >= 1.0, diff.clamp(max=0.0), diff)
+    diff = torch.where(targets <= -1.0, diff.clamp(min=0.0), diff)
+    loss = (diff * diff).mean(dim=(1, 2, 3))
     if opts.msssim_weight and images.shape[-1] >= MIN_RESOLUTION:
-        ms = ms_ssim_differentiable((images + 1) * 127.5, (targets + 1) * 127.5)
+        ms = ms_ssim_differentiable((images.clamp(-1.0, 1.0) + 1) * 127.5, (targets + 1) * 127.5)
         loss = loss + opts.msssim_weight * (1 - ms).to(loss.dtype)
     if D is not None and opts.d_weight and target_features:
         feats = _features(D, images)
