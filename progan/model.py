@@ -268,9 +268,10 @@ class Model:
         progress: bool = False,
     ) -> list[Candidate]:
         """Rank faces against a description ("a round face with red hair"), as `progan describe`:
-        `candidates` a count (seeds 0..N-1) or the seeds themselves; returns every candidate best
-        first (seed, latent, labels, score, per-word scores, measured traits), the best `refine`
-        pushed along the snapshot's directions. Needs the 'faces' extra."""
+        `candidates` a count (seeds 0..N-1), the seeds themselves, projections (`project`'s
+        result) or a projections.json / candidates.json; returns every candidate best first
+        (seed or name, latent, labels, score, per-word scores, measured traits), the best
+        `refine` pushed along the snapshot's directions. Needs the 'faces' extra."""
         from progan.faces import describe as d
         from progan.faces.words import understand
 
@@ -284,12 +285,18 @@ class Model:
             raise UserError(f"nothing in '{text}' is measured; describe hair, eye or skin colour, ...")
         if any(w.source == "measured" for w in desc.wishes):
             d.check_measurable(self.resolution, self.path)
-        seeds = list(range(candidates)) if isinstance(candidates, int) else list(_seed_list(candidates))
-        labels = d.label_rows(desc, self.label_size, self.label_names, seeds)
+        given = given_candidates(candidates, self.latent_size, self.label_size)
+        if given is None:
+            seeds = list(range(candidates)) if isinstance(candidates, int) else list(_seed_list(candidates))
+            labels = d.label_rows(desc, self.label_size, self.label_names, seeds)
+            latents = names = None
+        else:
+            latents, labels, names = given
+            seeds = list(range(-1, -len(names) - 1, -1))  # ids only (images are kept by seed)
         chosen = self.precision(precision)
         ranked, images = d.describe(
             self.G, desc, seeds, top=top, labels=labels, attributes=attrs, batch=batch,
-            device=self.device, precision=chosen, progress=progress,
+            device=self.device, precision=chosen, progress=progress, latents=latents, names=names,
         )  # fmt: skip
         if refine:
             ranked = d.refine(
@@ -387,9 +394,32 @@ def _photo_items(photos: ImagesLike) -> list:
     return list(photos)
 
 
-def read_candidate(path: str | os.PathLike, rank: int = 1) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """(latent (L,), label row or None, what it is) of entry `rank` (1 = first) of a describe
-    candidates.json or a project projections.json: the files `edit --from` and the studio read."""
+def given_candidates(
+    candidates: Any, latent_size: int, label_size: int
+) -> tuple[torch.Tensor, torch.Tensor | None, list[str]] | None:
+    """(latents, label rows, names) of projections (`Model.project`'s result) or of a
+    candidates.json / projections.json, for describe; None when `candidates` are seeds."""
+    if isinstance(candidates, str | os.PathLike) and str(candidates).endswith(".json"):
+        entries = [(z, lab, what.removeprefix("projection ")) for z, lab, what in read_candidates(candidates)]
+    elif isinstance(candidates, Sequence) and candidates and hasattr(candidates[0], "latent"):
+        entries = [(p.latent, p.labels, p.name) for p in candidates]
+    else:
+        return None
+    z = torch.from_numpy(np.stack([e[0] for e in entries]).astype(np.float32))
+    if z.shape[1] != latent_size:
+        raise UserError(f"the candidates hold {z.shape[1]}-value latents; this model takes {latent_size}")
+    labels = None
+    if label_size:
+        if any(e[1] is None for e in entries):
+            raise UserError("the candidates have no labels, and this model is conditional")
+        labels = torch.from_numpy(np.stack([e[1] for e in entries]).astype(np.float32))
+    return z, labels, [e[2] for e in entries]
+
+
+def read_candidates(path: str | os.PathLike) -> list[tuple[np.ndarray, np.ndarray | None, str]]:
+    """[(latent (L,), label row or None, what it is)] of every entry of a describe
+    candidates.json or a project projections.json, in rank order: the files `edit --from`,
+    `describe --from` and the studio read."""
     try:
         data = json.loads(Path(path).read_text())
         cands = data["candidates"]
@@ -400,16 +430,27 @@ def read_candidate(path: str | os.PathLike, rank: int = 1) -> tuple[np.ndarray, 
             f"{path} is not a describe candidates.json or a projections.json ({e}); "
             "pass DIR/candidates.json or DIR/projections.json"
         ) from e
+    out = []
+    for rank, c in enumerate(cands, 1):
+        try:
+            latent = np.asarray(c["latent"], dtype=np.float32)
+            labels = None if c.get("labels") is None else np.asarray(c["labels"], dtype=np.float32)
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(
+                f"{path}: candidate {rank} has no usable latent ({e}); make the file again"
+            ) from e
+        what = f"seed {c['seed']}" if c.get("seed") is not None else f"projection {c.get('name', rank)}"
+        out.append((latent, labels, what))
+    return out
+
+
+def read_candidate(path: str | os.PathLike, rank: int = 1) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """(latent (L,), label row or None, what it is) of entry `rank` (1 = first) of a describe
+    candidates.json or a project projections.json."""
+    cands = read_candidates(path)
     if not 1 <= rank <= len(cands):
         raise UserError(f"--rank {rank}: {path} holds candidates 1 to {len(cands)}")
-    c = cands[rank - 1]
-    try:
-        latent = np.asarray(c["latent"], dtype=np.float32)
-        labels = None if c.get("labels") is None else np.asarray(c["labels"], dtype=np.float32)
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{path}: candidate {rank} has no usable latent ({e}); make the file again") from e
-    what = f"seed {c['seed']}" if c.get("seed") is not None else f"projection {c.get('name', rank)}"
-    return latent, labels, what
+    return cands[rank - 1]
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "auto") -> Model:

@@ -189,3 +189,39 @@ def test_a_face_photo_is_aligned_the_celebahq_way(tmp_path):
     np.testing.assert_array_equal(seen, want)
     (plain,), _, _ = model.read_photos([photo], align=False)
     assert not np.array_equal(plain, want)
+
+
+def test_describe_ranks_and_refines_projected_faces(tmp_path, capsys, monkeypatch):
+    # describe --from projections.json: the projected photos are the candidates, named, not seeds.
+    from progan.directions import add_direction
+    from progan.faces import describe as d
+    from tests.faces_fakes import colour_measure
+
+    monkeypatch.setattr(d, "default_measure", colour_measure)
+    snap = tiny_snapshot(tmp_path / "snap64", 64)
+    add_direction(snap, "red_hair", torch.linspace(-1, 1, 16), 16, trait="hair_colour")
+    assert run_cli(["generate", snap, "--seeds", "1-3", "--outdir", tmp_path / "photos"]) == 0
+    photos = sorted((tmp_path / "photos").iterdir())
+    proj = tmp_path / "proj"
+    assert run_cli(["project", snap, *photos, "--no-align", "--steps", "3", "--restarts", "1",
+                    "--init", "random", "--no-progress", "--out", proj]) == 0  # fmt: skip
+    capsys.readouterr()
+    picks = tmp_path / "picks"
+    assert run_cli(["describe", snap, "red hair", "--from", proj / "projections.json", "--refine", "2",
+                    "--top", "3", "--no-progress", "--out", picks]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "#1 seed000" in out and "seed -" not in out
+    data = json.loads((picks / "candidates.json").read_text())
+    assert sorted(c["name"] for c in data["candidates"]) == ["seed0001", "seed0002", "seed0003"]
+    assert all(c["seed"] is None for c in data["candidates"])
+    scores = [c["score"] for c in data["candidates"]]
+    assert scores == sorted(scores, reverse=True)
+    # the same ranking through the API, from the file or from projections in memory
+    model = progan.load(snap, "cpu")
+    ranked = model.describe("red hair", candidates=proj / "projections.json", precision="fp32")
+    api = {c.name: round(c.score, 6) for c in ranked}
+    unrefined = {c["name"]: c["score"] for c in data["candidates"] if not c["refined"]}
+    assert len(api) == 3 and unrefined and all(api[k] == v for k, v in unrefined.items())
+    projections = model.project(photos, align=False, steps=3, restarts=1, init="random")
+    again = model.describe("red hair", candidates=projections, precision="fp32")
+    assert sorted(c.name for c in again) == ["seed0001", "seed0002", "seed0003"]

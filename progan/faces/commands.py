@@ -31,6 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--candidates", type=positive(int), default=500, help="faces to generate (default 500)")
     p.add_argument("--top", type=positive(int), default=16, help="faces in the grid (default 16)")
     p.add_argument("--first-seed", type=int, default=0, help="candidates are seeds N, N+1, ... (default 0)")
+    p.add_argument(
+        "--from", dest="from_file", metavar="JSON",
+        help="rank (and --refine) these faces instead: a projections.json from 'progan project'",
+    )  # fmt: skip
     p.add_argument("--attributes", metavar="FILE", help="a classifier from 'progan attributes fit'")
     p.add_argument(
         "--refine", type=int, default=0, metavar="K",
@@ -123,9 +127,15 @@ def run_describe(args: argparse.Namespace) -> int:
     directions = load_directions(snap.path) if args.refine else {}
     seeds = list(range(args.first_seed, args.first_seed + args.candidates))
     labels = d.label_rows(desc, G.label_size, snap.label_names, seeds)
+    latents = names = None
+    if args.from_file:  # projected photos (or another describe's candidates) instead of seeds
+        from progan.model import given_candidates
+
+        latents, labels, names = given_candidates(args.from_file, G.latent_size, G.label_size)
+        seeds = list(range(-1, -len(names) - 1, -1))  # ids only
     ranked, images = d.describe(
         G, desc, seeds, top=args.top, labels=labels, attributes=attributes, batch=args.batch,
-        device=device, precision=args.precision, progress=args.progress,
+        device=device, precision=args.precision, progress=args.progress, latents=latents, names=names,
     )  # fmt: skip
     measured = any(w.source == "measured" for w in desc.wishes)
     if measured and all(c.score is None for c in ranked):
@@ -144,7 +154,7 @@ def run_describe(args: argparse.Namespace) -> int:
     for rank, c in enumerate(ranked[: min(args.top, 5)], 1):
         score = "no face" if c.score is None else f"{c.score:.3f}"
         words = ", ".join(f"{k} {v:.2f}" for k, v in c.words.items())
-        print(f"#{rank} seed {c.seed}: {score} ({words})")
+        print(f"#{rank} {c.name or f'seed {c.seed}'}: {score} ({words})")
     print(f"wrote {grid} and {table}")
     return 0
 

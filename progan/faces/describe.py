@@ -125,6 +125,7 @@ class Candidate:
     reason: str = ""
     traits: dict[str, object] = field(default_factory=dict)  # measured values, for the JSON
     refined: list[dict] = field(default_factory=list)  # steps kept by --refine
+    name: str = ""  # a projected photo's name (describe --from projections.json); its seed is an id
 
     def sort_key(self) -> tuple:
         return (self.score is None, -(self.score or 0.0), self.seed)
@@ -132,7 +133,8 @@ class Candidate:
     def to_json(self, rank: int) -> dict:
         return {
             "rank": rank,
-            "seed": int(self.seed),
+            "seed": None if self.name else int(self.seed),
+            **({"name": self.name} if self.name else {}),
             "score": None if self.score is None else round(float(self.score), 6),
             "words": {k: round(float(v), 6) for k, v in self.words.items()},
             "face_found": bool(self.face_found),
@@ -186,14 +188,19 @@ def describe(
     precision: str = "fp32",
     latent_method: str = "progan",
     progress: bool = True,
+    latents: torch.Tensor | None = None,
+    names: Sequence[str] | None = None,
 ) -> tuple[list[Candidate], dict[int, torch.Tensor]]:
     """Generate one candidate per seed, measure and score each; (all candidates best first,
-    {seed: uint8 image} of the best `top`). Only the current best images are kept in memory."""
+    {seed: uint8 image} of the best `top`). Only the current best images are kept in memory.
+    Given `latents` (projected photos, with their `names`), those are the candidates and `seeds`
+    are only their ids."""
     from tqdm import tqdm
 
     from progan.sampling import iter_images, latents_for_seeds
 
-    latents = latents_for_seeds(seeds, G.latent_size, latent_method)
+    if latents is None:
+        latents = latents_for_seeds(seeds, G.latent_size, latent_method)
     candidates: list[Candidate] = []
     kept: dict[int, torch.Tensor] = {}
     bar = tqdm(total=len(seeds), unit="face", desc="describe", disable=not progress, file=sys.stderr)
@@ -211,6 +218,7 @@ def describe(
                 face_found=True if m is None else bool(m.face_found),
                 reason="" if m is None else str(m.reason),
                 traits=_traits_json(m),
+                name=names[i] if names else "",
             )
             candidates.append(c)
             kept[i] = images[k]
@@ -258,7 +266,7 @@ def captions_for(ranked: Sequence[Candidate]) -> list[list[str]]:
     out = []
     for rank, c in enumerate(ranked, 1):
         score = "no face" if c.score is None else f"score {c.score:.2f}"
-        lines = [f"#{rank} seed {c.seed}  {score}"]
+        lines = [f"#{rank} {c.name or f'seed {c.seed}'}  {score}"]
         lines += [f"{name} {s:.2f}" for name, s in c.words.items()]
         out.append(lines)
     return out
