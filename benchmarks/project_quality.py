@@ -71,12 +71,79 @@ def nearest_training(train_images: np.ndarray, targets: np.ndarray, chunk: int =
     best_d = torch.full((len(targets),), float("inf"))
     best_i = torch.zeros(len(targets), dtype=torch.long)
     for s in range(0, len(train_images), chunk):
-        x = torch.from_numpy(np.asarray(train_images[s : s + chunk]).reshape(-1, t.shape[1]).astype(np.float32))
+        x = torch.from_numpy(
+            np.asarray(train_images[s : s + chunk]).reshape(-1, t.shape[1]).astype(np.float32)
+        )
         d = torch.cdist(t, x) ** 2
         v, i = d.min(1)
         better = v < best_d
         best_d[better], best_i[better] = v[better], i[better] + s
     return np.stack([np.asarray(train_images[i]) for i in best_i.tolist()])
+
+
+def train_encoder(model, samples: int, epochs: int, seed: int = 0):
+    """A small CNN image -> latent direction (and label logits), trained on the model's own
+    samples (seeds 30,000,000 on): pSp/e4e-style learned inversion as a starting point."""
+    from torch import nn
+
+    R, C, L, K = model.resolution, model.channels, model.latent_size, model.label_size
+    torch.manual_seed(seed)
+    layers, ch, res = [], C, R
+    while res > 4:
+        layers += [nn.Conv2d(ch, 64, 3, padding=1), nn.LeakyReLU(0.2), nn.AvgPool2d(2)]
+        ch, res = 64, res // 2
+    enc = nn.Sequential(
+        *layers, nn.Flatten(), nn.Linear(64 * 16, 256), nn.LeakyReLU(0.2), nn.Linear(256, L + K)
+    )
+    seeds = range(30_000_000, 30_000_000 + samples)
+    z = torch.from_numpy(model.latents(seeds))
+    labels = model.labels(seeds)
+    x = (
+        torch.from_numpy(model.generate(seeds, labels, precision="fp32")).permute(0, 3, 1, 2).float() / 127.5
+        - 1
+    )
+    cls = None if labels is None else torch.from_numpy(labels).argmax(1)
+    opt = torch.optim.Adam(enc.parameters(), lr=1e-3)
+    for _ in range(epochs):
+        perm = torch.randperm(samples)
+        for i in range(0, samples, 128):
+            b = perm[i : i + 128]
+            out = enc(x[b])
+            zn = z[b] / z[b].norm(dim=1, keepdim=True)
+            loss = 1 - torch.nn.functional.cosine_similarity(out[:, :L], zn).mean()
+            if K:
+                loss = loss + torch.nn.functional.cross_entropy(out[:, L:], cls[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return enc.eval()
+
+
+def project_from_encoder(model, enc, targets: np.ndarray, steps: int, restarts: int) -> list:
+    """Projection whose first restart starts at the encoder's guess (the others best-of-N)."""
+    from progan.projection import project as P
+
+    L = model.latent_size
+    original = P._initial_latents
+
+    def start(G, t, opts, gen, device):
+        z, logits = original(G, t, opts, gen, device)
+        with torch.no_grad():
+            guess = enc(t.cpu())
+        n = len(t)
+        z = z.reshape(n, opts.restarts, -1)
+        z[:, 0] = guess[:, :L] * (L**0.5) / guess[:, :L].norm(dim=1, keepdim=True)
+        if logits is not None:
+            logits = logits.reshape(n, opts.restarts, -1)
+            logits[:, 0] = guess[:, L:]
+            logits = logits.reshape(n * opts.restarts, -1)
+        return z.reshape(n * opts.restarts, -1), logits
+
+    P._initial_latents = start
+    try:
+        return model.project(targets, align=False, steps=steps, restarts=restarts)
+    finally:
+        P._initial_latents = original
 
 
 def to_nhwc(chw: np.ndarray) -> np.ndarray:
@@ -111,6 +178,10 @@ def main() -> None:
     ap.add_argument("--random", type=int, default=1000, help="random samples of the best-of baseline")
     ap.add_argument("--inits", default="best-of,random")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--encoder-samples", type=int, default=0, help="train a learned encoder on this many samples"
+    )
+    ap.add_argument("--encoder-epochs", type=int, default=5)
     ap.add_argument("--tag", default="")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
@@ -133,7 +204,9 @@ def main() -> None:
         row["seconds"] = time.time() - t0
         if model.label_size:
             want = model.labels(seeds).argmax(1)
-            row["label_accuracy"] = float(np.mean([int(p.labels.argmax()) == w for p, w in zip(found, want)]))
+            row["label_accuracy"] = float(
+                np.mean([int(p.labels.argmax()) == w for p, w in zip(found, want, strict=True)])
+            )
         result[f"own_{init}"] = row
         print(f"(a) own images, init {init}: {row}", flush=True)
 
@@ -153,11 +226,24 @@ def main() -> None:
             row["seconds"] = time.time() - t0
             if model.label_size and test.labels is not None:
                 want = np.asarray(test.labels)[idx].argmax(1)
-                row["label_accuracy"] = float(np.mean([int(p.labels.argmax()) == w for p, w in zip(found, want)]))
+                row["label_accuracy"] = float(
+                    np.mean([int(p.labels.argmax()) == w for p, w in zip(found, want, strict=True)])
+                )
             result[f"heldout_{init}"] = row
             if init == inits[0]:
                 rows.append(images)
             print(f"(b) held-out, init {init}: {row}", flush=True)
+        if args.encoder_samples:
+            t0 = time.time()
+            enc = train_encoder(model, args.encoder_samples, args.encoder_epochs)
+            trained = time.time() - t0
+            for name, imgs in (("own", own), ("heldout", targets)):
+                t0 = time.time()
+                found = project_from_encoder(model, enc, imgs, args.steps, args.restarts)
+                row = {**scores(np.stack([p.image for p in found]), imgs), "seconds": time.time() - t0,
+                       "encoder_training_seconds": trained}  # fmt: skip
+                result[f"{name}_encoder"] = row
+                print(f"({name}) encoder start: {row}", flush=True)
         t0 = time.time()
         rand = best_random(model, targets, args.random)
         result["heldout_best_of_random"] = {**scores(rand, targets), "seconds": time.time() - t0}

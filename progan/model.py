@@ -333,8 +333,13 @@ class Model:
             from progan.data.align import FaceLandmarker
 
             landmarker = FaceLandmarker()
+        from progan.projection.project import MAX_PHOTOS
+
+        items = _photo_items(photos)
+        if len(items) > MAX_PHOTOS:
+            raise UserError(f"{len(items)} photos given; project at most {MAX_PHOTOS} at a time")
         out, sources = [], []
-        for i, item in enumerate(_photo_items(photos)):
+        for i, item in enumerate(items):
             if isinstance(item, str | os.PathLike):
                 out.append(read_photo(item, self.resolution, self.channels, align, landmarker))
                 sources.append(str(item))

@@ -41,6 +41,8 @@ MAX_PHOTO_PIXELS = 100_000_000
 # The label is optimised (as a softmax) for this share of the steps, then fixed to its argmax.
 LABEL_SEARCH_SHARE = 0.6
 INIT_METHODS = ("random", "best-of")
+# Photos in one call: each is kept in memory with its projection (1024x1024: 6 MB a photo).
+MAX_PHOTOS = 256
 
 
 @dataclass
