@@ -126,8 +126,8 @@ def project_from_encoder(model, enc, targets: np.ndarray, steps: int, restarts: 
     L = model.latent_size
     original = P._initial_latents
 
-    def start(G, t, opts, gen, device):
-        z, logits = original(G, t, opts, gen, device)
+    def start(G, t, opts, gen, device, multi_hot=False):
+        z, logits = original(G, t, opts, gen, device, multi_hot)
         with torch.no_grad():
             guess = enc(t.cpu())
         n = len(t)

@@ -115,6 +115,13 @@ class Model:
         return f"<progan.Model {self.path} {self.resolution}x{self.resolution}x{self.channels}{cond}>"
 
     @property
+    def multi_hot(self) -> bool:
+        """Whether a conditional model's labels are attributes (several at once, e.g. CelebA's)."""
+        if self._snapshot is None:
+            return False
+        return bool((self._snapshot.options.get("loss") or {}).get("multi_hot", False))
+
+    @property
     def resolution(self) -> int:
         return int(self.G.resolution)
 
@@ -381,8 +388,9 @@ class Model:
         if d_weight and D is None:
             raise UserError(f"{self.path} has no discriminator; project without d_weight (--d-weight)")
         result = project_images(
-            self.G, _nchw(targets), names, opts, D=D, device=self.device, progress=progress
-        )
+            self.G, _nchw(targets), names, opts, D=D, device=self.device, progress=progress,
+            multi_hot=self.multi_hot,
+        )  # fmt: skip
         for p, source in zip(result, sources, strict=True):
             p.source = source
         return result

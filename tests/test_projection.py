@@ -225,3 +225,15 @@ def test_describe_ranks_and_refines_projected_faces(tmp_path, capsys, monkeypatc
     projections = model.project(photos, align=False, steps=3, restarts=1, init="random")
     again = model.describe("red hair", candidates=projections, precision="fp32")
     assert sorted(c.name for c in again) == ["seed0001", "seed0002", "seed0003"]
+
+
+def test_a_multi_hot_models_attributes_are_found():
+    # CelebA-style labels: several attributes at once (a sigmoid each, then those above 0.5).
+    G = tiny_generator(16, labels=4, seed=3)
+    rows = torch.tensor([[1.0, 0, 1, 0], [0, 1, 1, 1]])
+    targets = images_for_seeds(G, [11, 12], rows)
+    found = project_images(
+        G, targets, options=ProjectOptions(steps=200, restarts=4), progress=False, multi_hot=True
+    )
+    assert [p.labels.tolist() for p in found] == rows.tolist()
+    assert min(p.psnr for p in found) >= 30

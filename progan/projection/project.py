@@ -16,9 +16,10 @@ downloaded network). Each photo gets `restarts` starting latents, optimised side
 restart with the lowest final loss wins. Starting latents are random draws, or (`init="best-of"`)
 the `restarts` nearest of `init_samples` random samples by pixel distance.
 
-A conditional model's label is relaxed to a softmax over label logits, optimised with the latent
-for the first 60% of the steps, then fixed to its largest class (one-hot, the labels the model
-was trained on) while the latent settles.
+A conditional model's label is relaxed to a softmax over label logits (a sigmoid per attribute
+for multi-hot models, such as CelebA's 40 attributes), optimised with the latent for the first
+60% of the steps, then fixed to its largest class (one-hot; multi-hot: every attribute above
+0.5), the kind of labels the model was trained on, while the latent settles.
 """
 
 from __future__ import annotations
@@ -247,7 +248,12 @@ def _to_float(images: torch.Tensor) -> torch.Tensor:
 
 
 def _initial_latents(
-    G: torch.nn.Module, targets: torch.Tensor, opts: ProjectOptions, gen: torch.Generator, device
+    G: torch.nn.Module,
+    targets: torch.Tensor,
+    opts: ProjectOptions,
+    gen: torch.Generator,
+    device,
+    multi_hot: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(n * restarts, L) starting latents and (n * restarts, label_size) starting label logits."""
     n, L, k = len(targets), G.latent_size, G.label_size
@@ -269,8 +275,9 @@ def _initial_latents(
             dist[:, i : i + 64] = ((imgs[None] - targets[:, None].cpu()) ** 2).mean(dim=(2, 3, 4))
     pick = dist.argsort(dim=1)[:, : opts.restarts].reshape(-1)
     z = cand[pick]
-    # A picked sample's class starts ahead (logit 2), the others may still win.
-    logits = None if cand_labels is None else cand_labels[pick] * 2.0
+    # A picked sample's class starts ahead (logit 2), the others may still win (multi-hot: the
+    # others start below 0.5).
+    logits = None if cand_labels is None else cand_labels[pick] * 2.0 - (1.0 if multi_hot else 0.0)
     return z, logits
 
 
@@ -283,6 +290,7 @@ def project_images(
     D: torch.nn.Module | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    multi_hot: bool = False,
 ) -> list[Projection]:
     """Project uint8 images (N, C, R, R) or (N, R, R, C) at G's resolution into G's latent
     space (module docstring); one Projection per image, in order. Photos are optimised `batch`
@@ -313,7 +321,8 @@ def project_images(
     try:
         for start in range(0, len(t), opts.batch):
             chunk = t[start : start + opts.batch]
-            out += _project_chunk(G, chunk, names[start : start + len(chunk)], opts, D, device, gen, bar)
+            chunk_names = names[start : start + len(chunk)]
+            out += _project_chunk(G, chunk, chunk_names, opts, D, device, gen, bar, multi_hot)
     finally:
         bar.close()
         for p, g in zip(G.parameters(), was_grad, strict=True):
@@ -321,14 +330,20 @@ def project_images(
     return out
 
 
-def _project_chunk(G, chunk, names, opts, D, device, gen, bar) -> list[Projection]:
+def _hard_labels(logits: torch.Tensor, multi_hot: bool) -> torch.Tensor:
+    if multi_hot:
+        return (logits > 0).float()
+    return torch.nn.functional.one_hot(logits.argmax(1), logits.shape[1]).float()
+
+
+def _project_chunk(G, chunk, names, opts, D, device, gen, bar, multi_hot=False) -> list[Projection]:
     from progan.images import to_uint8
     from progan.metrics.msssim import MIN_RESOLUTION, ms_ssim
 
     n, k, L, r = len(chunk), G.label_size, G.latent_size, opts.restarts
     radius = math.sqrt(L)
     targets = _to_float(chunk).to(device)
-    z0, logits0 = _initial_latents(G, targets, opts, gen, device)
+    z0, logits0 = _initial_latents(G, targets, opts, gen, device, multi_hot)
     z = (z0 * radius / z0.norm(dim=1, keepdim=True)).to(device).requires_grad_(True)
     params = [z]
     logits = None
@@ -350,10 +365,11 @@ def _project_chunk(G, chunk, names, opts, D, device, gen, bar) -> list[Projectio
         for g in opt.param_groups:
             g["lr"] = max(lr, opts.lr * 1e-3)
         if k and step == search_steps:
-            fixed_labels = torch.nn.functional.one_hot(logits.detach().argmax(1), k).float()
+            fixed_labels = _hard_labels(logits.detach(), multi_hot)
         labels = None
         if k:
-            labels = fixed_labels if fixed_labels is not None else torch.softmax(logits, dim=1)
+            soft = torch.sigmoid(logits) if multi_hot else torch.softmax(logits, dim=1)
+            labels = fixed_labels if fixed_labels is not None else soft
         images = G(z, labels).float()
         loss = _losses(images, rep, opts, D, target_features)
         opt.zero_grad(set_to_none=True)
@@ -365,7 +381,7 @@ def _project_chunk(G, chunk, names, opts, D, device, gen, bar) -> list[Projectio
         bar.update(n)
     with torch.no_grad():
         if k:
-            fixed_labels = torch.nn.functional.one_hot(logits.argmax(1), k).float()
+            fixed_labels = _hard_labels(logits, multi_hot)
         images = G(z, fixed_labels).float()
         final = _losses(images, rep, opts, D, target_features).reshape(n, r)
         best = final.argmin(dim=1)
