@@ -74,7 +74,7 @@ def _as_batch(images: ImagesLike) -> list[np.ndarray]:
     if isinstance(images, Image.Image):
         return [np.asarray(images.convert("RGB") if images.mode not in ("L", "RGB") else images)]
     if isinstance(images, str | os.PathLike):
-        raise UserError("a file path: pass model.project(paths) or read the image first (PIL.Image.open)")
+        raise UserError(f"{images} is a file path; pass the image (numpy.asarray(PIL.Image.open(path)))")
     out: list[np.ndarray] = []
     for item in images:
         out += _as_batch(item)
