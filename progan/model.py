@@ -117,9 +117,7 @@ class Model:
     @property
     def multi_hot(self) -> bool:
         """Whether a conditional model's labels are attributes (several at once, e.g. CelebA's)."""
-        if self._snapshot is None:
-            return False
-        return bool((self._snapshot.options.get("loss") or {}).get("multi_hot", False))
+        return bool(self._snapshot is not None and self._snapshot.multi_hot)
 
     @property
     def resolution(self) -> int:
@@ -140,11 +138,9 @@ class Model:
     def precision(self, precision: str = "auto") -> str:
         """The precision a request runs in here: `auto` decides by the hardware (bf16 on a CPU
         with AVX-512 BF16 or AMX and on bf16 GPUs, fp32 elsewhere)."""
-        from progan.device import check_precision, resolve_precision
+        from progan.device import sampling_precision
 
-        chosen, _ = resolve_precision(precision, self.device)
-        check_precision(chosen, self.device.type)
-        return chosen
+        return sampling_precision(precision, self.device)
 
     # -- seeds, latents, pictures -----------------------------------------------------------
 

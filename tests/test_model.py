@@ -10,19 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli, tiny_snapshot
 from PIL import Image
 
 import progan
-from progan.cli import main
-from tests.faces_fakes import tiny_snapshot
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-def run_cli(args) -> int:
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    return e.value.code
 
 
 def read_pngs(folder: Path) -> np.ndarray:
@@ -56,6 +49,13 @@ def test_the_same_seed_gives_the_same_image_through_the_api_and_generate(tmp_pat
     assert not np.array_equal(api[0], api[1])
 
 
+def test_the_defaults_agree_too(tmp_path):
+    # generate's --precision auto and the API's precision="auto" are the one rule (device.sampling_precision)
+    snap = tiny_snapshot(tmp_path / "snap", 16)
+    assert run_cli(["generate", snap, "--seeds", "0-3", "--outdir", tmp_path / "g"]) == 0
+    np.testing.assert_array_equal(progan.load(snap, "cpu").generate("0-3"), read_pngs(tmp_path / "g"))
+
+
 def test_auto_precision_is_the_hardware_rule(tmp_path, monkeypatch):
     from progan import device
 
@@ -70,7 +70,7 @@ def test_auto_precision_is_the_hardware_rule(tmp_path, monkeypatch):
 
 
 def test_load_takes_a_run_a_snapshot_or_an_official_network_file(tmp_path, monkeypatch):
-    from tests.test_pretrained import pf, write_tf_pickle
+    from test_pretrained import pf, write_tf_pickle
 
     snap = tiny_snapshot(tmp_path / "runs" / "00000-x" / "snapshot-000001", 8)
     by_run, by_snap = progan.load(tmp_path / "runs" / "00000-x", "cpu"), progan.load(snap, "cpu")
@@ -84,7 +84,7 @@ def test_load_takes_a_run_a_snapshot_or_an_official_network_file(tmp_path, monke
     src = write_tf_pickle(tmp_path / "net.pkl", monkeypatch, G_vars, D_vars, kwargs, dict(kwargs))
     assert run_cli(["import", src, tmp_path / "imported"]) == 0
     assert run_cli(["generate", tmp_path / "imported", "--seeds", "1000,7", "--latents", "official",
-                    "--outdir", tmp_path / "o"]) == 0  # fmt: skip
+                    "--precision", "fp32", "--outdir", tmp_path / "o"]) == 0  # fmt: skip
     model = progan.load(src, "cpu")
     assert model.discriminator() is not None
     np.testing.assert_array_equal(
@@ -114,7 +114,9 @@ def test_edit_moves_along_the_conditioned_direction_as_the_command_does(tmp_path
     free = model.edit(z, free=True, smile=2.0)
     np.testing.assert_allclose(free - z, 2.0 * smile, atol=1e-5)
     out = tmp_path / "edited.png"
-    assert run_cli(["edit", snap, "--seed", "42", "--set", "smile=2", "--out", out]) == 0
+    assert (
+        run_cli(["edit", snap, "--seed", "42", "--set", "smile=2", "--precision", "fp32", "--out", out]) == 0
+    )
     np.testing.assert_array_equal(np.asarray(Image.open(out)), model.render(moved, precision="fp32")[0])
 
 

@@ -8,14 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli, tiny_snapshot
 from PIL import Image
 
 import progan
 from progan.networks import Generator, NetworkConfig
 from progan.projection.project import ProjectOptions, project_images, psnr
 from progan.sampling import images_for_seeds, labels_for
-from tests.faces_fakes import tiny_snapshot
-from tests.test_model import run_cli
 
 
 def tiny_generator(resolution: int, labels: int = 0, seed: int = 0) -> Generator:
@@ -95,7 +94,7 @@ def test_project_writes_latents_pictures_and_a_candidates_file_that_edit_reads(t
     )
     assert "projection seed0007 moved by smile +3" in capsys.readouterr().out
     model = progan.load(snap, "cpu")
-    want = model.render(model.edit(latent, smile=3), precision="fp32")[0]
+    want = model.render(model.edit(latent, smile=3))[0]  # edit's default precision: auto, as render's
     np.testing.assert_array_equal(np.asarray(Image.open(edited)), want)
     assert not np.array_equal(want, projected)
 
@@ -160,7 +159,7 @@ def test_bad_photos_get_one_line_and_exit_2(tmp_path, capsys):
 
 def test_a_photo_without_a_face_is_refused_when_aligning(tmp_path, capsys):
     pytest.importorskip("dlib")
-    from progan.faces.landmarks import dlib_available
+    from progan.landmarks import dlib_available
 
     if not dlib_available():
         pytest.skip("dlib's landmark model is not installed")
@@ -176,7 +175,7 @@ def test_a_face_photo_is_aligned_the_celebahq_way(tmp_path):
     from skimage import data
 
     from progan.data.align import FaceLandmarker, align_face
-    from progan.faces.landmarks import dlib_available
+    from progan.landmarks import dlib_available
 
     if not dlib_available():
         pytest.skip("dlib's landmark model is not installed")
@@ -193,9 +192,10 @@ def test_a_face_photo_is_aligned_the_celebahq_way(tmp_path):
 
 def test_describe_ranks_and_refines_projected_faces(tmp_path, capsys, monkeypatch):
     # describe --from projections.json: the projected photos are the candidates, named, not seeds.
+    from faces_fakes import colour_measure
+
     from progan.directions import add_direction
     from progan.faces import describe as d
-    from tests.faces_fakes import colour_measure
 
     monkeypatch.setattr(d, "default_measure", colour_measure)
     snap = tiny_snapshot(tmp_path / "snap64", 64)
@@ -218,12 +218,12 @@ def test_describe_ranks_and_refines_projected_faces(tmp_path, capsys, monkeypatc
     assert scores == sorted(scores, reverse=True)
     # the same ranking through the API, from the file or from projections in memory
     model = progan.load(snap, "cpu")
-    ranked = model.describe("red hair", candidates=proj / "projections.json", precision="fp32")
+    ranked = model.describe("red hair", candidates=proj / "projections.json")
     api = {c.name: round(c.score, 6) for c in ranked}
     unrefined = {c["name"]: c["score"] for c in data["candidates"] if not c["refined"]}
     assert len(api) == 3 and unrefined and all(api[k] == v for k, v in unrefined.items())
     projections = model.project(photos, align=False, steps=3, restarts=1, init="random")
-    again = model.describe("red hair", candidates=projections, precision="fp32")
+    again = model.describe("red hair", candidates=projections)
     assert sorted(c.name for c in again) == ["seed0001", "seed0002", "seed0003"]
 
 
