@@ -141,7 +141,7 @@ def project_from_encoder(model, enc, targets: np.ndarray, steps: int, restarts: 
 
     P._initial_latents = start
     try:
-        return model.project(targets, align=False, steps=steps, restarts=restarts)
+        return model.project(targets, align=False, steps=steps, restarts=restarts, batch=8)
     finally:
         P._initial_latents = original
 
@@ -199,7 +199,7 @@ def main() -> None:
     own = model.generate(seeds, precision="fp32")
     for init in inits:
         t0 = time.time()
-        found = model.project(own, align=False, steps=args.steps, restarts=args.restarts, init=init)
+        found = model.project(own, align=False, steps=args.steps, restarts=args.restarts, init=init, batch=8)
         row = scores(np.stack([p.image for p in found]), own)
         row["seconds"] = time.time() - t0
         if model.label_size:
@@ -220,7 +220,7 @@ def main() -> None:
         rows = [targets]
         for init in inits:
             t0 = time.time()
-            found = model.project(targets, align=False, steps=args.steps, restarts=args.restarts, init=init)
+            found = model.project(targets, align=False, steps=args.steps, restarts=args.restarts, init=init, batch=8)
             images = np.stack([p.image for p in found])
             row = scores(images, targets)
             row["seconds"] = time.time() - t0
