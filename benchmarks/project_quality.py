@@ -220,7 +220,9 @@ def main() -> None:
         rows = [targets]
         for init in inits:
             t0 = time.time()
-            found = model.project(targets, align=False, steps=args.steps, restarts=args.restarts, init=init, batch=8)
+            found = model.project(
+                targets, align=False, steps=args.steps, restarts=args.restarts, init=init, batch=8
+            )
             images = np.stack([p.image for p in found])
             row = scores(images, targets)
             row["seconds"] = time.time() - t0
