@@ -498,3 +498,25 @@ def load_snapshot(path: str | os.PathLike, device: str | torch.device = "cpu") -
     G_ema.set_stage(int(stage.get("resolution", config.resolution)), float(stage.get("alpha", 1.0)))
     G_ema.to(device).eval().requires_grad_(False)
     return Snapshot(path=snap, state=state, config=config, G_ema=G_ema)
+
+
+def load_discriminator(snapshot: Snapshot, device: str | torch.device = "cpu"):
+    """The snapshot's D (eval mode, at G_ema's stage, no gradients), or None when it has none
+    (inference snapshots of imported generators). Read from the same model.safetensors."""
+    from safetensors import safe_open
+
+    from progan.networks import Discriminator
+
+    path = snapshot.path / MODEL_FILE
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys() if k.startswith("D.")}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{path} is not a readable safetensors file ({e}); use another snapshot") from e
+    if not tensors:
+        return None
+    D = Discriminator(snapshot.config)
+    load_module(D, "D", tensors, path)
+    G = snapshot.G_ema
+    D.set_stage(G.resolution, float(G.alpha))
+    return D.to(device).eval().requires_grad_(False)

@@ -18,6 +18,7 @@ from progan.faces import cli as faces_cli
 from progan.faces import commands as faces_commands
 from progan.metrics import cli as metrics_cli
 from progan.pretrained import cli as pretrained_cli
+from progan.projection import cli as projection_cli
 from progan.studio import cli as studio_cli
 
 
@@ -37,6 +38,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     studio_cli.register(subparsers, panels=studio_panels)  # serve
     pretrained_cli.register(subparsers)  # import
     faces_commands.register(subparsers)  # describe, attributes, directions, edit
+    projection_cli.register(subparsers)  # project
 
 
 class ArgumentParser(argparse.ArgumentParser):

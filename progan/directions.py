@@ -145,3 +145,26 @@ def conditioned(
                 )
         out[name] = d / d.norm()
     return out
+
+
+def edit(
+    latents: torch.Tensor,
+    directions: dict[str, tuple[torch.Tensor, dict]],
+    amounts: dict[str, float],
+    keep: list[str] | None = None,
+    free: bool = False,
+) -> torch.Tensor:
+    """Latents (N, L) moved by amounts[name] along each named direction: `progan edit`'s move.
+
+    By default each edited direction is first conditioned on the other traits' directions (or on
+    `keep` only), so their linear models see no change (InterFaceGAN's conditional edit); `free`
+    moves along the plain directions (`move`)."""
+    if not amounts:
+        raise UserError("no direction to move along; name one, e.g. red_hair=+2,smile=-1")
+    if free:
+        return move(latents, directions, amounts)
+    units = conditioned(directions, list(amounts), keep)
+    out = latents.clone()
+    for name, amount in amounts.items():
+        out += float(amount) * units[name].to(out)
+    return out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from progan.cliargs import SNAPSHOT_HELP, add_generation_arguments, add_snapshot_argument, positive
@@ -47,6 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--measure-workers", type=int, default=DEFAULT_MEASURE_WORKERS,
         help="processes measuring faces while the next batch is generated "
         f"(default {DEFAULT_MEASURE_WORKERS}; 0: measure in turn)",
+    )  # fmt: skip
+    p.add_argument(
+        "--from", dest="from_file", metavar="JSON",
+        help="rank (and --refine) these faces instead: a projections.json from 'progan project'",
     )  # fmt: skip
     p.add_argument("--attributes", metavar="FILE", help="a classifier from 'progan attributes fit'")
     p.add_argument(
@@ -125,6 +128,7 @@ def _describe_options(args: argparse.Namespace) -> dict:
             "candidates": args.candidates or 500,
             "first_seed": args.first_seed, "attributes": args.attributes, "precision": args.precision,
             "measure_size": args.measure_size or None, "batch": args.batch, "resumed": 0,
+            "from_file": args.from_file,
         }  # fmt: skip
     journal = Path(args.resume) / d.JOURNAL_NAME
     if not journal.is_file():
@@ -182,17 +186,23 @@ def run_describe(args: argparse.Namespace) -> int:
         )
     directions = load_directions(snap.path) if args.refine else {}
     seeds = range(o["first_seed"], o["first_seed"] + o["candidates"])
+    latents = names = None
 
     def labels(chunk):
         return d.label_rows(desc, G.label_size, snap.label_names, chunk)
 
+    if o.get("from_file"):  # projected photos (or another describe's candidates) instead of seeds
+        from progan.model import given_candidates
+
+        latents, labels, names = given_candidates(o["from_file"], G.latent_size, G.label_size)
+        seeds = range(-1, -len(names) - 1, -1)  # ids only
     options = {k: v for k, v in o.items() if k not in ("out", "resumed")}
     header = {"options": {k: v for k, v in options.items() if k != "candidates"}, "latent_method": "progan"}
     ranked, images = d.describe(
         G, desc, seeds, top=args.top, labels=labels, attributes=attributes, batch=o["batch"],
         device=device, precision=o["precision"], progress=args.progress,
         journal=Path(o["out"]) / d.JOURNAL_NAME, header=header, measure_size=o["measure_size"],
-        workers=args.measure_workers,
+        workers=args.measure_workers, latents=latents, names=names,
     )  # fmt: skip
     measured = any(w.source == "measured" for w in desc.wishes)
     if measured and ranked.faces_found == 0:
@@ -212,7 +222,7 @@ def run_describe(args: argparse.Namespace) -> int:
     for rank, c in enumerate(ranked[: min(args.top, 5)], 1):
         score = "no face" if c.score is None else f"{c.score:.3f}"
         words = ", ".join(f"{k} {v:.2f}" for k, v in c.words.items())
-        print(f"#{rank} seed {c.seed}: {score} ({words})")
+        print(f"#{rank} {c.name or f'seed {c.seed}'}: {score} ({words})")
     print(f"wrote {grid}, {table} and {Path(o['out']) / 'top'}/ (full size)")
     return 0
 
@@ -266,64 +276,38 @@ def run_directions(args: argparse.Namespace) -> int:
     return 0
 
 
-def _latent_from_candidates(path: str, rank: int):
-    import torch
-
-    try:
-        data = json.loads(Path(path).read_text())
-        cands = data["candidates"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path} is not a describe candidates.json ({e}); pass DIR/candidates.json") from e
-    if not 1 <= rank <= len(cands):
-        raise UserError(f"--rank {rank}: {path} holds candidates 1 to {len(cands)}")
-    c = cands[rank - 1]
-    labels = None if c.get("labels") is None else torch.tensor(c["labels"], dtype=torch.float32)[None]
-    return torch.tensor(c["latent"], dtype=torch.float32)[None], labels, int(c["seed"])
-
-
 def run_edit(args: argparse.Namespace) -> int:
+    import numpy as np
     import torch
 
-    from progan.checkpoint import load_snapshot
-    from progan.device import pick_device
-    from progan.directions import conditioned, load_directions, parse_amounts
+    from progan import load
+    from progan.directions import parse_amounts
     from progan.images import save_image
-    from progan.sampling import images_for_latents, labels_for, latents_for_seeds
+    from progan.model import read_candidate
 
-    device = pick_device(args.device)
-    snap = load_snapshot(args.snapshot, device=device)
-    G = snap.G_ema
+    model = load(args.snapshot, device=args.device)
     amounts = parse_amounts(args.amounts)
     if not amounts:
         raise UserError("--set names no direction; write e.g. --set red_hair=+2,smile=-1")
     if args.from_file:
         if args.label:
             raise UserError("--label goes with --seed; a candidates.json already holds each face's labels")
-        z, labels, seed = _latent_from_candidates(args.from_file, args.rank)
-        if z.shape[1] != G.latent_size:
+        z, labels, what = read_candidate(args.from_file, args.rank)
+        if z.shape != (model.latent_size,):
             raise UserError(
-                f"{args.from_file} holds {z.shape[1]}-value latents; {snap.path} takes {G.latent_size}"
+                f"{args.from_file} holds {z.size}-value latents; {model.path} takes {model.latent_size}"
             )
     else:
-        seed = args.seed
-        z = latents_for_seeds([seed], G.latent_size)
-        labels = labels_for(G.label_size, [seed], args.label, snap.label_names)
-    directions = load_directions(snap.path)
-    if args.free:
-        from progan.directions import move
-
-        moved = move(z, directions, amounts)
-    else:
-        keep = [k.strip() for k in args.keep.split(",") if k.strip()] if args.keep else None
-        units = conditioned(directions, list(amounts), keep)
-        moved = z.clone()
-        for name, amount in amounts.items():
-            moved += amount * units[name]
-    pair = None if labels is None else labels.repeat(2, 1)
-    both = images_for_latents(G, torch.cat([z, moved]), pair, device=device, precision=args.precision)
-    save_image(both[1].numpy().transpose(1, 2, 0), args.out)
-    print(f"seed {seed} moved by {', '.join(f'{k} {v:+g}' for k, v in amounts.items())}: wrote {args.out}")
-    _print_change(both, list(amounts), G.resolution)
+        what = f"seed {args.seed}"
+        z = model.latents([args.seed])[0]
+        labels = model.labels([args.seed], args.label)
+    keep = [k.strip() for k in args.keep.split(",") if k.strip()] if args.keep else None
+    moved = model.edit(z, keep=keep, free=args.free, **amounts)
+    pair = None if labels is None else np.broadcast_to(np.asarray(labels).reshape(1, -1), (2, labels.size))
+    both = model.render(np.stack([z, moved]), pair, args.precision)
+    save_image(both[1], args.out)
+    print(f"{what} moved by {', '.join(f'{k} {v:+g}' for k, v in amounts.items())}: wrote {args.out}")
+    _print_change(torch.from_numpy(both).permute(0, 3, 1, 2), list(amounts), model.resolution)
     return 0
 
 

@@ -66,6 +66,12 @@ def _ssim_cs(img1: torch.Tensor, img2: torch.Tensor) -> tuple[torch.Tensor, torc
 @torch.no_grad()
 def ms_ssim(img1, img2, weights=WEIGHTS) -> torch.Tensor:
     """MS-SSIM of each pair of uint8 (or [0, 255] float) images (N, C, H, W) -> (N,) float64."""
+    return ms_ssim_differentiable(img1, img2, weights, floor=0.0)
+
+
+def ms_ssim_differentiable(img1, img2, weights=WEIGHTS, floor: float = 1e-4) -> torch.Tensor:
+    """`ms_ssim` with gradients, for losses (projection): the same formula, but SSIM and CS are
+    clipped at `floor` instead of 0, since x ** w has an infinite gradient at 0 for w < 1."""
     a = torch.as_tensor(img1).to(torch.float64)
     b = torch.as_tensor(img2).to(torch.float64)
     if a.shape != b.shape or a.ndim != 4:
@@ -82,8 +88,8 @@ def ms_ssim(img1, img2, weights=WEIGHTS) -> torch.Tensor:
         mcs.append(cs)
         if level + 1 < len(weights):
             a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
-    mssim_t = torch.stack(mssim).clamp(min=0.0)  # clip to zero, otherwise NaNs
-    mcs_t = torch.stack(mcs).clamp(min=0.0)
+    mssim_t = torch.stack(mssim).clamp(min=floor)  # clip to zero, otherwise NaNs
+    mcs_t = torch.stack(mcs).clamp(min=floor)
     return torch.prod(mcs_t[:-1] ** w[:-1, None], dim=0) * mssim_t[-1] ** w[-1]
 
 

@@ -1,0 +1,1 @@
+"""Projection of photos into a generator's latent space (`progan project`)."""
