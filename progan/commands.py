@@ -258,7 +258,7 @@ def register_outputs(subparsers: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from progan import distributed
     from progan.runspec import TrainOptions, resolve_resume, resolve_run
-    from progan.training import train
+    from progan.training import train_status
 
     runtime = ("func", "command", "resume", "gpus", "dry_run", "hours", "debug")
     given = {k: v for k, v in vars(args).items() if v is not None and k not in runtime}
@@ -279,13 +279,11 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     if args.gpus and args.gpus > 1:
         distributed.check_local_gpus(args.gpus, spec.options.device)
-        distributed.launch(args.gpus, train, spec)
-    else:
-        try:
-            train(spec)
-        finally:  # under torchrun: leave the process group cleanly
-            distributed.shutdown()
-    return 0
+        return distributed.launch(args.gpus, train_status, spec)
+    try:  # 0, or 128 + the signal that stopped the run (its snapshot is written)
+        return train_status(spec)
+    finally:  # under torchrun: leave the process group cleanly
+        distributed.shutdown()
 
 
 def run_generate(args: argparse.Namespace) -> int:

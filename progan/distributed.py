@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -166,11 +167,15 @@ def _worker(local_rank: int, world_size: int, port: int, fn, args) -> None:
         os.environ.setdefault(key, value)
     try:
         _local_rendezvous = _local_store(local_rank, world_size, port)
-        fn(*args)
+        status = fn(*args)
     finally:
         shutdown()
     _leave_rendezvous(_local_rendezvous, local_rank, world_size)
     _local_rendezvous = None
+    if local_rank == 0 and isinstance(status, int) and status:
+        # Rank 0's status reaches `launch` as its exit code, raised only now: every other rank has
+        # left (or timed out), so the parent's teardown of the others cuts nothing short.
+        sys.exit(status)
 
 
 def _leave_rendezvous(store: dist.Store, rank: int, world_size: int) -> None:
@@ -199,13 +204,37 @@ def check_local_gpus(nprocs: int, device_name: str) -> None:
         )
 
 
-def launch(nprocs: int, fn, *args) -> None:
+def launch(nprocs: int, fn, *args) -> int:
     """Run fn(*args) in `nprocs` processes on this machine, one rank each (like torchrun), meeting
-    at a rendezvous on 127.0.0.1; `from_environment` joins them into a process group."""
+    at a rendezvous on 127.0.0.1; `from_environment` joins them into a process group. Returns
+    rank 0's exit status: what fn returned there (an int) or 0.
+
+    While the ranks run, this process outlives SIGTERM and SIGINT: it passes SIGTERM on to them
+    (`kill PID` of the command, or a scheduler's signal, stops the run at a step with a snapshot,
+    as with one process) and leaves SIGINT to them (Ctrl-C reaches every process of the terminal's
+    group; passing it on would count as a second Ctrl-C, a forced stop)."""
+    import signal
+
     import torch.multiprocessing as mp
 
+    context = mp.start_processes(
+        _worker, args=(nprocs, free_port(), fn, args), nprocs=nprocs, join=False, start_method="spawn"
+    )
+
+    def pass_on(signum, frame) -> None:
+        for process in context.processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signum)
+
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, pass_on),
+                signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}  # fmt: skip
     try:
-        mp.spawn(_worker, args=(nprocs, free_port(), fn, args), nprocs=nprocs, join=True)
+        while not context.join():
+            pass
+    except mp.ProcessExitedException as e:
+        if e.error_index == 0 and e.exit_code is not None and e.exit_code > 128:
+            return e.exit_code  # rank 0 was stopped by a signal (its run is written: see _worker)
+        raise
     except mp.ProcessRaisedException as e:
         # A rank's UserError (a full disk, say) reaches here as the text of its traceback: pass on
         # its one line, so that the command ends as it would with one process.
@@ -214,3 +243,7 @@ def launch(nprocs: int, fn, *args) -> None:
         if lines:
             raise UserError(lines[-1][len(prefix) :]) from None
         raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 0

@@ -74,6 +74,7 @@ class StopRequests:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum: int | None = None  # the first signal: the command exits with 128 + it
         self._previous: dict[int, object] = {}
 
     def install(self) -> StopRequests:
@@ -93,3 +94,12 @@ class StopRequests:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
+        self.signum = self.signum or signum
+
+
+def interrupted_status(signum: int | None) -> int:
+    """The exit status of a run a signal stopped (snapshot written): 128 + the signal, as a shell
+    reports a process the signal ended (130 for Ctrl-C, 143 for SIGTERM); 0 for a run that ended.
+    Not 0: a script or scheduler must not take a stopped run for a finished one (a test that did
+    read a missing final snapshot, FileNotFoundError, when an outer `timeout` stopped its run)."""
+    return 0 if signum is None else 128 + signum

@@ -14,6 +14,7 @@ where it stopped.
 from __future__ import annotations
 
 import gc
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -37,7 +38,7 @@ from progan.networks import build_networks
 from progan.planner import TimeBudget, estimate_unmeasured
 from progan.planner import resolutions as planner_resolutions
 from progan.reporter import STATS_FILE, Reporter, TickRecord, peak_memory_gb, truncate_stats
-from progan.rundir import RunLock, StopRequests, new_run_dir, remove_leftovers
+from progan.rundir import RunLock, StopRequests, interrupted_status, new_run_dir, remove_leftovers
 from progan.runspec import RunSpec, apply_plan, resolve_resume, run_name
 from progan.sampling import grid_seeds, images_for_seeds, labels_for
 from progan.schedule import Stage
@@ -151,6 +152,7 @@ class Trainer:
         # Counters (a resume restores them).
         self.nimg = 0
         self.tick = 0
+        self.stop_signal: int | None = None  # the signal that stopped run(), if one did
         self.d_steps = 0  # D updates so far: which of them carry a lazy gradient penalty
         self.resolution = 0  # the stage resolution of the last step, 0 before the first
         self.skipped = torch.zeros((), device=self.device)
@@ -441,11 +443,14 @@ class Trainer:
                 tick_start_nimg, tick_start_time = self.nimg, time.time()
         except KeyboardInterrupt:  # a second Ctrl-C, raised wherever the loop was
             interrupted = forced = True
+            stop.signum = stop.signum or signal.SIGINT
         except torch.OutOfMemoryError:
             out_of_memory = True
         finally:
             reporter.close_bar()
             stop.uninstall()
+        if interrupted:  # a rank that the others' signal stopped (by agreement) reports SIGTERM
+            self.stop_signal = stop.signum or signal.SIGTERM
         if out_of_memory:
             stop_out_of_memory(self, reporter)
 
@@ -656,3 +661,11 @@ def _synced_time(t: Trainer) -> float:
 def train(spec: RunSpec) -> Path:
     """Train a resolved run (progan.runspec.resolve_run or resolve_resume) to its end."""
     return Trainer(spec).run()
+
+
+def train_status(spec: RunSpec) -> int:
+    """Train a resolved run; the command's exit status: 0 when it ran to its end, 128 + the
+    signal when SIGINT or SIGTERM stopped it (at a step boundary, with a snapshot written)."""
+    trainer = Trainer(spec)
+    trainer.run()
+    return interrupted_status(trainer.stop_signal)

@@ -46,10 +46,10 @@ def run_cli(argv) -> int:
 def train_to_the_end(argv, capfd) -> None:
     """Run `progan train argv` (any number of ranks) and check that it trained to its total.
 
-    A run that SIGINT or SIGTERM stops writes an earlier snapshot and exits 0 (as documented), so a
-    test reading the final snapshot would fail with FileNotFoundError and hide why: the two
-    multi-rank tests did that under load (where the test's outer `timeout` signalled its whole
-    process group). The interruption is named here instead. capfd, not capsys: ranks print from
+    A run that SIGINT or SIGTERM stops writes an earlier snapshot and exits 128 + the signal; the
+    two multi-rank tests once read the missing final snapshot instead (FileNotFoundError) when an
+    outer `timeout` signalled their process group and such a run still exited 0. The interruption
+    is named here. capfd, not capsys: ranks print from
     their own processes."""
     capfd.readouterr()
     code = run_cli(["train", *argv])
