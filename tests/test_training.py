@@ -236,7 +236,9 @@ def _sigterm_on_rank_1_worker(store_path: str, outdir: str) -> int:
             os.kill(os.getpid(), signal.SIGTERM)
 
     Trainer.step = step
-    status = training.train_status(tiny_spec(SimpleNamespace(path=store_path), outdir, batch=16, device="cpu"))
+    status = training.train_status(
+        tiny_spec(SimpleNamespace(path=store_path), outdir, batch=16, device="cpu")
+    )
     # Still joined: every socket this rank listens on (rendezvous, gloo) is on 127.0.0.1.
     from helpers import listening_addresses
 
@@ -248,7 +250,9 @@ def test_a_signal_on_one_rank_stops_every_rank_at_the_tick(tiny_store, tmp_path)
     # Rank 1 alone gets SIGTERM after step 2 (32 images); both ranks stop at the end of that tick
     # (48 images, past tick_kimg 0.04) and exit cleanly, and rank 0 writes the snapshot. The
     # command's status says that a signal stopped the run: 128 + SIGTERM.
-    assert distributed.launch(2, _sigterm_on_rank_1_worker, str(tiny_store.path), str(tmp_path / "runs")) == 143
+    assert (
+        distributed.launch(2, _sigterm_on_rank_1_worker, str(tiny_store.path), str(tmp_path / "runs")) == 143
+    )
     (run_dir,) = (tmp_path / "runs").glob("0*")
     assert [p.name for p in run_dir.glob("snapshot-*")] == ["snapshot-000000.048"]
     from helpers import LOOPBACK_HEX
