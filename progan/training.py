@@ -426,7 +426,7 @@ class Trainer:
 
                 # Metrics, report, grids, snapshot (rank 0; metrics first, so that the tick's one
                 # record holds them).
-                if main and self._metrics_due():
+                if self._metrics_due():  # every rank generates a share of the images
                     record.metrics = tick_metrics(self)
                 reporter.tick(record, self.nimg, stage)
                 if main and opts.image_ticks > 0 and self.tick % opts.image_ticks == 0:
@@ -519,7 +519,7 @@ def tick_metrics(t: Trainer) -> dict:
 
     o = t.opts
     results = compute_metrics(o.metrics, t.G_ema, o.data, o.metrics_num, t.device, seed=o.seed,
-                              inception_weights=o.inception_weights)  # fmt: skip
+                              inception_weights=o.inception_weights, ctx=t.ctx)  # fmt: skip
     return {f"metric/{k}": v for k, v in results.items()}
 
 

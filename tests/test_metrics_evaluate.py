@@ -176,3 +176,35 @@ def test_real_indices():
     assert len(set(idx)) == 30 and not set(idx) & set(other)
     assert len(E.real_indices(10, 30, seed=0)) == 30  # with replacement for small stores
     assert np.all(np.diff(idx) > 0)
+
+
+def _shared_metrics_worker(store_path: str, out: str, cache: str) -> None:
+    from progan import distributed
+
+    torch.set_num_threads(1)
+    ctx = distributed.from_environment("cpu")
+    ext = E.fidelity.ModuleExtractor(TinyInception(), name="custom")
+    got = E.compute_metrics(["swd", "msssim", "fid", "kid"], FakeG(), store_path, 70, "cpu", seed=3,
+                            batch_size=8, feature_extractor=ext, cache_dir=cache, ctx=ctx)  # fmt: skip
+    with open(f"{out}-{ctx.rank}.json", "w") as f:
+        json.dump(got, f)
+
+
+def test_metrics_shared_across_ranks_are_those_of_one_process(store, tmp_path):
+    # Issue 26 point 5: ranks share the generated images (9 batches of 8 and one of 6 over 2
+    # ranks: the last round has one batch); rank 0 gets exactly one process's numbers (the SWD
+    # patch centres drawn in the same order), the other rank returns nothing.
+    pytest.importorskip("torchmetrics")
+    from progan import distributed
+
+    ext = E.fidelity.ModuleExtractor(TinyInception(), name="custom")
+    one = E.compute_metrics(["swd", "msssim", "fid", "kid"], FakeG(), store.path, 70, "cpu", seed=3,
+                            batch_size=8, feature_extractor=ext, cache_dir=tmp_path / "c1")  # fmt: skip
+    distributed.launch(
+        2, _shared_metrics_worker, str(store.path), str(tmp_path / "out"), str(tmp_path / "c2")
+    )
+    shared = json.loads((tmp_path / "out-0.json").read_text())
+    assert json.loads((tmp_path / "out-1.json").read_text()) == {}
+    assert set(shared) == set(one) and {"swd_avg", "msssim", "fid", "kid_mean"} <= set(one)
+    for key in one:
+        assert shared[key] == pytest.approx(one[key], rel=1e-6, abs=1e-9), key

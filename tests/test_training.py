@@ -390,6 +390,29 @@ def test_metrics_during_training(tiny_store, tmp_path, monkeypatch):
     assert "metric/swd_avg" in events.Tags()["scalars"]
 
 
+def _metrics_rank_worker(store_path: str, outdir: str) -> None:
+    from types import SimpleNamespace
+
+    torch.set_num_threads(1)
+    opts = tiny_spec(SimpleNamespace(path=store_path), outdir, metrics=["swd", "msssim"], metrics_every=3,
+                     metrics_num=64, batch=16, device="cpu")  # fmt: skip
+    training.train(opts)
+
+
+def test_metrics_during_training_on_two_ranks(tiny_store, tmp_path, monkeypatch):
+    # Issue 26 point 5: both ranks compute the metrics together at the same ticks (each
+    # generates a share of the images), rank 0 records them; a rank that sat it out would leave
+    # the other waiting in a collective.
+    monkeypatch.setenv("PROGAN_CACHE_DIR", str(tmp_path / "cache"))
+    distributed.launch(2, _metrics_rank_worker, str(tiny_store.path), str(tmp_path / "runs"))
+    (run_dir,) = (tmp_path / "runs").glob("0*")
+    rows = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    with_metrics = [r for r in rows if "metric/swd_avg" in r]
+    # Every 3rd tick from the first at 16x16 on (batch 16: ticks of 48 images, 16x16 from tick 6).
+    assert [r["tick"] for r in with_metrics] == [6, 9]
+    assert all(r["metric/swd_avg"] > 0 and 0 <= r["metric/msssim"] <= 1 for r in with_metrics)
+
+
 def test_progress_bar_ends_exactly_at_the_total(tiny_store, tmp_path, capsys):
     # 60 updates of 0.008 kimg sum past 0.48 in floating point; the bar must not overshoot.
     import warnings

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from progan import distributed
 from progan.checkpoint import find_snapshots, load_snapshot
 from progan.data.store import Store, open_store
 from progan.errors import UserError
@@ -88,10 +89,16 @@ def fake_batches(
     """uint8 (n, C, R, R) CPU batches of G's images for `metric_seeds(num, seed)`, through the one
     sampling path: image k is `progan generate --seeds <metric_seeds(num, seed)[k]>`'s image."""
     seeds = metric_seeds(num, seed)
-    latent_size = int(G.latent_size)
+    return (fake_batch(G, seeds[i : i + batch], device, precision) for i in range(0, num, batch))
+
+
+def fake_batch(
+    G: torch.nn.Module, seeds: list[int], device: torch.device | str, precision: str = "auto"
+) -> torch.Tensor:
+    """uint8 (n, C, R, R) images of these seeds (one batch of `fake_batches`)."""
     labels = labels_for(int(getattr(G, "label_size", 0) or 0), seeds, None)
-    latents = (latents_for_seeds(seeds[i : i + batch], latent_size) for i in range(0, num, batch))
-    return iter_images(G, latents, labels, batch=batch, device=device, precision=precision)
+    latents = [latents_for_seeds(seeds, int(G.latent_size))]
+    return next(iter_images(G, latents, labels, batch=len(seeds), device=device, precision=precision))
 
 
 class _RealCache:
@@ -185,8 +192,13 @@ def compute_metrics(
     feature_extractor: fidelity.FeatureExtractor | None = None,
     cache_dir: str | os.PathLike | None = None,
     precision: str = "auto",
+    ctx: distributed.Context | None = None,
 ) -> dict[str, float]:
     """Metrics of generator G (in eval mode, e.g. G_ema) at its current resolution.
+
+    With `ctx` of several ranks, every rank calls this: the generated images are shared out a
+    batch each (distributed.shared_in_order), rank 0 alone reads the reals and folds the batches'
+    results in order, so the numbers are those of one process; the other ranks return {}.
 
     Returns a flat dict: swd_<size>... and swd_avg (x1e3), msssim, fid, kid_mean, kid_std,
     is_mean, is_std, precision, recall, as requested. `num` images are generated (MS-SSIM uses
@@ -219,42 +231,63 @@ def compute_metrics(
         extractor = feature_extractor or fidelity.load_inception(inception_weights, device)
         fidelity._torchmetrics()  # fail early when it is missing
 
+    ctx = ctx or distributed.Context()
     out: dict[str, float] = {}
-    reals = _RealCache(store, res, num, seed, cache_dir) if store is not None else None
-    real_desc = reals.swd_descriptors(batch, device) if "swd" in names else None
+    reals = _RealCache(store, res, num, seed, cache_dir) if store is not None and ctx.is_main else None
+    real_desc = reals.swd_descriptors(batch, device) if "swd" in names and reals else None
     real_feats = reals.features(extractor, batch, device) if extractor is not None and reals else None
 
     tmp_spill = None
     fake_desc = None
     if "swd" in names:
         est = num * swd.NHOODS_PER_IMAGE * channels * 49 * 4 * len(swd.swd_resolutions(res))
-        if est > SPILL_BYTES:
+        if est > SPILL_BYTES and ctx.is_main:
             tmp_spill = tempfile.mkdtemp(prefix="progan-swd-")
         fake_desc = swd.DescriptorSet(res, channels, seed=2 * seed + 1, spill_dir=tmp_spill, device=device)
+    seeds = metric_seeds(num, seed)
+
+    def prepare(k: int):  # on every rank, batch by batch: the SWD patch centres of batch k
+        n = min(batch, num - k * batch)
+        return fake_desc.draw_positions(n) if fake_desc is not None else None
+
+    def work(k: int, positions) -> dict:  # one batch of fakes, reduced to what the metrics need
+        x = fake_batch(G, seeds[k * batch : (k + 1) * batch], device, precision)
+        part: dict = {}
+        if fake_desc is not None:
+            part["desc"] = fake_desc.describe(x, positions)
+        if "msssim" in names:
+            n = x.shape[0] // 2 * 2
+            part["ms"] = (float(msssim.ms_ssim(x[0:n:2].to(device), x[1:n:2].to(device)).sum()) if n else 0.0,
+                          n // 2)  # fmt: skip
+        if extractor is not None:
+            part["pool"], part["logits"] = fidelity.extract_features(
+                extractor, [x], want_logits="is" in names, device=device
+            )
+        return part
+
     ms_total, ms_pairs = 0.0, 0
     pools, logits = [], []
     was_training = G.training
     G.eval()
     try:
-        for x in fake_batches(G, num, batch, device, seed=seed, precision=precision):
+        for _, part in distributed.shared_in_order(-(-num // batch), prepare, work, ctx):
             if fake_desc is not None:
-                fake_desc.add(x)
-            if "msssim" in names:
-                n = x.shape[0] // 2 * 2
-                if n:
-                    ms_total += float(msssim.ms_ssim(x[0:n:2].to(device), x[1:n:2].to(device)).sum())
-                    ms_pairs += n // 2
-            if extractor is not None:
-                f, lg = fidelity.extract_features(extractor, [x], want_logits="is" in names, device=device)
-                pools.append(f)
-                if lg is not None:
-                    logits.append(lg)
-        if fake_desc is not None:
+                fake_desc.append(part["desc"])
+            if "ms" in part:
+                ms_total += part["ms"][0]
+                ms_pairs += part["ms"][1]
+            if "pool" in part:
+                pools.append(part["pool"])
+                if part["logits"] is not None:
+                    logits.append(part["logits"])
+        if fake_desc is not None and ctx.is_main:
             out.update(swd.sliced_wasserstein_levels(real_desc, fake_desc, seed=seed, device=device))
     finally:
         G.train(was_training)
         if tmp_spill is not None:
             shutil.rmtree(tmp_spill, ignore_errors=True)
+    if not ctx.is_main:
+        return {}
     if "msssim" in names:
         out["msssim"] = ms_total / max(ms_pairs, 1)
     if extractor is not None:

@@ -243,6 +243,10 @@ def fidelity_metrics(
     names = list(names)
     out: dict[str, float] = {}
     fid_cls, kid_cls, is_cls = _torchmetrics()
+    # sync_on_compute=False: the features are already whole here (the ranks' shares gathered on
+    # rank 0); torchmetrics would otherwise all-gather its states across an initialised process
+    # group at compute(), a collective the other ranks never join (gloo: "Connection closed by
+    # peer" in test_metrics_shared_across_ranks_are_those_of_one_process; NCCL would hang).
     fake_t = torch.from_numpy(np.asarray(fake_pool, np.float32))
     real_t = torch.from_numpy(np.asarray(real_pool, np.float32)) if real_pool is not None else None
     with warnings.catch_warnings():
@@ -251,13 +255,14 @@ def fidelity_metrics(
         torch.manual_seed(seed)  # KID subsets and the IS split permutation draw from torch's RNG
         try:
             if "fid" in names:
-                fid = fid_cls(feature=_PassThrough(fake_t.shape[1]))
+                fid = fid_cls(feature=_PassThrough(fake_t.shape[1]), sync_on_compute=False)
                 fid.update(real_t, real=True)
                 fid.update(fake_t, real=False)
                 out["fid"] = float(fid.compute())
             if "kid" in names:
                 size = min(kid_subset_size, len(real_t), len(fake_t))
-                kid = kid_cls(feature=_PassThrough(fake_t.shape[1]), subsets=kid_subsets, subset_size=size)
+                kid = kid_cls(feature=_PassThrough(fake_t.shape[1]), subsets=kid_subsets, subset_size=size,
+                              sync_on_compute=False)  # fmt: skip
                 kid.update(real_t, real=True)
                 kid.update(fake_t, real=False)
                 mean, std = kid.compute()
@@ -267,7 +272,9 @@ def fidelity_metrics(
                     raise UserError(
                         "the Inception Score needs the extractor's logits; this extractor has none"
                     )
-                isc = is_cls(feature=_PassThrough(fake_logits.shape[1]), splits=is_splits)
+                isc = is_cls(
+                    feature=_PassThrough(fake_logits.shape[1]), splits=is_splits, sync_on_compute=False
+                )
                 isc.update(torch.from_numpy(np.asarray(fake_logits, np.float32)))
                 mean, std = isc.compute()
                 out["is_mean"], out["is_std"] = float(mean), float(std)

@@ -164,31 +164,47 @@ class DescriptorSet:
     @torch.no_grad()
     def add(self, images) -> None:
         x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
+        self.append(self.describe(x, self.draw_positions(x.shape[0])))
+
+    def draw_positions(self, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The patch centres of the next `n` images, (xs, ys) per level. Drawn in image order from
+        the set's streams, so that ranks which each describe a share of the batches (drawing the
+        centres of every batch, in order) describe exactly what one process would."""
+        h = NHOOD_SIZE // 2
+        out = []
+        for i, size in enumerate(self.resolutions):
+            rx, ry = self._rngs[i]
+            out.append((rx.integers(h, size - h, size=n * NHOODS_PER_IMAGE),
+                        ry.integers(h, size - h, size=n * NHOODS_PER_IMAGE)))  # fmt: skip
+        return out
+
+    @torch.no_grad()
+    def describe(self, images, positions: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        """float32 (n*NHOODS_PER_IMAGE, C*7*7) descriptors per level of uint8 (n, C, R, R) images."""
+        x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
         if x.ndim != 4 or x.shape[1] != self.channels or x.shape[2] != self.resolutions[0]:
             raise ValueError(
                 f"expected images (n, {self.channels}, {self.resolutions[0]}, {self.resolutions[0]}), "
                 f"got {tuple(x.shape)}"
             )
-        x = x.to(self.device)
-        n = x.shape[0]
-        h = NHOOD_SIZE // 2
-        pyramid = laplacian_pyramid(x, len(self.resolutions))
-        for i, level in enumerate(pyramid):
-            size = level.shape[-1]
-            rx, ry = self._rngs[i]
-            xs = rx.integers(h, size - h, size=n * NHOODS_PER_IMAGE)
-            ys = ry.integers(h, size - h, size=n * NHOODS_PER_IMAGE)
-            desc = extract_descriptors(level, xs, ys)
-            d = desc.reshape(desc.shape[0], self.channels, -1).double()
-            self._sum[i] += d.sum(dim=(0, 2)).cpu().numpy()
-            self._sumsq[i] += (d * d).sum(dim=(0, 2)).cpu().numpy()
-            arr = desc.cpu().numpy().astype(np.float32, copy=False)
+        pyramid = laplacian_pyramid(x.to(self.device), len(self.resolutions))
+        return [
+            extract_descriptors(level, xs, ys).cpu().numpy().astype(np.float32, copy=False)
+            for level, (xs, ys) in zip(pyramid, positions, strict=True)
+        ]
+
+    def append(self, descriptors: list[np.ndarray]) -> None:
+        """Add one batch's descriptors (from `describe`): the normalising sums, and the arrays."""
+        for i, arr in enumerate(descriptors):
+            d = torch.from_numpy(arr).reshape(arr.shape[0], self.channels, -1).double()
+            self._sum[i] += d.sum(dim=(0, 2)).numpy()
+            self._sumsq[i] += (d * d).sum(dim=(0, 2)).numpy()
             if self.spill_dir is None:
                 self._mem[i].append(arr)
             else:
-                with open(self._file(size), "ab") as f:
+                with open(self._file(self.resolutions[i]), "ab") as f:
                     arr.tofile(f)
-        self.count += n
+        self.count += descriptors[0].shape[0] // NHOODS_PER_IMAGE
 
     @property
     def num_descriptors(self) -> int:
