@@ -426,7 +426,7 @@ class Trainer:
 
                 # Metrics, report, grids, snapshot (rank 0; metrics first, so that the tick's one
                 # record holds them).
-                if self._metrics_due():  # every rank generates a share of the images
+                if metrics_due(self):  # every rank generates a share of the images
                     record.metrics = tick_metrics(self)
                 reporter.tick(record, self.nimg, stage)
                 if main and opts.image_ticks > 0 and self.tick % opts.image_ticks == 0:
@@ -501,17 +501,18 @@ class Trainer:
         last = self.nimg >= int(self.schedule.total_kimg * 1000)
         return every > 0 and self.tick % every == 0 and not last
 
-    def _metrics_due(self) -> bool:
-        opts = self.opts
-        if not opts.metrics:
-            return False
-        if opts.metrics_every:
-            return self.tick % opts.metrics_every == 0
-        return self._snapshot_due()
-
 
 # The step's update, the tick's metrics, out of memory, and a timed run's calibration: functions
 # of a trainer.
+
+
+def metrics_due(t: Trainer) -> bool:
+    """Whether this tick measures the metrics: every --metrics-every ticks, else with snapshots."""
+    if not t.opts.metrics:
+        return False
+    if t.opts.metrics_every:
+        return t.tick % t.opts.metrics_every == 0
+    return t._snapshot_due()
 
 
 def tick_metrics(t: Trainer) -> dict:
