@@ -160,7 +160,7 @@ def test_generate_labels_for_conditional_model(capsys, tmp_path):
     assert os.listdir(tmp_path / "dog") == ["seed0000.png"]
 
 
-def test_sigterm_writes_a_snapshot_and_exits_cleanly(tiny_store, tmp_path):
+def test_sigterm_writes_a_snapshot_and_exits_143(tiny_store, tmp_path):
     import signal
 
     args = tiny_train_args(tiny_store.path, tmp_path / "runs", kimg=1000, snapshot_ticks=1000)
@@ -175,7 +175,7 @@ def test_sigterm_writes_a_snapshot_and_exits_cleanly(tiny_store, tmp_path):
         out, _ = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == 0 and "Interrupted: snapshot written" in out
+    assert proc.returncode == 143 and "Interrupted: snapshot written" in out  # 128 + SIGTERM
     (run_dir,) = (tmp_path / "runs").iterdir()
     snaps = list(run_dir.glob("snapshot-*"))
     assert len(snaps) == 1 and (snaps[0] / "model.safetensors").is_file()

@@ -393,6 +393,10 @@ def test_a_ranks_user_error_is_one_line(monkeypatch):
             '  File "x.py", line 1, in f\nprogan.errors.UserError: cannot write snapshot s: no space; free disk space\n',
             1, 123)  # fmt: skip
 
-    monkeypatch.setattr(mp, "spawn", spawn)
+    class Ranks:  # what mp.start_processes(join=False) returns: its join raised rank 1's error
+        processes = []
+        join = spawn
+
+    monkeypatch.setattr(mp, "start_processes", lambda *a, **k: Ranks())
     with pytest.raises(UserError, match="^cannot write snapshot s: no space; free disk space$"):
         distributed.launch(2, print)
