@@ -1,8 +1,11 @@
 """`progan serve`: the studio's API through FastAPI's test client (the page: test_studio_browser.py)."""
 
 import asyncio
+import base64
+import contextlib
 import io
 import json
+import time
 
 import httpx
 import numpy as np
@@ -67,7 +70,9 @@ def test_concurrent_requests_are_served_in_shared_batches(studio, tmp_path):
     want = images_for_seeds(G, range(32)).numpy()
     for s, r in enumerate(responses):
         np.testing.assert_array_equal(decode(r), want[s])
-    assert sum(batcher.batches) == 32 and len(batcher.batches) < 8 and max(batcher.batches) <= 32
+    # On a CPU the thread runs G on blocks of SAMPLING_BLOCK faces, each handed back when done.
+    assert sum(batcher.batches) == 32 and batcher.block == 4 and max(batcher.batches) == 4
+    assert len(batcher.batches) < 16  # blocks are shared by the requests, not one face each
 
 
 def test_blend_and_direction_edits_follow_slerp_and_move(tmp_path):
@@ -147,6 +152,7 @@ def test_favourites_survive_a_restart_in_an_atomically_written_file(tmp_path):
 def test_bad_requests_get_a_4xx_with_a_one_line_message(studio):
     client = TestClient(create_app(studio))
     face = "/api/models/00000-faces/face.png"
+    page = "/api/models/00000-faces/faces"
     for url, code, needle in [
         (f"{face}?seed=-1", 400, "seed"),
         (f"{face}?seed=4294967296", 400, "seed"),
@@ -159,6 +165,18 @@ def test_bad_requests_get_a_4xx_with_a_one_line_message(studio):
         (f"{face}", 400, "seed"),
         ("/api/models/nope/face.png?seed=1", 404, "no model"),
         ("/api/models/..%2F..%2Fetc/face.png?seed=1", 404, ""),  # no route: a path is never a model
+        (f"{page}?seeds=" + ",".join(map(str, range(33))), 400, "at most 32"),
+        (f"{page}?seeds=", 400, "not a seed"),
+        (f"{page}?seeds=1,-1", 400, "not a seed"),
+        (f"{page}?seeds=4294967296", 400, "not a seed"),
+        (f"{page}?seeds=1,,2", 400, "not a seed"),
+        (f"{page}?seeds=1&size=12", 400, "power of two"),
+        (f"{page}?seeds=1&size=32", 400, "power of two"),
+        (f"{page}?seeds=1&size=0", 400, "size"),
+        (f"{page}?seeds=1&label=3", 400, "not conditional"),
+        (f"{page}", 400, "seeds"),
+        ("/api/models/nope/faces?seeds=1", 404, "no model"),
+        ("/api/models/..%2F..%2Fetc/faces?seeds=1", 404, ""),
     ]:
         r = client.get(url)
         assert r.status_code == code, (url, r.text)
@@ -216,3 +234,160 @@ def test_serve_binds_localhost_by_default_and_bad_paths_are_one_line_errors(tmp_
             main(["serve", str(path), "--state-dir", str(tmp_path / "s")])
         err = capsys.readouterr().err
         assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and str(path) in err
+
+
+# ---------------------------------------------------------------------------------------------
+# a page of faces as one streamed request (issue 28, point 4)
+
+
+def page_faces(response) -> list[tuple[int, np.ndarray]]:
+    """The (seed, pixels (C, H, W)) of each NDJSON line of a page, in the order they came."""
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/x-ndjson"
+    out = []
+    for line in response.text.splitlines():
+        item = json.loads(line)
+        img = Image.open(io.BytesIO(base64.b64decode(item["png"]))).convert("RGB")
+        out.append((item["seed"], np.asarray(img).transpose(2, 0, 1)))
+    return out
+
+
+def box(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (..., C, H, W) -> each size x size pixel the rounded mean of its box (half to even)."""
+    *lead, c, h, w = images.shape
+    f = h // size
+    mean = images.reshape(*lead, c, size, f, size, f).astype(np.float64).mean(axis=(-3, -1))
+    return np.round(mean).astype(np.uint8)
+
+
+def test_a_page_is_the_faces_of_generate_and_its_thumbnails_the_full_faces_made_smaller(studio, tmp_path):
+    seeds = [7, 123456789, 0, 5, 31, 4294967295]
+    out = tmp_path / "generated"
+    with pytest.raises(SystemExit) as e:
+        main(["generate", str(tmp_path / "runs" / "00000-faces"), "--seeds", ",".join(map(str, seeds)),
+              "--outdir", str(out)])  # fmt: skip
+    assert e.value.code == 0
+    generated = np.stack([np.asarray(Image.open(out / f"seed{s:04d}.png")).transpose(2, 0, 1) for s in seeds])
+    client = TestClient(create_app(studio))
+    page = "/api/models/00000-faces/faces?seeds=" + ",".join(map(str, seeds))
+    full = page_faces(client.get(page))
+    assert [s for s, _ in full] == seeds  # in the order asked
+    np.testing.assert_array_equal(np.stack([f for _, f in full]), generated)
+    for size in (8, 4, 1):
+        thumbs = page_faces(client.get(f"{page}&size={size}"))
+        assert [s for s, _ in thumbs] == seeds
+        # The full-size face box-downscaled, exactly; not G's output at a lower stage.
+        np.testing.assert_array_equal(np.stack([t for _, t in thumbs]), box(generated, size))
+    assert not np.array_equal(box(generated, 8)[0], box(generated, 8)[1])
+    lower = load_snapshot(tmp_path / "runs" / "00000-faces").G_ema
+    lower.set_stage(8, 1.0)
+    assert not np.array_equal(images_for_seeds(lower, seeds).numpy(), box(generated, 8))
+    one = decode(client.get("/api/models/00000-faces/face.png?seed=5&size=8"))
+    np.testing.assert_array_equal(one, box(generated[3], 8))  # face.png's thumbnail is the same
+
+
+@contextlib.contextmanager
+def served(app):
+    """`app` behind uvicorn on a free port in a thread (a real socket: a client can go away)."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not srv.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert srv.started, "uvicorn did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+def gate_block(monkeypatch, n: int):
+    """Hold the Batcher's n-th G call until the returned `release` is set; `calls` logs each call's
+    number of faces and `held` is set once the n-th call waits."""
+    import threading
+
+    import progan.studio.app as app_module
+
+    calls: list[int] = []
+    held, release = threading.Event(), threading.Event()
+    real = app_module.images_for_latents
+
+    def gated(G, z, *args, **kwargs):
+        calls.append(len(z))
+        if len(calls) == n:
+            held.set()
+            release.wait(30)
+        return real(G, z, *args, **kwargs)
+
+    monkeypatch.setattr(app_module, "images_for_latents", gated)
+    return calls, held, release
+
+
+def test_a_page_streams_each_block_when_done_and_stops_when_the_client_goes(studio, monkeypatch):
+    from progan.studio.app import Face
+
+    calls, held, release = gate_block(monkeypatch, 2)
+    m = studio.models["00000-faces"]
+    G = load_snapshot(m.snapshot).G_ema
+    want = images_for_seeds(G, range(32)).numpy()
+    try:
+        with served(create_app(studio)) as url, httpx.Client(base_url=url, timeout=30) as client:
+            with client.stream(
+                "GET", "/api/models/00000-faces/faces?seeds=" + ",".join(map(str, range(32)))
+            ) as r:
+                assert r.status_code == 200
+                lines = r.iter_lines()
+                first = [json.loads(next(lines)) for _ in range(4)]
+                # The first block's 4 faces arrived while the second block is still in G.
+                assert held.is_set() and calls == [4, 4]
+                assert [f["seed"] for f in first] == [0, 1, 2, 3]
+                for f in first:
+                    png = Image.open(io.BytesIO(base64.b64decode(f["png"]))).convert("RGB")
+                    np.testing.assert_array_equal(np.asarray(png).transpose(2, 0, 1), want[f["seed"]])
+            # The client has gone: the page's 24 faces still queued are cancelled, never rendered.
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                waiting = [j for j in list(m.batcher.jobs.queue) if j is not None]
+                if len(waiting) == 24 and all(j.future.cancelled() for j in waiting):
+                    break
+                time.sleep(0.02)
+            else:
+                pytest.fail(f"the page's faces were not cancelled: {len(waiting)} waiting")
+            release.set()
+            # Queued after them, so done only once the thread has passed the cancelled ones.
+            studio.render(m, Face(99)).result(timeout=30)
+            assert calls == [4, 4, 1]
+    finally:
+        release.set()
+
+
+def test_a_page_that_does_not_fit_the_queue_is_503_and_queues_nothing(studio, monkeypatch):
+    from progan.studio.app import Face
+
+    calls, held, release = gate_block(monkeypatch, 1)
+    m = studio.models["00000-faces"]
+    try:
+        first = studio.render(m, Face(1))
+        assert held.wait(10)
+        m.batcher.jobs.maxsize = 20  # as a server with 20 slots left
+        client = TestClient(create_app(studio))
+        r = client.get("/api/models/00000-faces/faces?seeds=" + ",".join(map(str, range(32))))
+        assert r.status_code == 503 and r.headers["retry-after"] == "1" and "busy" in r.json()["detail"]
+        assert all(j.future.cancelled() for j in list(m.batcher.jobs.queue))
+        release.set()
+        first.result(timeout=30)
+        r = client.get("/api/models/00000-faces/faces?seeds=" + ",".join(map(str, range(20))))
+        assert [json.loads(line)["seed"] for line in r.text.splitlines()] == list(range(20))
+        assert calls[0] == 1 and sum(calls) == 21  # the refused page's faces never reached G
+    finally:
+        release.set()

@@ -4,14 +4,20 @@ directions, keep favourites. FastAPI + uvicorn, one static page (`static/`), no 
 Everything a client sends is a number or a name checked against what the server loaded: a model
 id from `/api/models`, a seed in [0, 2**32), a label of the model, a direction of the snapshot
 with an amount in [-MAX_AMOUNT, MAX_AMOUNT], a blend weight in [0, 1], a thumbnail size that is a
-power of two up to the model's resolution. No request ever names a file. Bodies are capped at
-MAX_BODY bytes, the queue of faces waiting for a model at MAX_QUEUE (then 503), favourites at
-MAX_FAVOURITES. Bad requests get a 4xx with a one-line `detail`.
+power of two up to the model's resolution, a page of at most MAX_PAGE seeds. No request ever
+names a file. Bodies are capped at MAX_BODY bytes, the queue of faces waiting for a model at
+MAX_QUEUE (then 503, a page's faces all or none), favourites at MAX_FAVOURITES. Bad requests get
+a 4xx with a one-line `detail`.
 
-One loaded model serves all requests: a `Batcher` thread per model gathers the faces asked for
-within a few milliseconds (a page of 32 thumbnails arrives as 32 requests) and renders them in
-one generator call through `progan.sampling`, the one sampling path, so a seed's face here is the
-face `progan generate` writes.
+One loaded model serves all requests: a `Batcher` thread per model, the only thread that runs
+its G, takes the faces asked for in order and renders them in blocks of `SAMPLING_BLOCK` latents
+on a CPU (gathered within a few milliseconds; up to MAX_BATCH on a GPU) through
+`progan.sampling`, the one sampling path, so a seed's face here is the face `progan generate`
+writes. A page of up to MAX_PAGE faces is one request, `GET /api/models/<id>/faces?seeds=0,1,..
+&size=128`, answered as a stream of NDJSON lines `{"seed": S, "png": BASE64}`, one a face as
+soon as its block is done (the page fills in a block at a time); when the client goes away, its
+faces not rendered yet are dropped. A thumbnail (`size`) is the full-size face box-downscaled
+(`thumbnail`), never one of G's lower-resolution outputs, so it is the face that opens.
 
 Favourites live in `<state dir>/favourites.json` (written atomically; default
 `$XDG_DATA_HOME/progan/studio`, i.e. `~/.local/share/progan/studio`, or `--state-dir`), keyed by
@@ -36,6 +42,7 @@ progan/cli.py). A `Panel` has:
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import io
 import json
@@ -45,7 +52,8 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +61,7 @@ import numpy as np
 import torch
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel, Field
@@ -61,12 +69,13 @@ from pydantic import BaseModel, Field
 from progan.checkpoint import find_snapshots, load_snapshot, snapshot_run_name, write_json_atomic
 from progan.directions import load_directions, move
 from progan.errors import UserError
-from progan.sampling import MAX_SEED, images_for_latents, labels_for, latent_for_seed, slerp
+from progan.sampling import MAX_SEED, SAMPLING_BLOCK, images_for_latents, labels_for, latent_for_seed, slerp
 
 STATIC = Path(__file__).with_name("static")
 MAX_BODY = 16 * 1024
 MAX_QUEUE = 512
 MAX_BATCH = 32
+MAX_PAGE = 32
 MAX_FAVOURITES = 1000
 MAX_AMOUNT = 10.0
 MAX_MODELS = 32
@@ -91,12 +100,19 @@ class _Job:
 
 
 class Batcher:
-    """One thread per model: gathers the faces asked for within `gather` seconds into one batch."""
+    """One thread per model, the only one that runs its G: it takes the faces asked for in the
+    order they came and renders them in blocks of `block` latents (SAMPLING_BLOCK on a CPU, the
+    block G runs on anyway; up to `max_batch` on a GPU), gathering a block's faces within `gather`
+    seconds. Each face is handed back as soon as its block is done, so a page of 32 appears a
+    block at a time, and a face whose client has gone (its future cancelled) is skipped."""
 
     def __init__(self, G, device, precision: str, max_batch: int = MAX_BATCH, gather: float = GATHER_SECONDS,
                  max_queue: int = MAX_QUEUE) -> None:  # fmt: skip
         self.G, self.device, self.precision = G, device, precision
         self.max_batch, self.gather = max_batch, gather
+        # On a CPU a bigger call only runs G on more blocks of SAMPLING_BLOCK one after another:
+        # it would hold finished faces back until the last block. A GPU runs a batch at once.
+        self.block = min(max_batch, SAMPLING_BLOCK) if torch.device(device).type == "cpu" else max_batch
         self.jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
         # Sizes of the last BATCH_LOG batches run (for tests and the benchmark): a server that runs
         # for weeks must not keep one entry per batch it ever ran.
@@ -112,6 +128,19 @@ class Batcher:
             raise Busy("the model is busy; try again in a moment") from None
         return job.future
 
+    def submit_many(self, latents: torch.Tensor, labels: torch.Tensor | None) -> list[Future]:
+        """Futures of the faces of latents (n, L) and label rows (n, K), queued in order; all or
+        none: past MAX_QUEUE the ones queued are cancelled again and Busy is raised."""
+        futures: list[Future] = []
+        try:
+            for i in range(len(latents)):
+                futures.append(self.submit(latents[i], None if labels is None else labels[i]))
+        except Busy:
+            for f in futures:
+                f.cancel()
+            raise
+        return futures
+
     def close(self) -> None:
         self.jobs.put(None)
         self.thread.join(timeout=10)
@@ -123,7 +152,7 @@ class Batcher:
                 return
             batch = [first]
             deadline = time.monotonic() + self.gather
-            while len(batch) < self.max_batch:
+            while len(batch) < self.block:
                 try:
                     job = self.jobs.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
@@ -132,7 +161,10 @@ class Batcher:
                     self.jobs.put(None)  # finish this batch, then stop
                     break
                 batch.append(job)
-            self._render(batch)
+            # A cancelled future (its client went away) is dropped here, before G sees it.
+            live = [j for j in batch if j.future.set_running_or_notify_cancel()]
+            if live:
+                self._render(live)
 
     def _render(self, batch: list[_Job]) -> None:
         try:
@@ -351,15 +383,78 @@ class Studio:
         return m.batcher.submit(*self.face_latent(m, face))
 
 
+def thumbnail(image: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (C, H, W) -> uint8 (C, size, size): each pixel the mean of its H/size x H/size box,
+    rounded (half to even). A thumbnail is the full-size face made smaller, never G's output at a
+    lower stage, which is another picture."""
+    factor = image.shape[-1] // size
+    if factor <= 1:
+        return image
+    return torch.nn.functional.avg_pool2d(image[None].float(), factor)[0].round().to(torch.uint8)
+
+
 def png_bytes(image: torch.Tensor, size: int | None = None) -> bytes:
-    """uint8 (C, H, W) -> PNG; `size` < H gives a box-filtered thumbnail."""
+    """uint8 (C, H, W) -> PNG; `size` < H gives a box-filtered thumbnail (`thumbnail`)."""
+    if size:
+        image = thumbnail(image, size)
     arr = image.numpy().transpose(1, 2, 0)
     img = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else np.ascontiguousarray(arr))
-    if size and size < img.height:
-        img = img.resize((size, size), Image.BOX)
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# the streamed page: GET /api/models/<id>/faces?seeds=0,1,..&size=128 (issue 28)
+
+
+def check_size(m: Model, size: int | None) -> None:
+    """A thumbnail size is a power of two up to the model's resolution (None: full size)."""
+    if size is not None and (size < 1 or size & (size - 1) or size > m.G.resolution):
+        raise UserError(f"size {size} is not a power of two up to {m.G.resolution}")
+
+
+def parse_page_seeds(text: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2]: 1 to MAX_PAGE seeds, each in [0, MAX_SEED]."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) > MAX_PAGE:
+        raise UserError(f"seeds: {len(parts)} seeds; a page has at most {MAX_PAGE}")
+    seeds = []
+    for part in parts:
+        # Beyond 10 digits a seed is out of range anyway; int() of a huge string would be slow.
+        if not part.isdigit() or not part.isascii() or len(part) > 10 or int(part) > MAX_SEED:
+            raise UserError(f"seeds: '{part[:20]}' is not a seed; use 0 to {MAX_SEED}, e.g. seeds=0,1,2")
+        seeds.append(int(part))
+    return seeds
+
+
+def render_page(studio: Studio, m: Model, seeds: list[int], label: str | None) -> list[Future]:
+    """Futures of the faces of `seeds`, queued on the model's Batcher (the one thread that runs its
+    G) in order, so they come back a block at a time, first seed first; all or none (Busy)."""
+    rows = [studio.face_latent(m, Face(seed, label)) for seed in seeds]
+    z = torch.stack([r[0] for r in rows])
+    labels = None if rows[0][1] is None else torch.stack([r[1] for r in rows])
+    return m.batcher.submit_many(z, labels)
+
+
+async def page_lines(seeds: list[int], futures: list[Future], size: int | None) -> AsyncIterator[bytes]:
+    """NDJSON lines `{"seed": S, "png": BASE64}` (or `{"seed": S, "error": MESSAGE}`), one a face
+    as soon as it is rendered, in the order of `seeds`. When the client goes away (this generator
+    is cancelled or closed), the faces not rendered yet are cancelled: the Batcher skips them."""
+    import asyncio
+
+    try:
+        for seed, future in zip(seeds, futures, strict=True):
+            try:
+                image = await asyncio.wrap_future(future)
+                png = await asyncio.to_thread(png_bytes, image, size)
+                line = {"seed": seed, "png": base64.b64encode(png).decode("ascii")}
+            except Exception as e:  # noqa: BLE001 - the page shows which face failed and goes on
+                line = {"seed": seed, "error": str(e).splitlines()[0] if str(e) else type(e).__name__}
+            yield (json.dumps(line) + "\n").encode()
+    finally:
+        for future in futures:
+            future.cancel()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,13 +619,28 @@ def create_app(studio: Studio, panels: Sequence[Panel] = ()) -> FastAPI:
         size: int | None = Query(None, ge=1, le=1024),
     ):
         m = get_model(mid)
-        if size is not None and (size & (size - 1) or size > m.G.resolution):
-            raise UserError(f"size {size} is not a power of two up to {m.G.resolution}")
+        check_size(m, size)
         face = Face(seed, label or None, parse_edits(edits), blend, t if blend is not None else 0.0)
         image = await asyncio.wrap_future(studio.render(m, face))
         png = await asyncio.to_thread(png_bytes, image, size)
         # The same URL always gives the same picture from the same snapshot.
         return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+    @api.get("/models/{mid}/faces")
+    async def faces_page(
+        mid: str,
+        seeds: str = Query(max_length=MAX_PAGE * 12),
+        label: str | None = Query(None, max_length=1000),
+        size: int | None = Query(None, ge=1, le=1024),
+    ):
+        # A page of faces as one streamed request: each face is a line as soon as its block is done.
+        m = get_model(mid)
+        check_size(m, size)
+        seed_list = parse_page_seeds(seeds)
+        futures = render_page(studio, m, seed_list, label or None)
+        lines = page_lines(seed_list, futures, size)
+        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}  # no proxy holds lines back
+        return StreamingResponse(lines, media_type="application/x-ndjson", headers=headers)
 
     @api.get("/favourites")
     def favourites() -> list[dict]:
