@@ -5,6 +5,7 @@ Browser downloads are impossible here, so Playwright is given the system Chromiu
 a screenshot of the whole page (docs/images/studio.png comes from this test).
 """
 
+import base64
 import contextlib
 import io
 import os
@@ -12,6 +13,7 @@ import shutil
 import socket
 import threading
 import time
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -168,3 +170,56 @@ def test_describe_panel_shows_progress_and_cancels_at_256(tmp_path, monkeypatch)
         assert page.locator("#describe-results .face").count() == 16
         assert not page.locator("#describe-cancel").is_visible()
         assert errors == []
+
+
+def test_the_first_page_fills_in_as_its_faces_are_rendered_at_256(tmp_path, monkeypatch):
+    """A 256x256 network: the page asks for its 32 faces in one streamed request and shows each
+    block of faces as it arrives (here while the block holding the last face is held in G), and
+    every thumbnail is the full-size face box-downscaled to 128."""
+    import threading
+
+    import progan.studio.app as app_module
+    from progan.checkpoint import load_snapshot
+    from progan.sampling import images_for_seeds
+
+    calls: list[int] = []
+    held, release = threading.Event(), threading.Event()
+    real = app_module.images_for_latents
+
+    def gated(G, z, *args, **kwargs):
+        calls.append(len(z))
+        if sum(calls) == 32:  # the G call that renders the page's last face waits for the test
+            held.set()
+            release.wait(60)
+        return real(G, z, *args, **kwargs)
+
+    monkeypatch.setattr(app_module, "images_for_latents", gated)
+    snap = tiny_run(tmp_path / "runs" / "00002-faces256", resolution=256)
+    loaded = "() => [...document.querySelectorAll('#grid img')].filter((i) => i.naturalWidth > 0).length"
+    try:
+        with serving(tmp_path) as url, browser_page(url) as (page, errors):
+            assert held.wait(60), "the last block was never rendered"
+            shown = 32 - calls[-1]
+            assert 0 < shown < 32 and len(calls) >= 2
+            page.wait_for_function(f"() => ({loaded})() === {shown}", timeout=30_000)
+            page.wait_for_timeout(200)
+            assert page.evaluate(loaded) == shown  # some faces are shown, the last block's not yet
+            release.set()
+            page.wait_for_function(ALL_FACES_LOADED, timeout=30_000)
+            requests = page.evaluate("performance.getEntriesByType('resource').map((e) => e.name)")
+            faces = [unquote(u) for u in requests if "/api/models/" in u]
+            assert len(faces) == 1 and "/faces?seeds=0,1,2," in faces[0] and "size=128" in faces[0]
+            G = load_snapshot(snap).G_ema
+            want = images_for_seeds(G, [0, 5, 31]).numpy().astype(np.float64)
+            for i, seed in enumerate([0, 5, 31]):
+                src = page.locator(f"#grid .face[data-seed='{seed}'] img").get_attribute("src")
+                assert src.startswith("data:image/png;base64,")
+                thumb = pixels(base64.b64decode(src.split(",", 1)[1])).transpose(2, 0, 1)
+                box = np.round(want[i].reshape(3, 128, 2, 128, 2).mean(axis=(2, 4)))
+                np.testing.assert_array_equal(thumb, box)
+            page.locator("#grid .face").nth(5).click()  # the full-size face opens as before
+            page.wait_for_function(BIG_LOADED)
+            assert page.evaluate("document.getElementById('big').naturalWidth") == 256
+            assert errors == []
+    finally:
+        release.set()

@@ -43,12 +43,13 @@
 
   function thumbSize(m) { return Math.min(m.resolution, 128); }
 
-  function faceTile(modelId, f, caption, onClick) {
+  // A tile of a face; `streamed`: its picture comes from a page stream (streamFaces), not a URL.
+  function faceTile(modelId, f, caption, onClick, streamed = false) {
     const div = document.createElement("div");
     div.className = "face";
     const img = document.createElement("img");
     img.alt = caption;
-    img.src = faceUrl(modelId, f, thumbSize(models.find((m) => m.id === modelId) || model));
+    if (!streamed) img.src = faceUrl(modelId, f, thumbSize(models.find((m) => m.id === modelId) || model));
     const span = document.createElement("span");
     span.textContent = caption;
     div.append(img, span);
@@ -57,18 +58,69 @@
   }
 
   // --- browsing -------------------------------------------------------------------------------
+  // A page of faces is one request whose answer streams a line {"seed", "png"} per face as soon as
+  // the server has rendered it, so the grid fills in a block at a time. Pages still streaming are
+  // aborted when the grid is reset: the server then drops their faces not rendered yet.
+  const streams = new Set();
+
   function loadPage() {
     const grid = $("grid");
+    const imgs = new Map();
     for (let i = 0; i < PAGE && nextSeed <= model.max_seed; i++, nextSeed++) {
       const seed = nextSeed;
       const tile = faceTile(model.id, { seed, label: state.label }, `${seed}`, () =>
-        openFace({ seed, edits: {}, blend: null, t: 0 }));
+        openFace({ seed, edits: {}, blend: null, t: 0 }), true);
       tile.dataset.seed = seed;
       grid.append(tile);
+      imgs.set(seed, tile.querySelector("img"));
+    }
+    if (imgs.size) streamFaces(model, [...imgs.keys()], state.label, imgs);
+  }
+
+  async function streamFaces(m, seeds, label, imgs) {
+    const controller = new AbortController();
+    streams.add(controller);
+    const p = new URLSearchParams({ seeds: seeds.join(","), size: thumbSize(m) });
+    if (label) p.set("label", label);
+    const url = `/api/models/${encodeURIComponent(m.id)}/faces?${p}`;
+    try {
+      for (let attempt = 1; ; attempt++) {
+        const res = await fetch(url, { signal: controller.signal });
+        if (res.status === 503 && attempt < 5) {  // busy: nothing was queued; ask again shortly
+          await new Promise((ok) => setTimeout(ok, 1000 * attempt));
+          continue;
+        }
+        if (!res.ok) {
+          const body = await res.json().catch(() => null);
+          throw new Error((body && body.detail) || res.statusText);
+        }
+        const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+        let rest = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          const lines = (rest + value).split("\n");
+          rest = lines.pop();
+          for (const line of lines.filter(Boolean)) showFace(JSON.parse(line), imgs);
+        }
+        return;
+      }
+    } catch (e) {
+      if (e.name !== "AbortError") status(`faces: ${e.message}`);
+    } finally {
+      streams.delete(controller);
     }
   }
 
+  function showFace(item, imgs) {
+    const img = imgs.get(item.seed);
+    if (!img) return;
+    if (item.png) img.src = `data:image/png;base64,${item.png}`;
+    else { img.closest(".face").classList.add("failed"); img.title = item.error || "not rendered"; }
+  }
+
   function resetGrid(start = 0) {
+    streams.forEach((c) => c.abort());
     $("grid").replaceChildren();
     nextSeed = start;
     loadPage();
