@@ -9,13 +9,16 @@
   section.innerHTML = `
     <form id="photo-form">
       <label>open a photo <input id="photo-file" type="file" accept="image/*"></label>
-      <label>steps <input id="photo-steps" type="number" min="1" max="1000" value="100"></label>
+      <label>steps <input id="photo-steps" type="number" min="1" max="1000" value="200"></label>
       <button type="submit">project</button>
       <button type="button" id="photo-cancel" hidden>cancel</button>
       <progress id="photo-progress" max="1" value="0" hidden></progress>
     </form>
-    <p id="photo-status" role="status"></p>`;
-  document.querySelector("main").prepend(section);
+    <p><img id="photo-preview" alt="the photo sent" hidden
+      style="height: 64px; vertical-align: middle; margin-right: 8px; border-radius: 4px">
+      <span id="photo-status" role="status"></span></p>`;
+  // Above the page of faces: opening a photo needs no open face.
+  (document.getElementById("browse") || document.querySelector("main")).prepend(section);
   const $ = (id) => document.getElementById(id);
   let poll = null;
 
@@ -50,8 +53,12 @@
     e.preventDefault();
     const file = $("photo-file").files[0];
     if (!file || poll) return;
-    const q = new URLSearchParams({ model: studio.model.id, steps: Number($("photo-steps").value) || 100 });
+    const q = new URLSearchParams({ model: studio.model.id, steps: Number($("photo-steps").value) || 200 });
     $("photo-status").textContent = "reading the photo...";
+    // The photo as sent, beside the status line, to compare with the projected face.
+    URL.revokeObjectURL($("photo-preview").src);
+    $("photo-preview").src = URL.createObjectURL(file);
+    $("photo-preview").hidden = false;
     try {
       // The file is the request body as it is: the server decodes it in memory.
       await studio.api(`/api/ext/photo/upload?${q}`, {
