@@ -225,4 +225,8 @@ def test_open_a_photo_projects_it_with_progress_then_edits_it(tmp_path, monkeypa
         shot = os.environ.get("PROGAN_STUDIO_PHOTO_SCREENSHOT")
         if shot:
             page.screenshot(path=shot, full_page=True)
+        page.reload()  # the permalink in the address bar reopens the projected face, edit included
+        page.wait_for_function(BIG_LOADED)
+        assert page.locator("#detail-title").inner_text().startswith("photo ")
+        assert "smile" in page.locator("#big").get_attribute("src")
         assert errors == []

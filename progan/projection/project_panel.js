@@ -10,6 +10,11 @@
     <form id="photo-form">
       <label>open a photo <input id="photo-file" type="file" accept="image/*"></label>
       <label>steps <input id="photo-steps" type="number" min="1" max="1000" value="200"></label>
+      <select id="photo-align" aria-label="alignment">
+        <option value="auto" title="as progan project: faces of colour models of 64x64 and more">align: auto</option>
+        <option value="on" title="--align">align: on</option>
+        <option value="off" title="--no-align: a square photo, resized">align: off</option>
+      </select>
       <button type="submit">project</button>
       <button type="button" id="photo-cancel" hidden>cancel</button>
       <progress id="photo-progress" max="1" value="0" hidden></progress>
@@ -53,7 +58,8 @@
     e.preventDefault();
     const file = $("photo-file").files[0];
     if (!file || poll) return;
-    const q = new URLSearchParams({ model: studio.model.id, steps: Number($("photo-steps").value) || 200 });
+    const q = new URLSearchParams({ model: studio.model.id, steps: Number($("photo-steps").value) || 200,
+                                    align: $("photo-align").value });
     $("photo-status").textContent = "reading the photo...";
     // The photo as sent, beside the status line, to compare with the projected face.
     URL.revokeObjectURL($("photo-preview").src);
