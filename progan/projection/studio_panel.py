@@ -119,6 +119,7 @@ def photo_panel():
             raise UserError("the upload is empty; send the image file as the request body")
         if not running.acquire(blocking=False):
             raise HTTPException(503, "a photo is already being projected; try again when it has finished")
+        cancel.clear()  # here, not later: a cancel while the photo is being aligned still counts
         try:
             do_align = (
                 pr.face_model(int(m.G.resolution), m.config.channels) if align == "auto" else align == "on"
@@ -127,7 +128,6 @@ def photo_panel():
         except BaseException:
             running.release()
             raise
-        cancel.clear()
         progress.update(state="projecting", step=0, total=steps, best_loss=None, face=None, error=None)
         threading.Thread(target=project, args=(studio, m, photo, steps), daemon=True,
                          name="progan-studio-project").start()  # fmt: skip

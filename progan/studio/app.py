@@ -2,9 +2,10 @@
 directions, keep favourites. FastAPI + uvicorn, one static page (`static/`), no JavaScript build step.
 
 Everything a client sends is a number or a name checked against what the server loaded: a model
-id from `/api/models`, a seed in [0, 2**32), a label of the model, a direction of the snapshot
-with an amount in [-MAX_AMOUNT, MAX_AMOUNT], a blend weight in [0, 1], a thumbnail size that is a
-power of two up to the model's resolution. No request ever names a file. Bodies are capped at
+id from `/api/models`, a seed in [0, 2**32) or the id of a latent the server stored (16 hex
+digits), a label of the model, a direction of the snapshot with an amount in [-MAX_AMOUNT,
+MAX_AMOUNT], a blend weight in [0, 1], a thumbnail size that is a power of two up to the model's
+resolution. No request ever names a file. Bodies are capped at
 MAX_BODY bytes, the queue of faces waiting for a model at MAX_QUEUE (then 503), favourites at
 MAX_FAVOURITES. Bad requests get a 4xx with a one-line `detail`.
 
