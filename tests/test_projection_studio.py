@@ -152,6 +152,10 @@ def test_upload_limits_are_one_line_4xx_and_the_cap_elsewhere_stays(served):
         assert r.status_code == code, (url, r.text)
         detail = r.json()["detail"]
         assert needle in detail and "\n" not in detail, (url, detail)
+    # A body without a length (chunked) is cut off at the cap too, before it is read whole.
+    chunks = (b"x" * 2**20 for _ in range(11))
+    r = client.post(f"{UPLOAD}?model=00000-faces", content=chunks)
+    assert r.status_code == 413 and "request body over" in r.json()["detail"]
     assert client.get("/api/ext/photo/progress").json()["state"] == "idle"
     # The upload's larger cap is that route's alone.
     big = b"x" * (20 * 1024)
@@ -192,9 +196,12 @@ def test_one_projection_at_a_time_and_cancel_keeps_nothing(served, monkeypatch):
     released.set()
     assert wait_until_over(client)["state"] == "cancelled"
     assert not (tmp / "state" / "latents").exists() or not any((tmp / "state" / "latents").iterdir())
-    # Then the next photo is taken, and a latent is the face of its own model only.
+    # Then the next photo is taken (one over the 16 KiB cap of other requests: noise, 128x128,
+    # resized to the model's 16x16), and a latent is the face of its own model only.
     monkeypatch.setattr(pr, "project_images", real)
-    r = client.post(f"{UPLOAD}?model=00000-faces&steps=3", content=square)
+    noise = png(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8))
+    assert len(noise) > 32 * 1024
+    r = client.post(f"{UPLOAD}?model=00000-faces&steps=3", content=noise)
     assert r.status_code == 202, r.text
     p = wait_until_over(client)
     assert p["state"] == "done"
@@ -231,3 +238,20 @@ def test_a_face_model_photo_is_aligned_as_progan_project_aligns_it(tmp_path, mon
         assert calls == [((80, 80), 64, True), ((80, 80), 64, False)]
     finally:
         studio.close()
+
+
+def test_a_projection_that_fails_says_why_in_one_line_and_frees_the_panel(served, monkeypatch):
+    client, _, _ = served
+    real = pr.project_images
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory\nTried to allocate 2 GiB")
+
+    monkeypatch.setattr(pr, "project_images", broken)
+    square = png(np.full((16, 16, 3), 128, np.uint8))
+    assert client.post(f"{UPLOAD}?model=00000-faces", content=square).status_code == 202
+    p = wait_until_over(client)
+    assert p["state"] == "failed" and p["error"] == "CUDA out of memory" and p["face"] is None
+    monkeypatch.setattr(pr, "project_images", real)
+    assert client.post(f"{UPLOAD}?model=00000-faces&steps=2", content=square).status_code == 202
+    assert wait_until_over(client)["state"] == "done"
