@@ -3,7 +3,7 @@
 Each package registers the commands of its own code with a `register(subparsers)` function in its
 cli.py / commands.py; this file imports those modules and calls them in the order `progan --help`
 lists the commands. It is also where features are plugged into each other: the studio's `serve`
-gets the panels of other features (describe's box) from here, so the studio names no feature.
+gets the panels of other features (describe's box, open a photo) from here, so the studio names no feature.
 """
 
 from __future__ import annotations
@@ -23,10 +23,12 @@ from progan.studio import cli as studio_cli
 
 
 def studio_panels() -> list:
-    """The panels features add to `progan serve`: describe's box (progan/faces/studio_panel.py)."""
+    """The panels features add to `progan serve`: describe's box (progan/faces/studio_panel.py)
+    and "open a photo" (progan/projection/studio_panel.py)."""
     from progan.faces.studio_panel import describe_panel
+    from progan.projection.studio_panel import photo_panel
 
-    return [describe_panel()]
+    return [describe_panel(), photo_panel()]
 
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:

@@ -63,7 +63,10 @@ def test_bad_requests_are_one_line_errors(client, payload, status, detail):
 def test_progan_serve_hands_the_describe_panel_to_the_studio():
     # The studio names no feature: `progan serve` gets describe's panel from the command layer.
     args = build_parser().parse_args(["serve", "runs"])
-    assert [(p.name, p.script.name) for p in args.panels()] == [("describe", "describe_panel.js")]
+    assert [(p.name, p.script.name) for p in args.panels()] == [
+        ("describe", "describe_panel.js"),
+        ("photo", "project_panel.js"),
+    ]
 
 
 def test_describe_shows_its_progress_and_can_be_cancelled(client, monkeypatch):

@@ -149,7 +149,7 @@ def test_bad_photos_get_one_line_and_exit_2(tmp_path, capsys):
     good = tmp_path / "good.png"
     Image.new("RGB", (32, 32), "white").save(good)
     assert run_cli(["project", snap, good, text, "--out", out]) == 2
-    one_line_error(capsys, "notes.png is not a readable image", "pass a PNG or JPEG")
+    one_line_error(capsys, "notes.png is not an image", "pass a PNG or JPEG")
     assert run_cli(["project", snap, wide, "--out", out]) == 2
     one_line_error(capsys, "wide.png is 40x20, not square", "crop it square")
     assert run_cli(["project", snap, tmp_path / "missing.png", "--out", out]) == 2

@@ -223,3 +223,65 @@ def test_the_first_page_fills_in_as_its_faces_are_rendered_at_256(tmp_path, monk
             assert errors == []
     finally:
         release.set()
+
+
+def test_open_a_photo_projects_it_with_progress_then_edits_it(tmp_path, monkeypatch):
+    """The "open a photo" box: a small PNG uploaded through the page's file input is projected
+    while the status line counts the steps (each step slowed so that the test can watch it), then
+    the projected face opens in the detail view, and a direction slider edits it. Set
+    PROGAN_STUDIO_PHOTO_SCREENSHOT=FILE.png to save the page (docs/images/studio-photo.png)."""
+    from progan.projection import project as pr
+    from progan.projection.studio_panel import photo_panel
+
+    real = pr.project_images
+
+    def slowed(*args, on_step, **kwargs):
+        def step(done, total, best):
+            time.sleep(0.005)
+            on_step(done, total, best)
+
+        return real(*args, on_step=step, **kwargs)
+
+    monkeypatch.setattr(pr, "project_images", slowed)
+    snap = tiny_run(tmp_path / "runs" / "00000-faces", resolution=32)
+    add_direction(snap, "smile", torch.randn(16, generator=torch.Generator().manual_seed(1)), 16)
+    # A photo the model can make: one of its own faces (a random network's faces are pixel noise,
+    # which a resized copy would not keep; test_projection_studio.py sends photos to resize).
+    import progan
+
+    progan.load(snap, device="cpu").generate([11], as_pil=True)[0].save(tmp_path / "photo.png")
+    with serving(tmp_path, panels=[photo_panel()]) as url, browser_page(url) as (page, errors):
+        page.wait_for_selector("#photo-form")
+        page.locator("#photo-file").set_input_files(str(tmp_path / "photo.png"))
+        page.locator("#photo-steps").fill("200")
+        page.locator("#photo-form button[type=submit]").click()
+        page.wait_for_function(
+            "() => /projecting: step [1-9][0-9]* of 200, best loss [0-9.]+/"
+            ".test(document.getElementById('photo-status').textContent)",
+            timeout=30_000,
+        )  # fmt: skip
+        assert page.locator("#photo-cancel").is_visible()
+        page.wait_for_function(
+            "() => document.getElementById('photo-status').textContent.startsWith('projected')",
+            timeout=60_000,
+        )  # fmt: skip
+        page.wait_for_function(BIG_LOADED)
+        assert page.locator("#detail-title").inner_text().startswith("photo ")
+        assert "latent=" in page.locator("#big").get_attribute("src")
+        page.wait_for_timeout(100)
+        before = pixels(page.locator("#big").screenshot())
+        page.locator("[data-direction=smile]").fill("3")
+        page.wait_for_function("() => document.getElementById('big').src.includes('smile')")
+        page.wait_for_function(BIG_LOADED)
+        page.wait_for_timeout(100)
+        after = pixels(page.locator("#big").screenshot())
+        assert np.abs(after - before).mean() > 2  # the slider moved the projected face
+        assert not page.locator("#photo-cancel").is_visible()
+        shot = os.environ.get("PROGAN_STUDIO_PHOTO_SCREENSHOT")
+        if shot:
+            page.screenshot(path=shot, full_page=True)
+        page.reload()  # the permalink in the address bar reopens the projected face, edit included
+        page.wait_for_function(BIG_LOADED)
+        assert page.locator("#detail-title").inner_text().startswith("photo ")
+        assert "smile" in page.locator("#big").get_attribute("src")
+        assert errors == []

@@ -28,7 +28,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,27 +135,37 @@ def read_photo(
     (dlib landmarks, `progan.data.align.align_face`) when `align`, else a square photo resized.
     Any problem (not a file, not an image, too many pixels, no face, not square) is a UserError
     naming the file and the fix."""
-    from PIL import Image, ImageOps
-
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path} is a folder; pass image files (e.g. {path}/*.jpg)")
     if not path.is_file():
         raise UserError(f"{path}: no such file; check the path")
+    img = decode_photo(path, channels, name=str(path))
+    return photo_for_model(img, resolution, channels, align, landmarker, name=str(path))
+
+
+def decode_photo(source, channels: int, name: str = "the photo", max_pixels: int = MAX_PHOTO_PIXELS):
+    """A photo (a path or a binary file object, e.g. an upload in memory) decoded by Pillow into a
+    PIL image in the model's mode, upright (EXIF orientation). Its size is read from the header and
+    checked against `max_pixels` before the pixels are decoded (no decompression bombs); anything
+    Pillow cannot read is a UserError "NAME is not an image (...)"."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             w, h = img.size
-            if w * h > MAX_PHOTO_PIXELS:
+            if w * h > max_pixels:
                 raise UserError(
-                    f"{path} is {w}x{h}, more than {MAX_PHOTO_PIXELS // 1_000_000} megapixels; "
+                    f"{name} is {w}x{h}, more than {max_pixels / 1_000_000:g} megapixels; "
                     "pass a smaller photo"
                 )
             img.load()
             img = ImageOps.exif_transpose(img)
-            img = _normalise_mode(img, channels)
+            return _normalise_mode(img, channels)
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
-        raise UserError(f"{path} is not a readable image ({e}); pass a PNG or JPEG file") from e
-    return photo_for_model(img, resolution, channels, align, landmarker, name=str(path))
+        # Pillow names a file object by its repr: "unrecognised format" says it without one.
+        why = "unrecognised format" if isinstance(e, UnidentifiedImageError) else str(e).splitlines()[0]
+        raise UserError(f"{name} is not an image ({why}); pass a PNG or JPEG file") from e
 
 
 def photo_for_model(
@@ -291,10 +301,17 @@ def project_images(
     device: torch.device | str = "cpu",
     progress: bool = True,
     multi_hot: bool = False,
+    on_step: Callable[[int, int, float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[Projection]:
     """Project uint8 images (N, C, R, R) or (N, R, R, C) at G's resolution into G's latent
     space (module docstring); one Projection per image, in order. Photos are optimised `batch`
-    at a time, so memory does not grow with N. fp32 throughout (the gradients need it)."""
+    at a time, so memory does not grow with N. fp32 throughout (the gradients need it).
+
+    For a caller that shows progress (the studio): `on_step(done, total, best_loss)` after every
+    step (steps x images so far, of steps x N; the lowest loss of the chunk's latents at that
+    step), and `should_stop()` before every step: when it says True the optimisation ends there
+    and each photo gets its best latent so far."""
     from tqdm import tqdm
 
     opts = options or ProjectOptions()
@@ -318,11 +335,19 @@ def project_images(
     G.requires_grad_(False)
     out: list[Projection] = []
     bar = tqdm(total=len(t) * opts.steps, unit="step", desc="project", disable=not progress, file=sys.stderr)
+    done = 0
+
+    def step_done(images: int, best: float) -> None:
+        nonlocal done
+        done += images
+        on_step(done, len(t) * opts.steps, best)
+
     try:
         for start in range(0, len(t), opts.batch):
             chunk = t[start : start + opts.batch]
             chunk_names = names[start : start + len(chunk)]
-            out += _project_chunk(G, chunk, chunk_names, opts, D, device, gen, bar, multi_hot)
+            out += _project_chunk(G, chunk, chunk_names, opts, D, device, gen, bar, multi_hot,
+                                  on_step and step_done, should_stop)  # fmt: skip
     finally:
         bar.close()
         for p, g in zip(G.parameters(), was_grad, strict=True):
@@ -336,7 +361,8 @@ def _hard_labels(logits: torch.Tensor, multi_hot: bool) -> torch.Tensor:
     return torch.nn.functional.one_hot(logits.argmax(1), logits.shape[1]).float()
 
 
-def _project_chunk(G, chunk, names, opts, D, device, gen, bar, multi_hot=False) -> list[Projection]:
+def _project_chunk(G, chunk, names, opts, D, device, gen, bar, multi_hot=False, on_step=None,
+                   should_stop=None) -> list[Projection]:  # fmt: skip
     from progan.images import to_uint8
     from progan.metrics.msssim import MIN_RESOLUTION, ms_ssim
 
@@ -359,6 +385,8 @@ def _project_chunk(G, chunk, names, opts, D, device, gen, bar, multi_hot=False) 
     search_steps = int(opts.steps * LABEL_SEARCH_SHARE)
     fixed_labels = None
     for step in range(opts.steps):
+        if should_stop is not None and should_stop():
+            break
         # Cosine ramp-down of the rate over the last half, a short ramp-up (StyleGAN2's projector).
         frac = step / opts.steps
         lr = opts.lr * min(1.0, frac / 0.05) * (0.5 - 0.5 * math.cos(math.pi * min(1.0, 2 * (1 - frac))))
@@ -379,6 +407,8 @@ def _project_chunk(G, chunk, names, opts, D, device, gen, bar, multi_hot=False) 
             with torch.no_grad():
                 z.mul_(radius / z.norm(dim=1, keepdim=True))
         bar.update(n)
+        if on_step is not None:  # float() waits for the step: only when someone is watching
+            on_step(n, float(loss.detach().min()))
     with torch.no_grad():
         if k:
             fixed_labels = _hard_labels(logits, multi_hot)

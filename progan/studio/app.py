@@ -2,12 +2,13 @@
 directions, keep favourites. FastAPI + uvicorn, one static page (`static/`), no JavaScript build step.
 
 Everything a client sends is a number or a name checked against what the server loaded: a model
-id from `/api/models`, a seed in [0, 2**32), a label of the model, a direction of the snapshot
-with an amount in [-MAX_AMOUNT, MAX_AMOUNT], a blend weight in [0, 1], a thumbnail size that is a
-power of two up to the model's resolution, a page of at most MAX_PAGE seeds. No request ever
-names a file. Bodies are capped at MAX_BODY bytes, the queue of faces waiting for a model at
-MAX_QUEUE (then 503, a page's faces all or none), favourites at MAX_FAVOURITES. Bad requests get
-a 4xx with a one-line `detail`.
+id from `/api/models`, a seed in [0, 2**32) or the id of a latent the server stored (16 hex
+digits), a label of the model, a direction of the snapshot with an amount in [-MAX_AMOUNT,
+MAX_AMOUNT], a blend weight in [0, 1], a thumbnail size that is a power of two up to the
+model's resolution, a page of at most MAX_PAGE seeds. No request ever names a file. Bodies are
+capped at MAX_BODY bytes (a panel may raise one route's cap, as the photo upload does), the
+queue of faces waiting for a model at MAX_QUEUE (then 503, a page's faces all or none),
+favourites at MAX_FAVOURITES. Bad requests get a 4xx with a one-line `detail`.
 
 One loaded model serves all requests: a `Batcher` thread per model, the only thread that runs
 its G, takes the faces asked for in order and renders them in blocks of `SAMPLING_BLOCK` latents
@@ -18,6 +19,9 @@ writes. A page of up to MAX_PAGE faces is one request, `GET /api/models/<id>/fac
 soon as its block is done (the page fills in a block at a time); when the client goes away, its
 faces not rendered yet are dropped. A thumbnail (`size`) is the full-size face box-downscaled
 (`thumbnail`), never one of G's lower-resolution outputs, so it is the face that opens.
+
+A face is a seed, or a stored latent (a projected photo, see `StoredLatents`): `latent=<id>`
+instead of `seed=` names `<state dir>/latents/<id>.json`, an id the server made.
 
 Favourites live in `<state dir>/favourites.json` (written atomically; default
 `$XDG_DATA_HOME/progan/studio`, i.e. `~/.local/share/progan/studio`, or `--state-dir`), keyed by
@@ -31,11 +35,13 @@ progan/cli.py). A `Panel` has:
 
 - `router`: a FastAPI `APIRouter`, mounted at `/api/ext/<name>/`. Its handlers reach the studio
   through `request.app.state.studio` (`Studio.model(id)`, `Studio.face_latent(...)`,
-  `Studio.render(...)`), and should raise `UserError` for bad input (it becomes a 400).
+  `Studio.render(...)`, `Studio.latents.add(...)`), and should raise `UserError` for bad input (it
+  becomes a 400). Bodies are capped at MAX_BODY bytes, except on the routes a panel names in
+  `max_body` (`{"/upload": 10 * 2**20}`: that route alone takes up to 10 MiB).
 - `script`: a JavaScript file served at `/ext/<name>.js` and loaded by the page after start. It
   uses the page's `window.studio` object: `studio.addPanel(title)` returns an element to fill
   (shown beside the open face), `studio.state` is the open face `{model, seed, label, edits,
-  blend, t}`, `studio.setState(patch)` changes it (and re-renders), `studio.on("change", fn)` is
+  blend, t, latent}`, `studio.setState(patch)` changes it (and re-renders), `studio.on("change", fn)` is
   called after every change, `studio.api(path, options)` fetches JSON and throws with the
   server's `detail` on a 4xx.
 """
@@ -280,6 +286,68 @@ class Favourites:
             return True
 
 
+# ---------------------------------------------------------------------------------------------
+# stored latents: faces that are not seeds (a photo projected by a panel)
+
+LATENTS_FORMAT = "progan-studio-latent"
+LATENT_ID = re.compile(r"[0-9a-f]{16}")
+MAX_LATENTS = 1000
+
+
+class StoredLatents:
+    """Latents kept by the studio, one `<state dir>/latents/<id>.json` each (written atomically),
+    the id made here (16 hex digits): a face can then be `latent=<id>` instead of a seed. The
+    studio owns this format; a panel adds a latent with `add` and gets its id."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = Path(state_dir) / "latents"
+        self.lock = threading.Lock()
+        self.cache: dict[str, tuple[str, torch.Tensor, torch.Tensor | None]] = {}
+
+    def add(self, m: Model, latent, labels=None, info: dict | None = None) -> str:
+        """Keep a latent (L,) (and label row (K,)) of model `m`; its new id."""
+        import secrets
+
+        z = torch.as_tensor(np.asarray(latent, dtype=np.float32)).reshape(-1)
+        if z.numel() != m.config.latent_size or not torch.isfinite(z).all():
+            raise UserError(f"a latent of model {m.id} has {m.config.latent_size} finite values")
+        with self.lock:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if sum(1 for _ in self.dir.glob("*.json")) >= MAX_LATENTS:
+                raise UserError(f"{self.dir} holds {MAX_LATENTS} latents already; remove old ones")
+            lid = secrets.token_hex(8)
+            data = {"format": LATENTS_FORMAT, "version": 1, "model": m.id, "latent": z.tolist(),
+                    "labels": None if labels is None else np.asarray(labels, np.float32).tolist(),
+                    "added": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(info or {})}  # fmt: skip
+            write_json_atomic(self.dir / f"{lid}.json", data)
+        return lid
+
+    def get(self, m: Model, lid: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The latent (L,) and label row (K,) or None of stored latent `lid` of model `m`."""
+        if not LATENT_ID.fullmatch(lid):
+            raise UserError(f"latent '{lid[:40]}' is not a stored latent's id (16 hex digits)")
+        if lid not in self.cache:
+            path = self.dir / f"{lid}.json"
+            try:
+                data = json.loads(path.read_text())
+                z = torch.tensor(data["latent"], dtype=torch.float32)
+                labels = data.get("labels")
+                labels = None if labels is None else torch.tensor(labels, dtype=torch.float32)
+                entry = (str(data["model"]), z, labels)
+            except FileNotFoundError:
+                raise UserError(f"no stored latent '{lid}'; open the photo again") from None
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise UserError(f"{path} is not a stored latent ({e}); remove it") from e
+            with self.lock:
+                self.cache = {**dict(list(self.cache.items())[-255:]), lid: entry}
+        model, z, labels = self.cache[lid]
+        if model != m.id or z.shape != (m.config.latent_size,):
+            raise UserError(f"latent '{lid}' belongs to model {model}, not {m.id}")
+        if m.config.label_size and (labels is None or labels.shape != (m.config.label_size,)):
+            raise UserError(f"latent '{lid}' has no label row for model {m.id}")
+        return z, labels if m.config.label_size else None
+
+
 def default_state_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(base) / "progan" / "studio"
@@ -293,14 +361,16 @@ def default_state_dir() -> Path:
 class Face:
     """What a client asks for: everything is a number or a name checked against the model."""
 
-    seed: int
+    seed: int | None
     label: str | None = None
     edits: dict[str, float] = field(default_factory=dict)
     blend: int | None = None
     t: float = 0.0
+    latent: str | None = None  # a stored latent's id instead of a seed (StoredLatents)
 
     def to_dict(self) -> dict:
-        return {"seed": self.seed, "label": self.label, "edits": self.edits, "blend": self.blend, "t": self.t}
+        d = {"seed": self.seed, "label": self.label, "edits": self.edits, "blend": self.blend, "t": self.t}
+        return {**d, "latent": self.latent} if self.latent is not None else d
 
 
 def parse_edits(text: str | None) -> dict[str, float]:
@@ -331,7 +401,9 @@ class Studio:
                 directions=load_directions(snap.path), kimg=snap.kimg,
                 batcher=Batcher(snap.G_ema, torch.device(device), precision, max_batch, gather),
             )  # fmt: skip
-        self.favourites = Favourites(Path(state_dir) if state_dir else default_state_dir())
+        self.state_dir = Path(state_dir) if state_dir else default_state_dir()
+        self.favourites = Favourites(self.state_dir)
+        self.latents = StoredLatents(self.state_dir)
 
     def close(self) -> None:
         for m in self.models.values():
@@ -343,6 +415,8 @@ class Studio:
         return self.models[mid]
 
     def check_face(self, m: Model, face: Face) -> Face:
+        if (face.seed is None) == (face.latent is None):
+            raise UserError("a face is a seed or a stored latent: give one of seed= and latent=")
         for seed in (face.seed, face.blend):
             if seed is not None and not 0 <= seed <= MAX_SEED:
                 raise UserError(f"seed {seed} is out of range; use 0 to {MAX_SEED}")
@@ -366,10 +440,11 @@ class Studio:
         """The latent (L,) and label row (K,) of a face: blend (slerp), then directions."""
         self.check_face(m, face)
         L, K = m.config.latent_size, m.config.label_size
-        z = latent_for_seed(face.seed, L)
-        label = None
-        if K:
-            label = labels_for(K, [face.seed], face.label, m.label_names)[0]
+        if face.latent is not None:
+            z, label = self.latents.get(m, face.latent)
+        else:
+            z = latent_for_seed(face.seed, L)
+            label = labels_for(K, [face.seed], face.label, m.label_names)[0] if K else None
         if face.blend is not None:
             z = slerp(z, latent_for_seed(face.blend, L), face.t)
             if K:
@@ -469,35 +544,39 @@ class Panel:
     title: str
     router: APIRouter | None = None
     script: Path | None = None
+    # Routes of this panel (as mounted in its router, e.g. "/upload") that take bodies over MAX_BODY.
+    max_body: dict[str, int] = field(default_factory=dict)
 
 
 class BodyLimit:
-    """ASGI middleware: a request body over `limit` bytes ends in 413 before it is read whole."""
+    """ASGI middleware: a request body over `limit` bytes ends in 413 before it is read whole;
+    `larger` gives the paths (exactly) that may take more, and how much (an upload route)."""
 
-    def __init__(self, app, limit: int = MAX_BODY) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int = MAX_BODY, larger: dict[str, int] | None = None) -> None:
+        self.app, self.limit, self.larger = app, limit, dict(larger or {})
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.larger.get(scope.get("path", ""), self.limit)
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            return await _plain(send, 413, f"request body over {self.limit} bytes")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return await _plain(send, 413, f"request body over {limit} bytes")
         seen = 0
 
         async def limited():
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:
+            if seen > limit:
                 raise _TooLarge()
             return message
 
         try:
             await self.app(scope, limited, send)
         except _TooLarge:
-            await _plain(send, 413, f"request body over {self.limit} bytes")
+            await _plain(send, 413, f"request body over {limit} bytes")
 
 
 class _TooLarge(Exception):
@@ -564,7 +643,8 @@ class FaceIn(BaseModel):
     """A favourite as the page sends it."""
 
     model: str = Field(max_length=100)
-    seed: int = Field(ge=0, le=MAX_SEED)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    latent: str | None = Field(None, max_length=40)
     label: str | None = Field(None, max_length=1000)
     edits: dict[str, float] = Field(default_factory=dict, max_length=64)
     blend: int | None = Field(None, ge=0, le=MAX_SEED)
@@ -578,7 +658,8 @@ def create_app(studio: Studio, panels: Sequence[Panel] = ()) -> FastAPI:
 
     app = FastAPI(title="progan studio", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.studio = studio
-    app.add_middleware(BodyLimit)
+    larger = {f"/api/ext/{p.name}{route}": n for p in panels for route, n in p.max_body.items()}
+    app.add_middleware(BodyLimit, larger=larger)
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError):
@@ -611,7 +692,8 @@ def create_app(studio: Studio, panels: Sequence[Panel] = ()) -> FastAPI:
     @api.get("/models/{mid}/face.png")
     async def face_png(
         mid: str,
-        seed: int = Query(ge=0, le=MAX_SEED),
+        seed: int | None = Query(None, ge=0, le=MAX_SEED),
+        latent: str | None = Query(None, max_length=40),
         label: str | None = Query(None, max_length=1000),
         edits: str | None = Query(None, max_length=4000),
         blend: int | None = Query(None, ge=0, le=MAX_SEED),
@@ -620,7 +702,7 @@ def create_app(studio: Studio, panels: Sequence[Panel] = ()) -> FastAPI:
     ):
         m = get_model(mid)
         check_size(m, size)
-        face = Face(seed, label or None, parse_edits(edits), blend, t if blend is not None else 0.0)
+        face = Face(seed, label or None, parse_edits(edits), blend, t if blend is not None else 0.0, latent)
         image = await asyncio.wrap_future(studio.render(m, face))
         png = await asyncio.to_thread(png_bytes, image, size)
         # The same URL always gives the same picture from the same snapshot.
@@ -649,9 +731,8 @@ def create_app(studio: Studio, panels: Sequence[Panel] = ()) -> FastAPI:
     @api.post("/favourites", status_code=201)
     def add_favourite(face: FaceIn) -> dict:
         m = get_model(face.model)
-        f = Face(
-            face.seed, face.label or None, face.edits, face.blend, face.t if face.blend is not None else 0.0
-        )
+        f = Face(face.seed, face.label or None, face.edits, face.blend,
+                 face.t if face.blend is not None else 0.0, face.latent)  # fmt: skip
         studio.check_face(m, f)
         studio.face_latent(m, f)  # labels checked too: only faces that render are kept
         return studio.favourites.add({"model": m.id, **f.to_dict(), "note": face.note})

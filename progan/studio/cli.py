@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction, panels: Callable[[], list] 
         "repeatable. Other Host headers get 403 (the studio answers only 127.0.0.1, localhost and "
         "the --host address by default, against DNS rebinding)",
     )  # fmt: skip
-    p.add_argument("--state-dir", help="where favourites.json lives (default ~/.local/share/progan/studio)")
+    p.add_argument("--state-dir", help="where favourites.json and the latents of opened photos "
+                   "(latents/) live (default ~/.local/share/progan/studio)")  # fmt: skip
     add_generation_arguments(p, batch=None, precisions=["auto", "fp32", "bf16"])
     p.set_defaults(func=run_serve, panels=panels)
 

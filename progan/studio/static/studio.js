@@ -7,8 +7,9 @@
   let model = null;
   let nextSeed = 0;
   const listeners = [];
-  // The open face; also what a permalink encodes.
-  const state = { model: null, seed: null, label: "", edits: {}, blend: null, t: 0 };
+  // The open face; also what a permalink encodes. A face is a seed, or `latent`: the id of a
+  // latent the server keeps (a projected photo), with seed null.
+  const state = { model: null, seed: null, label: "", edits: {}, blend: null, t: 0, latent: null };
 
   async function api(path, options = {}) {
     const res = await fetch(path, options);
@@ -28,7 +29,7 @@
   }
 
   function faceParams(f, size) {
-    const p = new URLSearchParams({ seed: f.seed });
+    const p = new URLSearchParams(f.latent ? { latent: f.latent } : { seed: f.seed });
     if (f.label) p.set("label", f.label);
     const e = editsText(f.edits);
     if (e) p.set("edits", e);
@@ -168,14 +169,14 @@
   function render() {
     clearTimeout(renderTimer);  // sliders fire many events: ask for the last position only
     renderTimer = setTimeout(() => {
-      if (state.seed === null) return;
+      if (state.seed === null && !state.latent) return;
       const url = faceUrl(state.model, state);
       $("big").src = url;
       $("download").href = url;
-      $("download").download = `${state.model}-seed${state.seed}${state.blend !== null ? `-blend${state.blend}` : ""}.png`;
+      $("download").download = `${state.model}-${state.latent ? `photo-${state.latent}` : `seed${state.seed}`}${state.blend !== null ? `-blend${state.blend}` : ""}.png`;
       $("permalink").href = permalink();
       history.replaceState(null, "", permalink());
-      $("detail-title").textContent = `seed ${state.seed}` +
+      $("detail-title").textContent = (state.latent ? `photo ${state.latent}` : `seed ${state.seed}`) +
         (state.blend !== null ? ` \u2194 ${state.blend} (${Number(state.t).toFixed(2)})` : "");
       document.querySelectorAll("#grid .face").forEach((el) =>
         el.classList.toggle("selected", Number(el.dataset.seed) === state.seed));
@@ -202,7 +203,8 @@
     if (f.model && f.model !== model.id) { selectModel(f.model); resetGrid(); }
     if (f.label !== undefined && f.label !== state.label) { state.label = f.label || ""; $("label").value = state.label; }
     $("detail").hidden = false;
-    Object.assign(state, { model: model.id, seed: f.seed, edits: f.edits || {}, blend: f.blend ?? null, t: f.t || 0 });
+    Object.assign(state, { model: model.id, seed: f.seed ?? null, latent: f.latent || null, edits: f.edits || {},
+                           blend: f.blend ?? null, t: f.t || 0 });
     syncControls();
     setState({});
   }
@@ -215,7 +217,7 @@
     for (const item of items) {
       const f = item.face;
       if (!models.some((m) => m.id === f.model)) continue;  // a model not served now
-      const tile = faceTile(f.model, f, `${f.seed}${f.blend !== null ? "\u2194" + f.blend : ""}`, () => openFace(f));
+      const tile = faceTile(f.model, f, `${f.latent ? "photo" : f.seed}${f.blend !== null ? "\u2194" + f.blend : ""}`, () => openFace(f));
       tile.dataset.favourite = item.id;
       const remove = document.createElement("button");
       remove.className = "remove";
@@ -233,12 +235,12 @@
   }
 
   async function keep() {
-    const body = { model: state.model, seed: state.seed, label: state.label || null, edits: state.edits,
+    const body = { model: state.model, seed: state.seed, latent: state.latent, label: state.label || null, edits: state.edits,
                    blend: state.blend, t: state.blend !== null ? Number(state.t) : 0 };
     try {
       await api("/api/favourites", { method: "POST", headers: { "content-type": "application/json" },
                                       body: JSON.stringify(body) });
-      status(`kept seed ${state.seed}`);
+      status(`kept ${state.latent ? "photo " + state.latent : "seed " + state.seed}`);
       loadFavourites();
     } catch (e) { status(e.message); }
   }
@@ -254,7 +256,7 @@
   }
 
   window.studio = {
-    state, api, addPanel, setState,
+    state, api, addPanel, setState, open: openFace,
     on: (event, fn) => { if (event === "change") listeners.push(fn); },
     get model() { return model; },
   };
@@ -267,13 +269,13 @@
     selectModel(q.get("model") || models[0].id);
     if (q.get("label")) { state.label = q.get("label"); $("label").value = state.label; }
     resetGrid();
-    if (q.has("seed")) {
+    if (q.has("seed") || q.has("latent")) {
       const edits = {};
       for (const part of (q.get("edits") || "").split(",").filter(Boolean)) {
         const [k, v] = part.split(":");
         edits[k] = Number(v);
       }
-      openFace({ seed: Number(q.get("seed")), edits, blend: q.has("blend") ? Number(q.get("blend")) : null,
+      openFace({ seed: q.has("latent") ? null : Number(q.get("seed")), latent: q.get("latent"), edits, blend: q.has("blend") ? Number(q.get("blend")) : null,
                  t: Number(q.get("t") || 0) });
     }
     await loadFavourites();
