@@ -221,6 +221,7 @@ def generate_against_ideal(rounds: int, images: int, extra: list[str], json_path
 def levers(rounds: int) -> None:
     """Each lever of the sampling path timed against what it replaced, per 1024x1024 image at batch
     4, in one process, the variants of a round one after another (median over rounds)."""
+    import copy
     import io
     from concurrent.futures import ThreadPoolExecutor
 
@@ -273,6 +274,24 @@ def levers(rounds: int) -> None:
 
         return go
 
+    def unfrozen(net):
+        """The sampling copy as it was before pixel_norm_ and the kernels made once (issue 28)."""
+        old = copy.deepcopy(net)
+        for m in old.modules():
+            if hasattr(m, "norm_in_place"):
+                m.norm_in_place = False
+            if getattr(m, "frozen_up_kernel", None) is not None:
+                m.frozen_up_kernel = None
+        return old
+
+    def one_at_a_time(net):
+        def go():
+            with autocast(cpu, "bf16"):
+                for i in range(BATCH):
+                    to_uint8(net(z[i : i + 1]))
+
+        return go
+
     def upsampling(fused):
         cfg, convs = NetworkConfig(), []
         for lg in range(3, log2(cfg.resolution) + 1):
@@ -301,6 +320,18 @@ def levers(rounds: int) -> None:
             "G bf16, autocast on the loaded NCHW fp32 weights (before)": (run(G, "bf16"), BATCH),
             "G bf16, sampling copy channels-last, bf16 weights": (
                 run(sampling_network(G, cpu, "bf16"), "bf16"),
+                BATCH,
+            ),
+            "G bf16 sampling copy, pixel norm out of place, kernels made every call (before)": (
+                run(unfrozen(sampling_network(G, cpu, "bf16")), "bf16"),
+                BATCH,
+            ),
+            "G bf16 sampling copy, pixel_norm_ in place, kernels made once": (
+                run(sampling_network(G, cpu, "bf16"), "bf16"),
+                BATCH,
+            ),
+            "G bf16 sampling copy, one image a call (sampling_block 1)": (
+                one_at_a_time(sampling_network(G, cpu, "bf16")),
                 BATCH,
             ),
             "G's 2x upsampling + first conv, bf16 CL: upsample then 3x3 conv": (upsampling(False), BATCH),

@@ -24,6 +24,7 @@ from progan.layers import (
     fade,
     leaky_relu,
     pixel_norm,
+    pixel_norm_,
     upsample2x,
 )
 
@@ -146,9 +147,12 @@ class GeneratorBlock(nn.Module):
         self.conv1 = EqualizedConv2d(out_channels, out_channels, 3)
         self.use_pixelnorm = use_pixelnorm
         self.act = ACTIVATIONS[activation]
+        self.norm_in_place = False  # True in a sampling copy (no gradients): `pixel_norm_`
 
     def _norm(self, x: torch.Tensor) -> torch.Tensor:
-        return pixel_norm(x) if self.use_pixelnorm else x
+        if not self.use_pixelnorm:
+            return x
+        return pixel_norm_(x) if self.norm_in_place else pixel_norm(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._norm(self.act(self.conv0.upsample_then_forward(x)))
@@ -176,6 +180,7 @@ class Generator(_StageMixin, nn.Module):
                 nf(lg - 2), nf(lg - 1), config.use_pixelnorm, config.activation
             )
             self.torgb[str(res)] = EqualizedConv2d(nf(lg - 1), config.channels, 1, gain=1.0)
+        self.norm_in_place = False  # True in a sampling copy (no gradients): `pixel_norm_`
 
     @property
     def latent_size(self) -> int:
@@ -190,7 +195,9 @@ class Generator(_StageMixin, nn.Module):
         return self.config.channels
 
     def _norm(self, x: torch.Tensor) -> torch.Tensor:
-        return pixel_norm(x) if self.config.use_pixelnorm else x
+        if not self.config.use_pixelnorm:
+            return x
+        return pixel_norm_(x) if self.norm_in_place else pixel_norm(x)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.config.label_size:
@@ -198,7 +205,7 @@ class Generator(_StageMixin, nn.Module):
                 raise ValueError("this generator is conditional: pass labels (N, label_size)")
             z = torch.cat([z, labels.to(z.dtype)], dim=1)
         if self.config.normalize_latents:
-            z = pixel_norm(z)
+            z = pixel_norm(z)  # never in place: z is the caller's
         act = ACTIVATIONS[self.config.activation]
         x = act(self.dense(z)).reshape(z.shape[0], -1, 4, 4)
         x = self._norm(x)
@@ -294,9 +301,13 @@ def sampling_copy(G: Generator, dtype: torch.dtype, device: torch.device) -> Gen
     frozen = copy.deepcopy(G).requires_grad_(False).eval()
     with torch.no_grad():
         for m in frozen.modules():
-            if isinstance(m, (EqualizedConv2d, EqualizedLinear)):
+            if isinstance(m, EqualizedConv2d):
+                m.freeze_(dtype, device)
+            elif isinstance(m, EqualizedLinear):
                 m.weight.mul_(m.scale)
                 m.scale = 1.0
+            if isinstance(m, (Generator, GeneratorBlock)):
+                m.norm_in_place = True
     return frozen.to(device=device, dtype=dtype, memory_format=torch.channels_last)
 
 

@@ -13,6 +13,7 @@ from progan.layers import (
     leaky_relu,
     mbstd_group_size,
     pixel_norm,
+    pixel_norm_,
     upsample2x,
 )
 
@@ -55,6 +56,44 @@ def test_pixel_norm_in_half_precision(dtype):
     out = pixel_norm(x.to(dtype))
     assert out.dtype == dtype and torch.isfinite(out).all()
     torch.testing.assert_close(out.float(), expected, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous", "latent"])
+def test_in_place_pixel_norm_is_pixel_norm_written_into_its_input(dtype, layout):
+    """The sampling copy's pixel_norm_: the definition (within x's rounding), written into x
+    itself, on the channels-last path (a matrix product over the pixels) and on the fallbacks
+    (fp16, whose squares overflow; NCHW, whose channel rows are not contiguous)."""
+    torch.manual_seed(0)
+    x = (torch.randn(2, 16) if layout == "latent" else torch.randn(3, 16, 5, 5)) * 300
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    x = x.to(dtype)
+    expected = x.double() / torch.sqrt((x.double() ** 2).mean(dim=1, keepdim=True) + 1e-8)
+    before = x.data_ptr()
+    out = pixel_norm_(x)
+    assert out is x and x.data_ptr() == before and x.dtype == dtype
+    tol = 1e-6 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(x.double(), expected, rtol=tol, atol=tol)
+
+
+def test_a_frozen_conv_upsamples_with_the_kernel_it_made_once():
+    """freeze_ folds the scale into the weight and keeps upsample_then_forward's kernel: the same
+    function as the training conv (and made once: changing the weight afterwards changes
+    nothing, which is why only a sampling copy that never trains freezes)."""
+    torch.manual_seed(1)
+    conv = EqualizedConv2d(6, 4, 3)
+    with torch.no_grad():
+        conv.bias.normal_()
+    x = torch.randn(2, 6, 8, 8)
+    want_up, want = conv.upsample_then_forward(x), conv(x)
+    conv.freeze_(torch.float32, torch.device("cpu"))
+    assert conv.scale == 1.0 and conv.frozen_up_kernel is not None
+    torch.testing.assert_close(conv.upsample_then_forward(x), want_up)
+    torch.testing.assert_close(conv(x), want)
+    with torch.no_grad():
+        conv.weight.zero_()
+    torch.testing.assert_close(conv.upsample_then_forward(x), want_up)
 
 
 def test_in_place_leaky_relu_matches_the_definition_to_second_order():
