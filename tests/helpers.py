@@ -258,3 +258,31 @@ def listening_addresses(pid: int | None = None) -> list[str]:
                 if cols[3] == "0A" and cols[9] in inodes:  # 0A: LISTEN
                     found.append(cols[1].split(":")[0])
     return found
+
+
+@contextmanager
+def served_app(app, port: int | None = None) -> Iterator[str]:
+    """`app` behind uvicorn on 127.0.0.1 (a free port unless given) in a thread, a real socket (a
+    client can go away, a browser can connect); yields its URL and stops the server after."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    if port is None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not srv.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert srv.started, "uvicorn did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)

@@ -2,7 +2,6 @@
 
 import asyncio
 import base64
-import contextlib
 import io
 import json
 import time
@@ -13,7 +12,7 @@ import pytest
 import torch
 from fastapi import APIRouter, Request
 from fastapi.testclient import TestClient
-from helpers import tiny_run
+from helpers import served_app, tiny_run
 from PIL import Image
 
 from progan.checkpoint import load_snapshot
@@ -286,29 +285,9 @@ def test_a_page_is_the_faces_of_generate_and_its_thumbnails_the_full_faces_made_
     np.testing.assert_array_equal(one, box(generated[3], 8))  # face.png's thumbnail is the same
 
 
-@contextlib.contextmanager
 def served(app):
     """`app` behind uvicorn on a free port in a thread (a real socket: a client can go away)."""
-    import socket
-    import threading
-
-    import uvicorn
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not srv.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert srv.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
+    return served_app(app)
 
 
 def gate_block(monkeypatch, n: int):

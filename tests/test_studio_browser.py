@@ -18,7 +18,7 @@ from urllib.parse import unquote
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_run
+from helpers import served_app, tiny_run
 from PIL import Image
 from playwright import sync_api
 
@@ -41,25 +41,14 @@ def free_port() -> int:
 def serving(tmp_path, panels=()):
     """The studio of tmp_path/runs served by uvicorn on a free port as `progan serve` runs it (Host
     check included); yields its URL."""
-    import uvicorn
-
     studio = Studio([tmp_path / "runs"], tmp_path / "state")
     port = free_port()
     app = create_app(studio, panels=panels)
     app.add_middleware(HostCheck, hosts=allowed_hosts("127.0.0.1", port))  # as `progan serve` runs it
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
     try:
-        deadline = time.monotonic() + 30
-        while not srv.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert srv.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{port}"
+        with served_app(app, port) as url:
+            yield url
     finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
         studio.close()
 
 
@@ -176,7 +165,6 @@ def test_the_first_page_fills_in_as_its_faces_are_rendered_at_256(tmp_path, monk
     """A 256x256 network: the page asks for its 32 faces in one streamed request and shows each
     block of faces as it arrives (here while the block holding the last face is held in G), and
     every thumbnail is the full-size face box-downscaled to 128."""
-    import threading
 
     import progan.studio.app as app_module
     from progan.checkpoint import load_snapshot
