@@ -1,3 +1,4 @@
+import copy
 import math
 
 import numpy as np
@@ -94,6 +95,43 @@ def test_a_frozen_conv_upsamples_with_the_kernel_it_made_once():
     with torch.no_grad():
         conv.weight.zero_()
     torch.testing.assert_close(conv.upsample_then_forward(x), want_up)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("slope", [0.2, 0.0])
+@pytest.mark.parametrize("up", [False, True])
+def test_a_frozen_conv_runs_its_activation_in_the_same_onednn_call(dtype, slope, up, monkeypatch):
+    """conv_act on a frozen CPU conv is one oneDNN call with the activation as a post-op (counted
+    here), and the same function as the conv then LeakyReLU / ReLU of a conv that trains: fp32 to
+    float rounding; bf16 within one bf16 step of the output (the post-op rounds once, after the
+    activation)."""
+    from progan import layers
+
+    if not layers._ONEDNN_POINTWISE:
+        pytest.skip("this PyTorch build has no oneDNN pointwise convolution")
+    torch.manual_seed(2)
+    conv = EqualizedConv2d(8, 6, 3)
+    with torch.no_grad():
+        conv.bias.normal_()
+    x = torch.randn(2, 8, 6, 6)
+    y = conv.upsample_then_forward(x) if up else conv(x)
+    want = F.leaky_relu(y, slope)
+    frozen = copy.deepcopy(conv)
+    frozen.freeze_(dtype, torch.device("cpu"))
+    frozen.to(dtype=dtype, memory_format=torch.channels_last)
+    assert frozen.fuse_activation
+    calls = []
+    name = "_convolution_transpose_pointwise" if up else "_convolution_pointwise"
+    real = getattr(torch.ops.mkldnn, name)
+    monkeypatch.setattr(torch.ops.mkldnn, name, lambda *a: calls.append(a[-3]) or real(*a))
+    with torch.no_grad():
+        got = layers.conv_act(frozen, x.to(dtype).contiguous(memory_format=torch.channels_last), slope, up=up)
+    assert calls == ["relu" if slope == 0 else "leaky_relu"]
+    tol = 1e-5 if dtype == torch.float32 else 2**-7 * want.abs().max().item()
+    torch.testing.assert_close(got.float(), want, rtol=0, atol=tol)
+    conv_ = copy.deepcopy(conv)  # a conv that trains: the activation runs after it, as before
+    assert not conv_.fuse_activation
+    torch.testing.assert_close(layers.conv_act(conv_, x, slope, up=up), want)
 
 
 def test_in_place_leaky_relu_matches_the_definition_to_second_order():
