@@ -211,17 +211,21 @@ def test_one_projection_at_a_time_and_cancel_keeps_nothing(served, monkeypatch):
 
 def test_a_face_model_photo_is_aligned_as_progan_project_aligns_it(tmp_path, monkeypatch):
     """A colour 64x64 model is a face model: the upload goes through `photo_for_model` with
-    alignment on (the landmark code), and `align=off` turns it off as --no-align does."""
+    alignment on (the landmark code), and `align=off` turns it off as --no-align does; a photo
+    without a face says how to turn it off here (the menu, not the CLI's flag)."""
     tiny_run(tmp_path / "runs" / "00000-faces64", resolution=64)
     calls = []
     real = pr.photo_for_model
 
-    def spy(img, resolution, channels, align, landmarker=None, name="the photo"):
+    def spy(img, resolution, channels, align, landmarker=None, name="the photo", **kwargs):
         calls.append((img.size, resolution, align))
+        if len(calls) == 3:  # the real alignment, with a landmarker that finds no face
+            return real(img, resolution, channels, align, landmarker, name, **kwargs)
         return real(img, resolution, channels, False, None, name)
 
     class FakeLandmarker:
-        pass
+        def __call__(self, rgb):
+            return None
 
     import progan.data.align as align_module
 
@@ -236,6 +240,10 @@ def test_a_face_model_photo_is_aligned_as_progan_project_aligns_it(tmp_path, mon
             assert r.status_code == 202, r.text
             assert wait_until_over(client)["state"] == "done"
         assert calls == [((80, 80), 64, True), ((80, 80), 64, False)]
+        r = client.post(f"{UPLOAD}?model=00000-faces64&steps=1", content=photo)
+        over = r.json() if r.status_code == 400 else wait_until_over(client)
+        message = over.get("detail") or over.get("error")
+        assert "no face found" in message and "align: off" in message and "--no-align" not in message
     finally:
         studio.close()
 

@@ -169,9 +169,16 @@ def decode_photo(source, channels: int, name: str = "the photo", max_pixels: int
 
 
 def photo_for_model(
-    img, resolution: int, channels: int, align: bool, landmarker=None, name: str = "the photo"
+    img,
+    resolution: int,
+    channels: int,
+    align: bool,
+    landmarker=None,
+    name: str = "the photo",
+    align_off: str = "--no-align",
 ) -> np.ndarray:
-    """A PIL image -> uint8 (R, R, C) for the model (see `read_photo`)."""
+    """A PIL image -> uint8 (R, R, C) for the model (see `read_photo`). `align_off` is how the
+    caller's user turns alignment off (the CLI's flag; the studio's menu), named in the error."""
     from PIL import Image
 
     img = _normalise_mode(img, channels)
@@ -183,7 +190,7 @@ def photo_for_model(
         lm = landmarker(rgb)
         if lm is None:
             raise UserError(
-                f"{name}: no face found; pass a photo with a frontal face, or --no-align for a photo "
+                f"{name}: no face found; pass a photo with a frontal face, or {align_off} for a photo "
                 "already cropped the way the model's data was"
             )
         img = align_face(Image.fromarray(rgb), lm, size=resolution)

@@ -59,7 +59,9 @@ def photo_panel():
 
             landmarker.append(FaceLandmarker())
         lm = landmarker[0] if align else None
-        return pr.photo_for_model(img, int(m.G.resolution), m.config.channels, align, lm, "the upload")
+        return pr.photo_for_model(
+            img, int(m.G.resolution), m.config.channels, align, lm, "the upload", align_off="align: off"
+        )
 
     def project(studio, m, photo, steps: int) -> None:
         try:
