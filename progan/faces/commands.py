@@ -81,7 +81,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_snapshot_argument(p)
     p.add_argument("--samples", type=positive(int), default=2000, help="faces to measure (default 2000)")
-    p.add_argument("--fraction", type=float, default=0.25, help="top and bottom share per trait (0.25)")
+    p.add_argument(
+        "--fraction", type=float, default=0.25, help="top and bottom share of a scalar trait (0.25)"
+    )
     p.add_argument("--first-seed", type=int, default=1_000_000, help="samples are seeds N, N+1, ...")
     add_generation_arguments(p)
     p.add_argument("--no-progress", dest="progress", action="store_false")

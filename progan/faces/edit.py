@@ -3,8 +3,10 @@
 Fitting follows InterFaceGAN (Shen et al., CVPR 2020): sample many latents, measure each face,
 and for every trait score (a category's score such as hair_colour=red, or a scalar trait such as
 smile) train a linear SVM that separates the latents of the highest-scoring fraction from the
-lowest; the unit normal of its boundary is the trait's direction. 30% of those samples are held
-out and the SVM's accuracy on them is stored with the direction, so a weak direction shows as
+lowest; the unit normal of its boundary is the trait's direction. A category (red hair, blue
+eyes) is a yes/no fact instead: its SVM separates every face measured as that category from every
+other face, the classes weighted to balance. 30% of those samples are held out and the SVM's
+(class-balanced) accuracy on them is stored with the direction, so a weak direction shows as
 one. The measure function is a parameter: `progan.faces.measure.measure_faces` by default, any
 function with its interface in tests.
 """
@@ -54,32 +56,49 @@ def linear_svm():
 
 
 def fit_direction(
-    latents: np.ndarray, scores: np.ndarray, fraction: float = 0.25, seed: int = 0
+    latents: np.ndarray,
+    scores: np.ndarray,
+    fraction: float = 0.25,
+    seed: int = 0,
+    threshold: float | None = None,
 ) -> tuple[np.ndarray, float, int] | None:
     """InterFaceGAN's boundary: (unit normal, held-out accuracy, samples used), or None when the
-    scores do not vary enough to separate a top from a bottom group."""
+    scores do not vary enough to separate a top from a bottom group.
+
+    Without `threshold` the groups are the top and bottom `fraction` of the scores. With one (a
+    category's 0.5) they are all scores above it against all below, the classes weighted to
+    balance: a category rarer than `fraction` would otherwise fill its top group with faces
+    measured as not of it, picked by how unsure the measurer was of them (see fit_directions).
+    When fewer than 5 scores lie on one side, the quarters are used after all."""
     LinearSVC = linear_svm()
 
     n = len(scores)
-    k = int(n * fraction)
-    order = np.argsort(scores, kind="stable")
-    lo, hi = order[:k], order[n - k :]
-    if k < 5 or scores[hi].min() - scores[lo].max() <= 1e-3:
-        return None
+    if threshold is not None:
+        lo, hi = np.flatnonzero(scores < threshold), np.flatnonzero(scores > threshold)
+    if threshold is None or min(len(lo), len(hi)) < 5:  # a category (almost) no face is measured
+        k = int(n * fraction)  # as, or every face: the most and the least of it, as a scalar
+        order = np.argsort(scores, kind="stable")
+        lo, hi = order[:k], order[n - k :]
+        if k < 5 or scores[hi].min() - scores[lo].max() <= 1e-3:
+            return None
     x = np.concatenate([latents[lo], latents[hi]])
-    y = np.concatenate([np.zeros(k), np.ones(k)])
+    y = np.concatenate([np.zeros(len(lo)), np.ones(len(hi))])
     rng = np.random.default_rng(seed)
-    perm = rng.permutation(2 * k)
-    n_val = max(2, int(0.3 * 2 * k))
+    perm = rng.permutation(len(y))
+    n_val = max(2, int(0.3 * len(y)))
     val, train = perm[:n_val], perm[n_val:]
-    svm = LinearSVC(C=1.0, dual="auto", max_iter=5000, random_state=seed).fit(x[train], y[train])
-    acc = float((svm.predict(x[val]) == y[val]).mean())
-    svm = LinearSVC(C=1.0, dual="auto", max_iter=5000, random_state=seed).fit(x, y)
+    # Balanced weights, and accuracy as the mean of the two classes' recalls: with one red face in
+    # five, "never red" would otherwise score 0.8 and look like a direction.
+    svm = LinearSVC(C=1.0, dual="auto", max_iter=5000, random_state=seed, class_weight="balanced")
+    svm.fit(x[train], y[train])
+    hit = svm.predict(x[val]) == y[val]
+    acc = float(np.mean([hit[y[val] == c].mean() for c in (0, 1) if (y[val] == c).any()]))
+    svm = LinearSVC(C=1.0, dual="auto", max_iter=5000, random_state=seed, class_weight="balanced").fit(x, y)
     w = svm.coef_[0].astype(np.float32)
     norm = float(np.linalg.norm(w))
     if not norm > 0:
         return None
-    return w / norm, acc, 2 * k
+    return w / norm, acc, len(y)
 
 
 # `directions` keeps every sample's latent and measurement to fit on (about 7 KB a sample with a
@@ -144,7 +163,13 @@ def fit_directions(
         idx = np.array([j for j, _ in rows])
         # A low-confidence measurement pulls its score to the middle instead of being trusted.
         scores = np.array([0.5 + (v[2] - 0.5) * v[3] for _, v in rows], dtype=np.float64)
-        result = fit_direction(z[idx], scores, fraction) if len(rows) >= min_faces else None
+        # A category's score says yes or no (the pull keeps its side of 0.5): ranking by it would
+        # rank the faces a rare category is NOT of by the measurer's confidence in them, a trait
+        # of its own (dark hair shows less strand detail) that then became the category's direction.
+        threshold = 0.5 if rows and rows[0][1][1] is not None else None
+        result = (
+            fit_direction(z[idx], scores, fraction, threshold=threshold) if len(rows) >= min_faces else None
+        )
         if result is None:
             skipped[name] = "too few faces" if len(rows) < min_faces else "the measured scores do not vary"
             continue
