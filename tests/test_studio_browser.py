@@ -215,9 +215,10 @@ def test_the_first_page_fills_in_as_its_faces_are_rendered_at_256(tmp_path, monk
 
 def test_open_a_photo_projects_it_with_progress_then_edits_it(tmp_path, monkeypatch):
     """The "open a photo" box: a small PNG uploaded through the page's file input is projected
-    while the status line counts the steps (each step slowed so that the test can watch it), then
-    the projected face opens in the detail view, and a direction slider edits it. Set
-    PROGAN_STUDIO_PHOTO_SCREENSHOT=FILE.png to save the page (docs/images/studio-photo.png)."""
+    while the status line counts the steps (each step slowed so that the test can watch it), a
+    reload while it runs follows it again, then the projected face opens in the detail view, and a
+    direction slider edits it. Set PROGAN_STUDIO_PHOTO_SCREENSHOT=FILE.png to save the page
+    (docs/images/studio-photo.png)."""
     from progan.projection import project as pr
     from progan.projection.studio_panel import photo_panel
 
@@ -225,7 +226,7 @@ def test_open_a_photo_projects_it_with_progress_then_edits_it(tmp_path, monkeypa
 
     def slowed(*args, on_step, **kwargs):
         def step(done, total, best):
-            time.sleep(0.005)
+            time.sleep(0.02)
             on_step(done, total, best)
 
         return real(*args, on_step=step, **kwargs)
@@ -246,6 +247,13 @@ def test_open_a_photo_projects_it_with_progress_then_edits_it(tmp_path, monkeypa
         page.wait_for_function(
             "() => /projecting: step [1-9][0-9]* of 200, best loss [0-9.]+/"
             ".test(document.getElementById('photo-status').textContent)",
+            timeout=30_000,
+        )  # fmt: skip
+        assert page.locator("#photo-cancel").is_visible()
+        page.reload()  # a page opened while the projection runs follows it (once its panel loads)
+        page.wait_for_function(
+            "() => /projecting: step [1-9][0-9]* of 200/"
+            ".test(document.getElementById('photo-status')?.textContent ?? '')",
             timeout=30_000,
         )  # fmt: skip
         assert page.locator("#photo-cancel").is_visible()

@@ -79,6 +79,16 @@
     poll = setInterval(check, 500);
   });
 
+  // A page opened (or reloaded) while a projection runs follows it; a finished one is not
+  // reopened (the projected face stays in the page's history and favourites).
+  studio.api("/api/ext/photo/progress").then((p) => {
+    if (p.state !== "projecting" || poll) return;
+    $("photo-cancel").hidden = false;
+    $("photo-progress").hidden = false;
+    poll = setInterval(check, 500);
+    check();
+  }).catch(() => {});
+
   $("photo-cancel").addEventListener("click", () => {
     studio.api("/api/ext/photo/cancel", { method: "POST" }).catch(() => {});
   });
