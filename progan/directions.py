@@ -7,6 +7,16 @@ stored unit length under its name; its metadata (where it came from, what it mea
 in the safetensors header. Moving a face by `amount` along a direction adds
 `amount * direction` to its latent (InterFaceGAN's edit, with amounts in latent-norm units).
 
+A category of a trait (red of hair colour) may instead be one class of a softmax over the
+trait's categories, fitted on the latents: its metadata then has "model": "softmax" with the
+class's logit scale and bias, so that with its sibling categories the logits
+`scale_k * (u_k . x) + bias_k` of a pixel-normalised latent x can be rebuilt. Such a direction
+is face-dependent: a move along it follows the gradient of log p(category | x) in small steps,
+which points from the face's own category toward the asked one. A model can lay hair colour on
+one axis of its latent, black -> brown -> red -> blond -> grey; a fixed direction then cannot
+make every face red (it pushes a blond face to grey), a softmax's gradient can (from black it
+points up the axis, from blond down).
+
 This module is the one owner of the file (checkpoint.py, the owner of the rest of a snapshot,
 names it so and never reads or writes it): every read and write of `directions.safetensors`
 goes through `load_directions` / `save_directions` / `add_direction` here.
@@ -97,17 +107,71 @@ def parse_amounts(text: str) -> dict[str, float]:
     return amounts
 
 
-def move(
-    latents: torch.Tensor, directions: dict[str, tuple[torch.Tensor, dict]], amounts: dict[str, float]
+# A face-dependent move is taken in this many equal steps of its amount: enough that each step's
+# softmax gradient is followed closely (an amount of 2 in 20 steps of 0.1 latent-norm units), few
+# enough to cost nothing beside rendering one face.
+EDIT_STEPS = 20
+
+
+def is_softmax(info: dict) -> bool:
+    """Is this direction one class of a trait's softmax (face-dependent), not a fixed vector?"""
+    return info.get("model") == "softmax"
+
+
+def _missing(directions: dict, names: list[str], hint: str) -> None:
+    missing = [n for n in names if n not in directions]
+    if missing:
+        have = ", ".join(sorted(directions)) or hint
+        raise UserError(f"this snapshot has no direction '{missing[0]}'; it has {have}")
+
+
+def _softmax_classes(directions: dict, trait: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """(W (K, L), bias (K,), names) of the softmax classes stored for one trait."""
+    names = sorted(n for n, (_, i) in directions.items() if is_softmax(i) and i.get("trait") == trait)
+    W = torch.stack([directions[n][0] * float(directions[n][1]["logit_scale"]) for n in names])
+    bias = torch.tensor([float(directions[n][1]["logit_bias"]) for n in names])
+    return W, bias, names
+
+
+def _unit_rows(d: torch.Tensor) -> torch.Tensor:
+    norm = d.norm(dim=-1, keepdim=True)
+    return torch.where(norm > 1e-8, d / norm.clamp_min(1e-12), torch.zeros_like(d))
+
+
+def direction_at(
+    directions: dict[str, tuple[torch.Tensor, dict]], name: str, latents: torch.Tensor
 ) -> torch.Tensor:
-    """Latents (N, L) moved by amounts[name] along each named direction."""
-    out = latents.clone()
-    for name, amount in amounts.items():
-        if name not in directions:
-            have = ", ".join(sorted(directions)) or "none (add some with 'progan import --direction')"
-            raise UserError(f"this snapshot has no direction '{name}'; it has {have}")
-        out += float(amount) * directions[name][0].to(out)
-    return out
+    """Unit directions (N, L) of `name` at each latent: the stored vector, or for a softmax
+    category the gradient of log p(category | latent) (zero where it vanishes)."""
+    vec, info = directions[name]
+    latents = latents.float()
+    if not is_softmax(info):
+        return (vec / vec.norm()).to(latents).expand_as(latents)
+    W, bias, names = _softmax_classes(directions, info["trait"])
+    x = latents * (latents.shape[1] ** 0.5) / latents.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    p = torch.softmax(x @ W.T + bias, dim=1)
+    return _unit_rows(W[names.index(name)] - p @ W)
+
+
+def kept_basis(
+    directions: dict[str, tuple[torch.Tensor, dict]],
+    name: str,
+    edited: list[str],
+    keep: list[str] | None = None,
+) -> torch.Tensor | None:
+    """Orthonormal columns (L, M) spanning the directions kept fixed while `name` is edited:
+    every stored direction of another trait (metadata "trait"; a direction without one is its own
+    trait), or `keep` only; directions of the same trait ("blond_hair" beside "red_hair") are free."""
+    trait = directions[name][1].get("trait", name)
+    fixed = [
+        k for k in (keep if keep is not None else directions)
+        if k not in edited and k in directions and directions[k][1].get("trait", k) != trait
+    ]  # fmt: skip
+    if not fixed:
+        return None
+    basis = torch.stack([directions[k][0] / directions[k][0].norm() for k in fixed], 1)
+    u, s, _ = torch.linalg.svd(basis, full_matrices=False)
+    return u[:, s > s.max() * 1e-5]
 
 
 def conditioned(
@@ -116,34 +180,65 @@ def conditioned(
     """Unit directions for `edited` that leave the `keep` directions' traits unchanged.
 
     InterFaceGAN's conditional manipulation: each edited direction loses its component in the
-    span of the kept ones, so a linear model of a kept trait sees no change. By default every
-    stored direction of another trait (metadata "trait"; a direction without one is its own
-    trait) is kept; directions of the same trait ("blond_hair" beside "red_hair") are free to change.
+    span of the kept ones (`kept_basis`), so a linear model of a kept trait sees no change. A
+    softmax category's stored vector is its class's logit direction; `edit` moves along its
+    face-dependent gradient instead, conditioned the same way at every step.
     """
-    missing = [n for n in edited if n not in directions]
-    if missing:
-        have = ", ".join(sorted(directions)) or "none (fit some with 'progan directions SNAPSHOT')"
-        raise UserError(f"this snapshot has no direction '{missing[0]}'; it has {have}")
+    _missing(directions, edited, "none (fit some with 'progan directions SNAPSHOT')")
     out = {}
     for name in edited:
-        vec, info = directions[name]
+        vec, _ = directions[name]
         d = vec / vec.norm()
-        trait = info.get("trait", name)
-        fixed = [
-            k for k in (keep if keep is not None else directions)
-            if k not in edited and k in directions and directions[k][1].get("trait", k) != trait
-        ]  # fmt: skip
-        if fixed:
-            basis = torch.stack([directions[k][0] / directions[k][0].norm() for k in fixed], 1)
-            u, s, _ = torch.linalg.svd(basis, full_matrices=False)
-            u = u[:, s > s.max() * 1e-5]
+        u = kept_basis(directions, name, edited, keep)
+        if u is not None:
             d = d - u @ (u.T @ d)
             if float(d.norm()) < 0.05:
                 raise UserError(
-                    f"direction '{name}' lies within the {len(fixed)} directions kept fixed; "
+                    f"direction '{name}' lies within the {u.shape[1]} directions kept fixed; "
                     "keep fewer (--keep a,b) or edit without keeping (--free)"
                 )
         out[name] = d / d.norm()
+    return out
+
+
+def _stepped(
+    latents: torch.Tensor,
+    directions: dict[str, tuple[torch.Tensor, dict]],
+    amounts: dict[str, float],
+    bases: dict[str, torch.Tensor | None],
+) -> torch.Tensor:
+    """Latents moved by amounts[name] along each direction in EDIT_STEPS equal steps, each step's
+    direction taken at the current latents (a softmax category's gradient) and conditioned on
+    `bases[name]`. The result keeps each input latent's norm: a pixel-normalising generator sees
+    the same face, and one that does not sees a latent of the size it was given."""
+    z = latents.float()
+    scale = z.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    root = z.shape[1] ** 0.5
+    x = z * root / scale
+    for _ in range(EDIT_STEPS):
+        step = torch.zeros_like(x)
+        for name, amount in amounts.items():
+            d = direction_at(directions, name, x)
+            u = bases.get(name)
+            if u is not None:  # conditioned; a face whose step lies (almost) in the kept span stays
+                rest = d - (d @ u) @ u.T
+                d = torch.where(rest.norm(dim=1, keepdim=True) < 0.05, 0.0, _unit_rows(rest))
+            step += float(amount) / EDIT_STEPS * d
+        x = x + step
+    return (x * scale / x.norm(dim=1, keepdim=True).clamp_min(1e-12)).to(latents.dtype)
+
+
+def move(
+    latents: torch.Tensor, directions: dict[str, tuple[torch.Tensor, dict]], amounts: dict[str, float]
+) -> torch.Tensor:
+    """Latents (N, L) moved by amounts[name] along each named direction (a softmax category's
+    along its face-dependent gradient, see the module's docstring)."""
+    _missing(directions, list(amounts), "none (add some with 'progan import --direction')")
+    if any(is_softmax(directions[n][1]) for n in amounts):
+        return _stepped(latents, directions, amounts, {})
+    out = latents.clone()
+    for name, amount in amounts.items():
+        out += float(amount) * directions[name][0].to(out)
     return out
 
 
@@ -158,12 +253,16 @@ def edit(
 
     By default each edited direction is first conditioned on the other traits' directions (or on
     `keep` only), so their linear models see no change (InterFaceGAN's conditional edit); `free`
-    moves along the plain directions (`move`)."""
+    moves along the plain directions (`move`). A softmax category moves along its face-dependent
+    gradient, conditioned at every step."""
     if not amounts:
         raise UserError("no direction to move along; name one, e.g. red_hair=+2,smile=-1")
     if free:
         return move(latents, directions, amounts)
     units = conditioned(directions, list(amounts), keep)
+    if any(is_softmax(directions[n][1]) for n in amounts):
+        bases = {n: kept_basis(directions, n, list(amounts), keep) for n in amounts}
+        return _stepped(latents, directions, amounts, bases)
     out = latents.clone()
     for name, amount in amounts.items():
         out += float(amount) * units[name].to(out)

@@ -82,6 +82,104 @@ def test_a_rare_category_direction_ignores_how_sure_the_measurer_is_of_the_other
         assert info["holdout_accuracy"] > 0.85
 
 
+HAIR_AXIS = ("black", "brown", "red", "blond", "grey_white")
+
+
+def hair_on_one_axis(z: np.ndarray) -> np.ndarray:
+    """The portraits model's hair colours as it lays them out (benchmarks/README, "Why the
+    red_hair edit fails"): along one latent axis, black -> brown -> red -> blond -> grey, red in
+    the middle (here the axis is z0 of a pixel-normalised latent, cut at its quintiles)."""
+    x = z[:, 0] * np.sqrt(z.shape[1]) / np.linalg.norm(z, axis=1)
+    return np.digitize(x, [-0.84, -0.25, 0.25, 0.84])
+
+
+def axis_measurements(z: np.ndarray) -> list:
+    return [
+        FaceMeasurement(True, {"hair_colour": Trait(HAIR_AXIS[k], 0.9,
+                                                    {c: float(c == HAIR_AXIS[k]) for c in HAIR_AXIS}),
+                               "smile": Trait(float(1 / (1 + np.exp(-2 * v))), 0.9)}, None)
+        for k, v in zip(hair_on_one_axis(z), z[:, 1] + z[:, 0], strict=True)  # smile leans on hair
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def axis_directions():
+    z = np.random.default_rng(0).normal(size=(3000, 16)).astype(np.float32)
+    fitted, _ = fit_directions(torch.from_numpy(z), axis_measurements(z))
+    return fitted
+
+
+def test_a_middle_category_on_one_axis_is_reached_from_both_ends(axis_directions, tmp_path):
+    # Issue 29/30: red in the middle of the hair axis has no half-space, so one fixed direction
+    # pushes half the faces away from it (a blond face to grey). The categories are fitted as one
+    # softmax and the edit follows the gradient of log p(red) from where each face is.
+    from progan.directions import direction_at, edit, move, save_directions
+
+    fitted = axis_directions
+    red, info = fitted["red_hair"]
+    assert info["model"] == "softmax" and info["holdout_accuracy"] > 0.9, info
+    z = torch.from_numpy(np.random.default_rng(1).normal(size=(400, 16)).astype(np.float32))
+    before = hair_on_one_axis(z.numpy())
+    dark, light = before < 2, before > 2
+    assert dark.sum() > 100 and light.sum() > 100
+    g = direction_at(fitted, "red_hair", z)
+    assert (g[torch.from_numpy(dark), 0] > 0.9).all() and (g[torch.from_numpy(light), 0] < -0.9).all()
+
+    moved = edit(z, fitted, {"red_hair": 2.0})
+    after = hair_on_one_axis(moved.numpy())
+    assert (after == 2).mean() > 0.85, np.bincount(after)  # conditioned on smile, which leans on hair
+    assert torch.allclose(moved.norm(dim=1), z.norm(dim=1), rtol=1e-5)  # the same latent size
+    # The old way, one fixed vector (the stored unit logit direction) moved linearly, cannot:
+    linear = hair_on_one_axis((z + 2.0 * red).numpy())
+    assert (linear == 2).mean() < 0.6, np.bincount(linear)
+    # The studio's and generate's plain move takes the same face-dependent path (unconditioned).
+    assert (hair_on_one_axis(move(z, fitted, {"red_hair": 2.0}).numpy()) == 2).mean() > 0.95
+    # describe --refine steps each face along its own gradient too.
+    from progan.faces.edit import refine_direction
+    from progan.faces.words import understand
+
+    i_dark, i_light = int(np.flatnonzero(dark)[0]), int(np.flatnonzero(light)[0])
+    toward = [refine_direction(understand("red hair"), fitted, None, z[i]) for i in (i_dark, i_light)]
+    assert toward[0][1] == ["red_hair"] and float(toward[0][0][0]) > 0.5 > -0.5 > float(toward[1][0][0])
+    # A negative amount leaves red for a neighbour, and the fit survives the file.
+    away = hair_on_one_axis(edit(z[torch.from_numpy(before == 2)], fitted, {"red_hair": -2.0}).numpy())
+    assert (away != 2).mean() > 0.95
+    save_directions(tmp_path, fitted)
+    again = load_directions(tmp_path)
+    assert again["red_hair"][1] == info
+    assert torch.allclose(edit(z, again, {"red_hair": 2.0}), moved, atol=1e-4)
+
+
+def test_a_face_dependent_edit_keeps_the_other_traits_directions_fixed(axis_directions):
+    from progan.directions import edit
+
+    fitted = axis_directions
+    smile = fitted["smile"][0]
+    z = torch.from_numpy(np.random.default_rng(2).normal(size=(200, 16)).astype(np.float32))
+    unit = z / z.norm(dim=1, keepdim=True)
+    moved = edit(z, fitted, {"red_hair": 2.0})
+    # Smile leans on the hair axis, so a free move toward red changes it; the conditioned move
+    # keeps it (up to the final return to the latent's own norm).
+    x0, x1 = unit * 4.0, moved / moved.norm(dim=1, keepdim=True) * 4.0
+    free = edit(z, fitted, {"red_hair": 2.0}, free=True)
+    x2 = free / free.norm(dim=1, keepdim=True) * 4.0
+    kept, loose = ((x1 - x0) @ smile).abs(), ((x2 - x0) @ smile).abs()
+    assert float(kept.mean()) < 0.25 * float(loose.mean()), (float(kept.mean()), float(loose.mean()))
+
+
+def test_two_categories_are_a_softmax_too():
+    from progan.faces.edit import fit_softmax
+
+    z = np.random.default_rng(3).normal(size=(500, 8))
+    labels = np.where(z[:, 0] > 0, "round", "long")
+    got = fit_softmax(z, labels)
+    assert set(got) == {"long", "round"}
+    (v_long, s_long, b_long, _), (v_round, s_round, b_round, acc) = got["long"], got["round"]
+    assert float(v_round[0]) > 0.9 and np.allclose(v_long, -v_round) and s_long == s_round
+    assert b_long == -b_round and acc > 0.9
+    assert fit_softmax(z, ["long"] * 495 + ["round"] * 5) is None  # one category with 10 faces
+
+
 @pytest.fixture(scope="module")
 def shape_generator():
     """A small generator trained here on a synthetic labelled store (discs whose colour and size

@@ -633,7 +633,7 @@ def refine(
     for c in ranked[:count]:
         if c.score is None:
             continue
-        d, names = refine_direction(desc, directions, c.traits)
+        d, names = refine_direction(desc, directions, c.traits, c.latent)
         if d is not None:
             work.append([c, d, step, names])
     if not work:
@@ -642,7 +642,11 @@ def refine(
             f"--refine: the snapshot has no directions for {wanted}; "
             "fit them with 'progan directions SNAPSHOT'"
         )
-    for _ in range(rounds):
+    for r in range(rounds):
+        if r:  # a softmax category's direction depends on the face: take it where the face is now
+            for item in work:
+                d = refine_direction(desc, directions, item[0].traits, item[0].latent)[0]
+                item[1] = item[1] if d is None else d
         z = torch.stack([c.latent + s * d for c, d, s, _ in work])
         labels = None if work[0][0].labels is None else torch.stack([c.labels for c, *_ in work])
         imgs = images_for_latents(G, z, labels, batch=batch, device=device, precision=precision)
