@@ -15,7 +15,12 @@ What it writes (benchmarks/results/dream.json and dream-*.png):
     share among the random samples (the baseline);
   - `describe --refine 8` on the main sentence: precision@16 after refining;
   - `edit --set red_hair=+2` (conditional, as the CLI's default) on --edit-seeds seeds: the
-    oracle's red-hair rate before and after, and how often the traits not asked for changed.
+    oracle's red-hair rate before and after, how often the traits not asked for changed, and how
+    often they change under a random move of the same length; then every other direction the
+    oracle can judge, +2 each, before and after;
+  - with --heldout STORE (issue 30, 2(c)): its first portraits projected (`project`), edited
+    `red_hair=+2`, and the hair, eye colour and face shape the measurer and the oracle see on the
+    photo, the projection and the edit (picture: photos, projections, edits).
 
 The candidates are generated and measured once and every sentence ranks the same ones (as
 `describe` over seeds 0..N-1 would); ranking, refining and editing call the product's code.
@@ -81,11 +86,17 @@ def main() -> int:
     ap.add_argument("--edit-seeds", type=int, default=100)
     ap.add_argument("--refit", action="store_true", help="fit directions even if the snapshot has them")
     ap.add_argument("--tag", default="dream", help="output name prefix in benchmarks/results")
+    ap.add_argument(
+        "--heldout",
+        help="a portraits store never trained on (prepare --portraits N DEST "
+        "--seed S): its first --heldout-count portraits are projected, then edited red_hair=+2",
+    )
+    ap.add_argument("--heldout-count", type=int, default=16)
     args = ap.parse_args()
 
     from progan.checkpoint import load_snapshot
     from progan.data.store import open_store
-    from progan.directions import conditioned, load_directions, save_directions
+    from progan.directions import edit, load_directions, save_directions
     from progan.errors import UserError
     from progan.faces import describe as d
     from progan.faces.attributes import load_attributes
@@ -215,10 +226,10 @@ def main() -> int:
     save_image(grid(imgs, 8), RESULTS / f"{args.tag}-top16-main-refined.png")
     print(f"[{time.time() - t0:.0f}s] refine: {result['refine_8']}", flush=True)
 
-    # 5. edit --set red_hair=+2 (the conditional edit, other traits' directions kept) on random seeds.
+    # 5. edit --set red_hair=+2 (the conditional edit, other traits' directions kept) on random seeds;
+    # a random move of the same length beside it shows how often the oracle flips a trait anyway.
     ez = latents_for_seeds(range(20_000_000, 20_000_000 + args.edit_seeds), G.latent_size)
-    unit = conditioned(directions, ["red_hair"])["red_hair"]
-    moved = ez + 2.0 * unit
+    moved = edit(ez, directions, {"red_hair": 2.0})  # progan edit --set red_hair=+2's own move
     ib, ia = images_for_latents(G, ez, batch=64), images_for_latents(G, moved, batch=64)
     pb, pa = oracle.predict(ib), oracle.predict(ia)
     col = {n: i for i, n in enumerate(names)}
@@ -229,18 +240,108 @@ def main() -> int:
         **{n: float(((pb[:, col[n]] > 0.5) != (pa[:, col[n]] > 0.5)).mean())
            for n in ("eyeglasses", "beard", "smiling", "round_face", "long_face")},
     }  # fmt: skip
+    rnd = torch.randn(ez.shape, generator=torch.Generator().manual_seed(0))
+    pr = oracle.predict(images_for_latents(G, ez + 2.0 * rnd / rnd.norm(dim=1, keepdim=True), batch=64))
+    eye_r = np.array([pr[:, col[e]] for e in EYES]).argmax(0)
+    changed_randomly = {
+        "eye_colour": float((eye_b != eye_r).mean()),
+        **{n: float(((pb[:, col[n]] > 0.5) != (pr[:, col[n]] > 0.5)).mean())
+           for n in ("eyeglasses", "beard", "smiling", "round_face", "long_face")},
+    }  # fmt: skip
     result["edit_red_hair_plus_2"] = {
         "seeds": args.edit_seeds,
         "red_hair_rate_before": float((pb[:, col["red_hair"]] > 0.5).mean()),
         "red_hair_rate_after": float((pa[:, col["red_hair"]] > 0.5).mean()),
         "unasked_changed": {k: round(v, 4) for k, v in changed.items()},
+        "random_move_of_2_changed": {k: round(v, 4) for k, v in changed_randomly.items()},
+        "red_hair_direction": {k: v for k, v in directions["red_hair"][1].items() if k != "source"},
     }
+    # Every category direction the oracle can judge, +2 each on the same seeds (a softmax category
+    # moves face by face; see progan/directions.py).
+    oracle_of = {"grey_white_hair": "grey_hair", **{n: n for n in names}}
+    each = {}
+    for name in sorted(directions):
+        judged = oracle_of.get(name)
+        if judged is None or name == "red_hair":
+            continue
+        p_after = oracle.predict(images_for_latents(G, edit(ez, directions, {name: 2.0}), batch=64))
+        each[name] = {"before": float((pb[:, col[judged]] > 0.5).mean()),
+                      "after": float((p_after[:, col[judged]] > 0.5).mean()),
+                      "model": directions[name][1].get("model", "svm")}  # fmt: skip
+    result["edit_each_plus_2"] = each
     pairs = torch.stack([torch.stack([b, a]) for b, a in zip(ib[:16], ia[:16], strict=True)]).flatten(0, 1)
     save_image(grid(pairs, 8), RESULTS / f"{args.tag}-edit-red-hair.png")
     print(f"[{time.time() - t0:.0f}s] edit: {result['edit_red_hair_plus_2']}", flush=True)
 
+    # 6. Issue 30 2(c): held-out portraits projected (progan project), then edited red_hair=+2.
+    if args.heldout:
+        result["heldout_edit_red_hair_plus_2"] = heldout_edits(args, G, oracle, RESULTS / f"{args.tag}")
+        print(f"[{time.time() - t0:.0f}s] held-out: {result['heldout_edit_red_hair_plus_2']['summary']}")
+
     result["seconds"] = round(time.time() - t0, 1)
     return _write(result, args.tag)
+
+
+def heldout_edits(args, G, oracle, prefix: Path) -> dict:
+    """Project held-out portraits with the product's `project`, edit each with its `edit`
+    (`red_hair=+2`, the CLI's default conditional move), and say what the measurer and the oracle
+    see: the hair before (on the photo) and after, and whether the face's identity measures (eye
+    colour, face shape) stayed from the projection to its edit. Pictures: photo, projection, edit."""
+    import progan
+    from progan.data.store import open_store
+    from progan.images import save_image
+
+    model = progan.load(args.snapshot, device="cpu")
+    store = open_store(args.heldout)
+    photos = np.ascontiguousarray(store.images(model.resolution)[: args.heldout_count].transpose(0, 2, 3, 1))
+    projections = model.project(photos, align=False)
+    z = np.stack([p.latent for p in projections])
+    edited = model.render(model.edit(z, red_hair=2.0))
+    projected = np.stack([p.image for p in projections])
+    col = {n: i for i, n in enumerate(oracle.names)}
+    hair = [n for n in oracle.names if n.endswith("_hair")]
+
+    def oracle_hair(images: np.ndarray) -> list[str]:
+        p = oracle.predict(images.transpose(0, 3, 1, 2))
+        return [hair[k].removesuffix("_hair") for k in p[:, [col[h] for h in hair]].argmax(1)]
+
+    def measured(images: np.ndarray, trait: str) -> list:
+        return [m.traits[trait].value if m.face_found and trait in m.traits else None
+                for m in model.measure(images)]  # fmt: skip
+
+    def oracle_identity(images: np.ndarray) -> list[tuple]:
+        p = oracle.predict(images.transpose(0, 3, 1, 2))
+        eyes = [EYES[k].removesuffix("_eyes") for k in p[:, [col[e] for e in EYES]].argmax(1)]
+        rounds, longs = p[:, col["round_face"]] > 0.5, p[:, col["long_face"]] > 0.5
+        return [(e, bool(r), bool(g)) for e, r, g in zip(eyes, rounds, longs, strict=True)]
+
+    rows = []
+    columns = {
+        "oracle_eyes_round_long": [oracle_identity(x) for x in (photos, projected, edited)],
+        "oracle_hair": [oracle_hair(x) for x in (photos, projected, edited)],
+        "measured_hair": [measured(x, "hair_colour") for x in (photos, projected, edited)],
+        "measured_eyes": [measured(x, "eye_colour") for x in (photos, projected, edited)],
+        "measured_face": [measured(x, "face_shape") for x in (photos, projected, edited)],
+    }
+    for i, p in enumerate(projections):
+        rows.append({"psnr": round(p.psnr, 2), "msssim": None if p.msssim is None else round(p.msssim, 4),
+                     **{k: [v[j][i] for j in range(3)] for k, v in columns.items()}})  # fmt: skip
+    n = len(rows)
+    identity = [r["oracle_eyes_round_long"][1:] for r in rows]  # (projected, edited) of each
+    summary = {
+        "portraits": n,
+        "mean_psnr": round(float(np.mean([r["psnr"] for r in rows])), 2),
+        "oracle_red_photo": sum(r["oracle_hair"][0] == "red" for r in rows) / n,
+        "oracle_red_after_edit": sum(r["oracle_hair"][2] == "red" for r in rows) / n,
+        "measured_red_after_edit": sum(r["measured_hair"][2] == "red" for r in rows) / n,
+        "measured_eyes_kept_by_edit": sum(r["measured_eyes"][1] == r["measured_eyes"][2] for r in rows) / n,
+        "measured_face_kept_by_edit": sum(r["measured_face"][1] == r["measured_face"][2] for r in rows) / n,
+        "oracle_eyes_kept_by_edit": sum(a[0] == b[0] for a, b in identity) / n,
+        "oracle_face_shape_kept_by_edit": sum(a[1:] == b[1:] for a, b in identity) / n,
+    }
+    strip = np.concatenate([np.concatenate(list(x[:8]), 1) for x in (photos, projected, edited)], 0)
+    save_image(strip, prefix.with_name(prefix.name + "-heldout-edit.png"))
+    return {"store": str(args.heldout), "summary": summary, "portraits": rows}
 
 
 def _write(result: dict, tag: str, note: str = "") -> int:
