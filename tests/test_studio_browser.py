@@ -87,6 +87,14 @@ def browser_page(url: str):
             browser.close()
 
 
+def wait_for_text(page, element_id: str, pattern: str, timeout: int = 30_000) -> None:
+    """Wait until the element's text matches the regular expression (the element may be absent
+    for a while: a reloaded page adds its panels when their scripts load)."""
+    page.wait_for_function(
+        f"() => /{pattern}/.test(document.getElementById('{element_id}')?.textContent ?? '')", timeout=timeout
+    )
+
+
 def test_browse_open_blend_keep_and_reload(server):
     with browser_page(server) as (page, errors):
         page.wait_for_function(ALL_FACES_LOADED, timeout=30_000)
@@ -145,11 +153,7 @@ def test_describe_panel_shows_progress_and_cancels_at_256(tmp_path, monkeypatch)
         page.locator("#describe-text").fill("red hair")
         page.locator("#describe-count").fill("1000")
         page.locator("#describe-form button[type=submit]").click()
-        page.wait_for_function(
-            "() => /measured [1-9][0-9]* of 1000, best [0-9.]+/"
-            ".test(document.getElementById('describe-status').textContent)",
-            timeout=60_000,
-        )  # fmt: skip
+        wait_for_text(page, "describe-status", "measured [1-9][0-9]* of 1000, best [0-9.]+", 60_000)
         assert page.locator("#describe-cancel").is_visible()
         page.locator("#describe-cancel").click()
         page.wait_for_function(
@@ -244,18 +248,10 @@ def test_open_a_photo_projects_it_with_progress_then_edits_it(tmp_path, monkeypa
         page.locator("#photo-file").set_input_files(str(tmp_path / "photo.png"))
         page.locator("#photo-steps").fill("200")
         page.locator("#photo-form button[type=submit]").click()
-        page.wait_for_function(
-            "() => /projecting: step [1-9][0-9]* of 200, best loss [0-9.]+/"
-            ".test(document.getElementById('photo-status').textContent)",
-            timeout=30_000,
-        )  # fmt: skip
+        wait_for_text(page, "photo-status", "projecting: step [1-9][0-9]* of 200, best loss [0-9.]+")
         assert page.locator("#photo-cancel").is_visible()
         page.reload()  # a page opened while the projection runs follows it (once its panel loads)
-        page.wait_for_function(
-            "() => /projecting: step [1-9][0-9]* of 200/"
-            ".test(document.getElementById('photo-status')?.textContent ?? '')",
-            timeout=30_000,
-        )  # fmt: skip
+        wait_for_text(page, "photo-status", "projecting: step [1-9][0-9]* of 200")
         assert page.locator("#photo-cancel").is_visible()
         page.wait_for_function(
             "() => document.getElementById('photo-status').textContent.startsWith('projected')",
