@@ -167,6 +167,22 @@ def test_a_face_dependent_edit_keeps_the_other_traits_directions_fixed(axis_dire
     assert float(kept.mean()) < 0.25 * float(loose.mean()), (float(kept.mean()), float(loose.mean()))
 
 
+def test_categories_at_the_ends_of_an_axis_keep_their_svm_directions():
+    # Two shapes, each at one end of z0: a half-space holds each, the softmax separates them no
+    # better, so the SVM directions stay (the softmax edited round faces worse on the portraits).
+    z = np.random.default_rng(4).normal(size=(1000, 16)).astype(np.float32)
+    shapes = np.where(z[:, 0] > 0, "round", "long")
+    scores = [{c: float(s == c) for c in ("round", "long")} for s in shapes]
+    measured = [
+        FaceMeasurement(True, {"face_shape": Trait(s, 0.9, p)}, None)
+        for s, p in zip(shapes, scores, strict=True)
+    ]
+    fitted, _ = fit_directions(torch.from_numpy(z), measured)
+    models = {n: i.get("model", "svm") for n, (_, i) in fitted.items()}
+    assert models == {"round_face": "svm", "long_face": "svm"}
+    assert float(fitted["round_face"][0][0]) > 0.9
+
+
 def test_two_categories_are_a_softmax_too():
     from progan.faces.edit import fit_softmax
 
