@@ -153,22 +153,33 @@ def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return x * torch.rsqrt(mean_square + eps).to(x.dtype)
 
 
+# pixel_norm_ works through a channels-last activation in pieces of about this many bytes of fp32,
+# so that each piece's squares, mean and scaling stay in cache instead of streaming the whole
+# activation from memory three times. On the 2-core Xeon with AMX (bf16, batch 4): 1024x1024 with
+# 16 channels 112 -> 39 ms, 512x512 43 -> 17 ms, 256x256 17 -> 8 ms, 128x128 6.7 -> 3.9 ms
+# (256 KB pieces were slower at every size, 2 MB at most sizes).
+PIXEL_NORM_CHUNK_BYTES = 1 << 20
+
+
 def pixel_norm_(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """pixel_norm in place, for a network that never takes gradients (the sampling copy).
 
-    The channel mean of squares is one matrix product of the squares with a column of 1/C over the
-    (pixels, channels) view of a channels-last x, and x is scaled in place: at 1024x1024 (16
-    channels, bf16, batch 4) 112 ms against 175 ms for the reduction over dim 1 with a new output
-    (2-core Xeon with AMX; 47 against 67 ms at 512x512). The product accumulates in fp32 like the
-    reduction and rounds the mean to x's dtype once. fp16 (and non-channels-last input, which the
-    view would copy) takes pixel_norm's path and is copied back."""
+    Over the (pixels, channels) view of a channels-last x, piece by piece (PIXEL_NORM_CHUNK_BYTES):
+    the piece in fp32, the channel mean of its squares as one matrix product with a column of 1/C,
+    the piece scaled in fp32 and written back, rounded to x's dtype once. For bf16 that is more
+    exact than pixel_norm (whose squares and product are bf16) and 2.9x faster at 1024x1024 than
+    this function was as one bf16 pass (see the constant). fp16 (and non-channels-last input,
+    which the view would copy) takes pixel_norm's path and is copied back."""
     if x.dtype == torch.float16 or not _channels_last_rows(x):
         return x.copy_(pixel_norm(x, eps))
     channels = x.shape[1]
     rows = x.movedim(1, -1).reshape(-1, channels)  # a view: channels are contiguous
-    mean = torch.full((channels, 1), 1.0 / channels, dtype=x.dtype, device=x.device)
-    mean_square = torch.mm(rows.square(), mean)
-    rows.mul_(mean_square.float().add_(eps).rsqrt_().to(x.dtype))
+    mean = torch.full((channels, 1), 1.0 / channels, device=x.device)
+    for piece in rows.split(max(1, PIXEL_NORM_CHUNK_BYTES // (channels * 4))):
+        f = piece.float()  # piece itself when x is fp32
+        f.mul_(torch.mm(f.square(), mean).add_(eps).rsqrt_())
+        if f is not piece:
+            piece.copy_(f)
     return x
 
 

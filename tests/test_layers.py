@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from progan import layers
 from progan.layers import (
     EqualizedConv2d,
     EqualizedLinear,
@@ -60,14 +61,17 @@ def test_pixel_norm_in_half_precision(dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("layout", ["channels_last", "contiguous", "latent"])
-def test_in_place_pixel_norm_is_pixel_norm_written_into_its_input(dtype, layout):
+@pytest.mark.parametrize("layout", ["channels_last", "channels_last_pieces", "contiguous", "latent"])
+def test_in_place_pixel_norm_is_pixel_norm_written_into_its_input(dtype, layout, monkeypatch):
     """The sampling copy's pixel_norm_: the definition (within x's rounding), written into x
-    itself, on the channels-last path (a matrix product over the pixels) and on the fallbacks
-    (fp16, whose squares overflow; NCHW, whose channel rows are not contiguous)."""
+    itself, on the channels-last path (a matrix product over the pixels, in one piece or in
+    pieces of 7 pixels, the last one short) and on the fallbacks (fp16, whose squares overflow;
+    NCHW, whose channel rows are not contiguous)."""
+    if layout == "channels_last_pieces":
+        monkeypatch.setattr(layers, "PIXEL_NORM_CHUNK_BYTES", 7 * 16 * 4)
     torch.manual_seed(0)
     x = (torch.randn(2, 16) if layout == "latent" else torch.randn(3, 16, 5, 5)) * 300
-    if layout == "channels_last":
+    if layout.startswith("channels_last"):
         x = x.contiguous(memory_format=torch.channels_last)
     x = x.to(dtype)
     expected = x.double() / torch.sqrt((x.double() ** 2).mean(dim=1, keepdim=True) + 1e-8)
