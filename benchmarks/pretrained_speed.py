@@ -225,12 +225,14 @@ def levers(rounds: int) -> None:
     import io
     from concurrent.futures import ThreadPoolExecutor
 
+    import numpy as np
     import torch
     import torch.nn.functional as F
     from PIL import Image
 
+    from progan import networks
     from progan.device import autocast
-    from progan.images import to_uint8
+    from progan.images import encode_png, to_uint8
     from progan.layers import _four_taps
     from progan.networks import Generator, NetworkConfig, log2
     from progan.sampling import latents_for_seeds, sampling_network
@@ -251,11 +253,33 @@ def levers(rounds: int) -> None:
         a = images[0].numpy().transpose(1, 2, 0)
         return lambda: Image.fromarray(a).save(io.BytesIO(), format="PNG", compress_level=level)
 
-    def write_batch(imgs):
+    def write_batch(imgs, pillow=False):
         for im in imgs:
-            Image.fromarray(im.numpy().transpose(1, 2, 0)).save(io.BytesIO(), format="PNG", compress_level=1)
+            a = np.ascontiguousarray(im.numpy().transpose(1, 2, 0))
+            if pillow:
+                Image.fromarray(a).save(io.BytesIO(), format="PNG", compress_level=1)
+            else:
+                encode_png(a)
 
-    def batches(overlap, n=3):
+    def bf16_pass(x, eps=1e-8):
+        """pixel_norm_ as it was before the pieces: the squares, the product and the scaling as
+        one bf16 pass over the whole activation."""
+        rows = x.movedim(1, -1).reshape(-1, x.shape[1])
+        mean = torch.full((x.shape[1], 1), 1.0 / x.shape[1], dtype=x.dtype)
+        rows.mul_(torch.mm(rows.square(), mean).float().add_(eps).rsqrt_().to(x.dtype))
+        return x
+
+    def one_pass_norm(fn):
+        def go():
+            saved, networks.pixel_norm_ = networks.pixel_norm_, bf16_pass
+            try:
+                return fn()
+            finally:
+                networks.pixel_norm_ = saved
+
+        return go
+
+    def batches(overlap, n=3, pillow=False):
         S = sampling_network(G, cpu, "bf16")
 
         def go():
@@ -266,9 +290,9 @@ def levers(rounds: int) -> None:
                     if overlap:
                         if pending is not None:
                             pending.result()
-                        pending = writer.submit(write_batch, imgs)
+                        pending = writer.submit(write_batch, imgs, pillow)
                     else:
-                        write_batch(imgs)
+                        write_batch(imgs, pillow)
                 if pending is not None:
                     pending.result()
 
@@ -331,6 +355,10 @@ def levers(rounds: int) -> None:
                 run(sampling_network(G, cpu, "bf16"), "bf16"),
                 BATCH,
             ),
+            "G bf16 sampling copy, pixel_norm_ as one bf16 pass, not in fp32 pieces (before)": (
+                one_pass_norm(run(sampling_network(G, cpu, "bf16"), "bf16")),
+                BATCH,
+            ),
             "G bf16 sampling copy, one image a call (sampling_block 1)": (
                 one_at_a_time(sampling_network(G, cpu, "bf16")),
                 BATCH,
@@ -339,8 +367,16 @@ def levers(rounds: int) -> None:
             "G's 2x upsampling + first conv, bf16 CL: one transposed conv (fused)": (upsampling(True), BATCH),
             "PNG encode, zlib level 6 (Pillow's default)": (png(6), 1),
             "PNG encode, zlib level 1": (png(1), 1),
-            "3 batches bf16 + PNG level 1, written after each batch": (batches(False), 3 * BATCH),
-            "3 batches bf16 + PNG level 1, written in a thread during the next": (batches(True), 3 * BATCH),
+            "PNG encode, progan's writer (Up filter, zlib level 1; images.encode_png)": (
+                lambda: encode_png(np.ascontiguousarray(images[0].numpy().transpose(1, 2, 0))),
+                1,
+            ),
+            "3 batches bf16 + Pillow PNG level 1, written after each batch (before)": (
+                batches(False, pillow=True),
+                3 * BATCH,
+            ),
+            "3 batches bf16 + encode_png, written after each batch": (batches(False), 3 * BATCH),
+            "3 batches bf16 + encode_png, written in a thread during the next": (batches(True), 3 * BATCH),
         }
         for fn, _ in cases.values():
             fn()  # warm-up

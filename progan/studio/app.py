@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import io
 import json
 import math
 import os
@@ -69,12 +68,12 @@ from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
 from pydantic import BaseModel, Field
 
 from progan.checkpoint import find_snapshots, load_snapshot, snapshot_run_name, write_json_atomic
 from progan.directions import load_directions, move
 from progan.errors import UserError
+from progan.images import encode_png
 from progan.sampling import MAX_SEED, SAMPLING_BLOCK, images_for_latents, labels_for, latent_for_seed, slerp
 
 STATIC = Path(__file__).with_name("static")
@@ -472,11 +471,7 @@ def png_bytes(image: torch.Tensor, size: int | None = None) -> bytes:
     """uint8 (C, H, W) -> PNG; `size` < H gives a box-filtered thumbnail (`thumbnail`)."""
     if size:
         image = thumbnail(image, size)
-    arr = image.numpy().transpose(1, 2, 0)
-    img = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else np.ascontiguousarray(arr))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    return encode_png(image.numpy().transpose(1, 2, 0))
 
 
 # ---------------------------------------------------------------------------------------------
