@@ -233,21 +233,20 @@ def main() -> int:
     ib, ia = images_for_latents(G, ez, batch=64), images_for_latents(G, moved, batch=64)
     pb, pa = oracle.predict(ib), oracle.predict(ia)
     col = {n: i for i, n in enumerate(names)}
-    eye_b = np.array([pb[:, col[e]] for e in EYES]).argmax(0)
-    eye_a = np.array([pa[:, col[e]] for e in EYES]).argmax(0)
-    changed = {
-        "eye_colour": float((eye_b != eye_a).mean()),
-        **{n: float(((pb[:, col[n]] > 0.5) != (pa[:, col[n]] > 0.5)).mean())
-           for n in ("eyeglasses", "beard", "smiling", "round_face", "long_face")},
-    }  # fmt: skip
+
+    def unasked_changes(after: np.ndarray) -> dict[str, float]:
+        """How often each trait not asked for differs from before (eye colour: the oracle's argmax)."""
+        eye_b, eye_a = (np.array([p[:, col[e]] for e in EYES]).argmax(0) for p in (pb, after))
+        return {
+            "eye_colour": float((eye_b != eye_a).mean()),
+            **{n: float(((pb[:, col[n]] > 0.5) != (after[:, col[n]] > 0.5)).mean())
+               for n in ("eyeglasses", "beard", "smiling", "round_face", "long_face")},
+        }  # fmt: skip
+
+    changed = unasked_changes(pa)
     rnd = torch.randn(ez.shape, generator=torch.Generator().manual_seed(0))
     pr = oracle.predict(images_for_latents(G, ez + 2.0 * rnd / rnd.norm(dim=1, keepdim=True), batch=64))
-    eye_r = np.array([pr[:, col[e]] for e in EYES]).argmax(0)
-    changed_randomly = {
-        "eye_colour": float((eye_b != eye_r).mean()),
-        **{n: float(((pb[:, col[n]] > 0.5) != (pr[:, col[n]] > 0.5)).mean())
-           for n in ("eyeglasses", "beard", "smiling", "round_face", "long_face")},
-    }  # fmt: skip
+    changed_randomly = unasked_changes(pr)
     result["edit_red_hair_plus_2"] = {
         "seeds": args.edit_seeds,
         "red_hair_rate_before": float((pb[:, col["red_hair"]] > 0.5).mean()),

@@ -50,13 +50,26 @@ def trait_scores(measurement) -> dict[str, tuple[str, str | None, float, float]]
     return out
 
 
-def linear_svm():
-    """sklearn's LinearSVC, or the one-line error naming the extra to install."""
+def _sklearn(module: str, name: str):
+    """A scikit-learn class, or the one-line error naming the extra to install."""
+    import importlib
+
     try:
-        from sklearn.svm import LinearSVC
+        return getattr(importlib.import_module(module), name)
     except ImportError as e:
         raise UserError(f"fitting directions needs scikit-learn; {install_hint('describe')}") from e
-    return LinearSVC
+
+
+def linear_svm():
+    """sklearn's LinearSVC, or the one-line error naming the extra to install."""
+    return _sklearn("sklearn.svm", "LinearSVC")
+
+
+def _holdout_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out, training) indices of n samples: a seeded 30% (at least 2) held out."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = max(2, int(0.3 * n))
+    return perm[:n_val], perm[n_val:]
 
 
 def fit_direction(
@@ -87,10 +100,7 @@ def fit_direction(
             return None
     x = np.concatenate([latents[lo], latents[hi]])
     y = np.concatenate([np.zeros(len(lo)), np.ones(len(hi))])
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(len(y))
-    n_val = max(2, int(0.3 * len(y)))
-    val, train = perm[:n_val], perm[n_val:]
+    val, train = _holdout_split(len(y), seed)
     # Balanced weights, and accuracy as the mean of the two classes' recalls: with one red face in
     # five, "never red" would otherwise score 0.8 and look like a direction.
     svm = LinearSVC(C=1.0, dual="auto", max_iter=5000, random_state=seed, class_weight="balanced")
@@ -224,10 +234,7 @@ def fit_softmax(
     direction, logit scale, logit bias, held-out accuracy), or None when fewer than two categories
     have MIN_CLASS_FACES faces. The accuracy is the category's one-against-the-rest recall mean on
     a held-out 30%, as fit_direction's."""
-    try:
-        from sklearn.linear_model import LogisticRegression
-    except ImportError as e:
-        raise UserError(f"fitting directions needs scikit-learn; {install_hint('describe')}") from e
+    LogisticRegression = _sklearn("sklearn.linear_model", "LogisticRegression")
     y = np.asarray(labels)
     classes = [c for c in sorted(set(labels)) if (y == c).sum() >= MIN_CLASS_FACES]
     if len(classes) < 2:
@@ -236,9 +243,7 @@ def fit_softmax(
     x = latents[rows].astype(np.float64)
     x *= np.sqrt(x.shape[1]) / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     y = y[rows]
-    perm = np.random.default_rng(seed).permutation(len(y))
-    n_val = max(2, int(0.3 * len(y)))
-    val, train = perm[:n_val], perm[n_val:]
+    val, train = _holdout_split(len(y), seed)
     fit = LogisticRegression(C=1.0, max_iter=3000, class_weight="balanced").fit(x[train], y[train])
     pred = fit.predict(x[val])
     accuracy = {}
