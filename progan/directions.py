@@ -174,6 +174,28 @@ def kept_basis(
     return u[:, s > s.max() * 1e-5]
 
 
+# A conditioned direction shorter than this (of a unit one) lies within the kept directions: the
+# fixed ones are refused (`conditioned`), a face-dependent step is skipped (`conditioned_at`).
+MIN_CONDITIONED_NORM = 0.05
+
+
+def conditioned_at(
+    directions: dict[str, tuple[torch.Tensor, dict]],
+    name: str,
+    latents: torch.Tensor,
+    basis: torch.Tensor | None,
+) -> torch.Tensor:
+    """Unit directions (N, L) of `name` at each latent (`direction_at`) with their component in
+    `basis` (kept_basis's columns; None keeps nothing) removed: the one conditioned step that
+    `edit` and `describe --refine` take. A latent whose direction lies (almost) within the kept
+    span gets zero, so that face stays, rather than a tiny remainder blown up to unit length."""
+    d = direction_at(directions, name, latents)
+    if basis is None:
+        return d
+    rest = d - (d @ basis) @ basis.T
+    return torch.where(rest.norm(dim=1, keepdim=True) < MIN_CONDITIONED_NORM, 0.0, _unit_rows(rest))
+
+
 def conditioned(
     directions: dict[str, tuple[torch.Tensor, dict]], edited: list[str], keep: list[str] | None = None
 ) -> dict[str, torch.Tensor]:
@@ -181,18 +203,21 @@ def conditioned(
 
     InterFaceGAN's conditional manipulation: each edited direction loses its component in the
     span of the kept ones (`kept_basis`), so a linear model of a kept trait sees no change. A
-    softmax category's stored vector is its class's logit direction; `edit` moves along its
-    face-dependent gradient instead, conditioned the same way at every step.
+    softmax category has no fixed direction and is left out: its stored vector is only its
+    class's logit direction, and its step at each face is `conditioned_at`'s (a logit direction
+    within the kept span says nothing about the gradient at a face, so it is not refused).
     """
     _missing(directions, edited, "none (fit some with 'progan directions SNAPSHOT')")
     out = {}
     for name in edited:
-        vec, _ = directions[name]
+        vec, info = directions[name]
+        if is_softmax(info):
+            continue
         d = vec / vec.norm()
         u = kept_basis(directions, name, edited, keep)
         if u is not None:
             d = d - u @ (u.T @ d)
-            if float(d.norm()) < 0.05:
+            if float(d.norm()) < MIN_CONDITIONED_NORM:
                 raise UserError(
                     f"direction '{name}' lies within the {u.shape[1]} directions kept fixed; "
                     "keep fewer (--keep a,b) or edit without keeping (--free)"
@@ -218,12 +243,7 @@ def _stepped(
     for _ in range(EDIT_STEPS):
         step = torch.zeros_like(x)
         for name, amount in amounts.items():
-            d = direction_at(directions, name, x)
-            u = bases.get(name)
-            if u is not None:  # conditioned; a face whose step lies (almost) in the kept span stays
-                rest = d - (d @ u) @ u.T
-                d = torch.where(rest.norm(dim=1, keepdim=True) < 0.05, 0.0, _unit_rows(rest))
-            step += float(amount) / EDIT_STEPS * d
+            step += float(amount) / EDIT_STEPS * conditioned_at(directions, name, x, bases.get(name))
         x = x + step
     return (x * scale / x.norm(dim=1, keepdim=True).clamp_min(1e-12)).to(latents.dtype)
 
@@ -259,7 +279,7 @@ def edit(
         raise UserError("no direction to move along; name one, e.g. red_hair=+2,smile=-1")
     if free:
         return move(latents, directions, amounts)
-    units = conditioned(directions, list(amounts), keep)
+    units = conditioned(directions, list(amounts), keep)  # refuses a fixed one within the kept span
     if any(is_softmax(directions[n][1]) for n in amounts):
         bases = {n: kept_basis(directions, n, list(amounts), keep) for n in amounts}
         return _stepped(latents, directions, amounts, bases)

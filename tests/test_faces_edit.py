@@ -167,6 +167,41 @@ def test_a_face_dependent_edit_keeps_the_other_traits_directions_fixed(axis_dire
     assert float(kept.mean()) < 0.25 * float(loose.mean()), (float(kept.mean()), float(loose.mean()))
 
 
+def test_refine_weighs_a_face_dependent_wish_as_one_unit_like_every_other_wish():
+    # describe --refine sums one unit direction per wish. A softmax category's gradient, once its
+    # component along the kept traits was removed, used to go into that sum at whatever length
+    # was left (here 0.71), so it counted less than a fixed wish; and a face whose gradient lay
+    # within the kept span gave a tiny remainder instead of no step, unlike `edit`.
+    from progan.directions import conditioned_at, kept_basis
+    from progan.faces.edit import refine_direction
+    from progan.faces.words import understand
+
+    e = torch.eye(4)
+    softmax = {"model": "softmax", "trait": "hair_colour", "logit_scale": 3.0}
+    directions = {
+        "red_hair": (e[0], {**softmax, "logit_bias": 0.0}),
+        "black_hair": (-e[0], {**softmax, "logit_bias": 0.0}),
+        "smile": ((e[0] + e[1]) / 2**0.5, {"trait": "smile"}),  # kept: half of it is red's axis
+        "beard": (e[2], {"trait": "beard"}),
+    }
+    z = torch.tensor([0.3, -0.2, 0.5, 1.0])
+    got, names = refine_direction(understand("red hair and a beard"), directions, None, z)
+    assert names == ["red_hair", "beard"]
+    red = (e[0] - e[1]) / 2**0.5  # red's gradient (e0) without smile's component, at unit length
+    assert torch.allclose(got, (red + e[2]) / 2**0.5, atol=1e-5), got
+    # Red's gradient within the kept span: `edit` skips the step, and so does refine.
+    directions["smile"] = ((e[0] + 0.01 * e[1]) / (1 + 1e-4) ** 0.5, {"trait": "smile"})
+    basis = kept_basis(directions, "red_hair", ["red_hair"])
+    assert float(conditioned_at(directions, "red_hair", z[None], basis).abs().max()) == 0.0
+    got, _ = refine_direction(understand("red hair and a beard"), directions, None, z)
+    assert torch.allclose(got, e[2], atol=1e-6), got
+    # The stored logit vector (e0) lies within the kept span too, which is no reason to refuse:
+    # the edit takes (here: skips) each face's own step.
+    from progan.directions import edit
+
+    assert torch.equal(edit(z[None], directions, {"red_hair": 2.0}), z[None])
+
+
 def test_categories_at_the_ends_of_an_axis_keep_their_svm_directions():
     # Two shapes, each at one end of z0: a half-space holds each, the softmax separates them no
     # better, so the SVM directions stay (the softmax edited round faces worse on the portraits).

@@ -280,13 +280,14 @@ def wish_direction(wish: Wish, current: float | None = None) -> tuple[str, float
 def refine_direction(
     desc: Description,
     directions: dict[str, tuple[torch.Tensor, dict]],
-    traits: dict | None = None,
-    latent: torch.Tensor | None = None,
+    traits: dict | None,
+    latent: torch.Tensor,
 ) -> tuple[torch.Tensor | None, list[str]]:
-    """One unit direction toward all the description's measured wishes (each wish's direction,
-    signed and weighted, conditioned on the other traits' directions), and the names used. A
-    softmax category's direction is its gradient at `latent` (directions.direction_at)."""
-    from progan.directions import conditioned, direction_at, is_softmax, kept_basis
+    """One unit direction at `latent` toward all the description's measured wishes, and the names
+    used: the sum of each wish's unit direction, signed and weighted, conditioned on the other
+    traits' directions; a softmax category's is the step `edit` would take at this face
+    (directions.conditioned_at), none where that lies within the kept directions."""
+    from progan.directions import conditioned, conditioned_at, is_softmax, kept_basis
 
     picks = []
     for w in desc.wishes:
@@ -300,12 +301,10 @@ def refine_direction(
         return None, []
     names = list(dict.fromkeys(n for n, _ in picks))
     units = conditioned(directions, names)
-    if latent is not None:
-        for n in names:
-            if is_softmax(directions[n][1]):
-                d = direction_at(directions, n, latent[None].float())[0]
-                u = kept_basis(directions, n, names)
-                units[n] = d - u @ (u.T @ d) if u is not None else d
+    for n in names:
+        if is_softmax(directions[n][1]):
+            basis = kept_basis(directions, n, names)
+            units[n] = conditioned_at(directions, n, latent[None].float(), basis)[0]
     total = sum(sign * units[n] for n, sign in picks)
     norm = float(total.norm())
     return (total / norm if norm > 0 else None), names
