@@ -22,8 +22,12 @@ except ImportError:  # a platform without its wheel: the standard library's zlib
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Float images in [-1, 1] (N, C, H, W) -> uint8 [0, 255], rounded and clamped."""
-    return ((images.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    """Float images in [-1, 1] (N, C, H, W) -> uint8 [0, 255], rounded and clamped.
+
+    One fp32 copy worked on in place: the same arithmetic as ((x + 1) * 127.5).round().clamp(),
+    bit for bit, without four fresh image-sized temporaries, which made it 2.7x slower (24.6
+    against 9.0 ms per 1024x1024 bf16 image, 1 thread, 2-core Xeon with AMX)."""
+    return images.to(torch.float32, copy=True).add_(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def grid_shape(n: int) -> tuple[int, int]:

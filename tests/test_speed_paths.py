@@ -146,3 +146,17 @@ def test_the_sampling_copy_is_the_same_generator_channels_last_in_one_dtype():
     with torch.no_grad():
         G.blocks["8"].conv0.weight.mul_(2)
     assert sampling_network(G, cpu, "bf16") is not S
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_to_uint8_works_in_place_on_its_own_copy_with_the_definitions_arithmetic(dtype):
+    from progan.images import to_uint8
+
+    # values across the range, past it, and on the .5 boundaries of the rounding
+    x = torch.cat([torch.linspace(-1.2, 1.2, 4001), torch.arange(-255, 256) / 255.0]).to(dtype)
+    x = x[: 4 * 3 * 11 * 11].reshape(4, 3, 11, 11).contiguous(memory_format=torch.channels_last)
+    before = x.clone()
+    got = to_uint8(x)
+    assert torch.equal(x, before)  # the caller's images are left alone (fp32 included)
+    assert got.dtype == torch.uint8 and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got, ((x.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8))
