@@ -223,19 +223,23 @@ def levers(rounds: int) -> None:
     4, in one process, the variants of a round one after another (median over rounds)."""
     import copy
     import io
+    import zlib
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
     import torch
     import torch.nn.functional as F
+    from isal import isal_zlib
     from PIL import Image
 
+    from progan import images as images_module
     from progan import networks
     from progan.device import autocast
     from progan.images import encode_png, to_uint8
     from progan.layers import _four_taps
     from progan.networks import Generator, NetworkConfig, log2
     from progan.sampling import latents_for_seeds, sampling_network
+    from progan.studio.app import thumbnail
 
     cpu = torch.device("cpu")
     torch.manual_seed(0)
@@ -337,8 +341,27 @@ def levers(rounds: int) -> None:
 
         return go
 
+    def uint8_before(x):
+        return ((x.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+    def png_with(deflate):
+        a = np.ascontiguousarray(images[0].numpy().transpose(1, 2, 0))
+
+        def go():
+            saved, images_module._deflate = images_module._deflate, deflate
+            try:
+                return encode_png(a)
+            finally:
+                images_module._deflate = saved
+
+        return go
+
+    def thumbnail_before(image, size=128):
+        return F.avg_pool2d(image[None].float(), image.shape[-1] // size)[0].round().to(torch.uint8)
+
     with torch.inference_mode():
         images = run(G, "fp32")()
+        raw = sampling_network(G, cpu, "bf16")(z)  # G's bf16 output, before uint8
         cases = {
             "G fp32, autocast on the loaded NCHW weights (before)": (run(G, "fp32"), BATCH),
             "G fp32, sampling copy channels-last": (run(sampling_network(G, cpu, "fp32"), "fp32"), BATCH),
@@ -369,6 +392,24 @@ def levers(rounds: int) -> None:
             "PNG encode, zlib level 1": (png(1), 1),
             "PNG encode, progan's writer (Up filter, zlib level 1; images.encode_png)": (
                 lambda: encode_png(np.ascontiguousarray(images[0].numpy().transpose(1, 2, 0))),
+                1,
+            ),
+            "PNG encode, progan's writer deflating with the standard library's zlib (before)": (
+                png_with(zlib),
+                1,
+            ),
+            "PNG encode, progan's writer deflating with ISA-L (isal, level 1)": (png_with(isal_zlib), 1),
+            "G's bf16 output -> uint8, out of place (before)": (lambda: uint8_before(raw), BATCH),
+            "G's bf16 output -> uint8, in place on one fp32 copy (images.to_uint8)": (
+                lambda: to_uint8(raw),
+                BATCH,
+            ),
+            "studio thumbnail 1024 -> 128, torch avg_pool2d (before)": (
+                lambda: thumbnail_before(images[0]),
+                1,
+            ),
+            "studio thumbnail 1024 -> 128, NumPy on one core (studio.app.thumbnail)": (
+                lambda: thumbnail(images[0], 128),
                 1,
             ),
             "3 batches bf16 + Pillow PNG level 1, written after each batch (before)": (
