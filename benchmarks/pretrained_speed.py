@@ -356,12 +356,16 @@ def levers(rounds: int) -> None:
 
         return go
 
-    def thumbnail_before(image, size=128):
-        return F.avg_pool2d(image[None].float(), image.shape[-1] // size)[0].round().to(torch.uint8)
+    def thumbnail_numpy(image, size=128):
+        """The studio's thumbnail as 8fcf1af had it: in NumPy, on one core (same values)."""
+        factor = image.shape[-1] // size
+        boxes = image.numpy().transpose(1, 2, 0).reshape(size, factor, size, factor, image.shape[0])
+        return torch.from_numpy(np.round(boxes.mean(axis=(1, 3))).astype(np.uint8).transpose(2, 0, 1))
 
     with torch.inference_mode():
         images = run(G, "fp32")()
-        raw = sampling_network(G, cpu, "bf16")(z)  # G's bf16 output, before uint8
+        with autocast(cpu, "bf16"):  # the sampling copy takes fp32 latents only under autocast
+            raw = sampling_network(G, cpu, "bf16")(z)  # G's bf16 output, before uint8
         cases = {
             "G fp32, autocast on the loaded NCHW weights (before)": (run(G, "fp32"), BATCH),
             "G fp32, sampling copy channels-last": (run(sampling_network(G, cpu, "fp32"), "fp32"), BATCH),
@@ -404,11 +408,11 @@ def levers(rounds: int) -> None:
                 lambda: to_uint8(raw),
                 BATCH,
             ),
-            "studio thumbnail 1024 -> 128, torch avg_pool2d (before)": (
-                lambda: thumbnail_before(images[0]),
+            "studio thumbnail 1024 -> 128, NumPy on one core (8fcf1af, before)": (
+                lambda: thumbnail_numpy(images[0]),
                 1,
             ),
-            "studio thumbnail 1024 -> 128, NumPy on one core (studio.app.thumbnail)": (
+            "studio thumbnail 1024 -> 128, torch avg_pool2d on the compute thread (studio.app.thumbnail)": (
                 lambda: thumbnail(images[0], 128),
                 1,
             ),
@@ -433,6 +437,53 @@ def levers(rounds: int) -> None:
     print("| --- | ---: | --- |")
     for name, t in times.items():
         print(f"| {name} | {statistics.median(t):.3f} | {', '.join(f'{x:.3f}' for x in t)} |")
+
+
+def allocator_worker(kept: bool) -> dict:
+    """One fresh process: the bf16 sampling copy of G_paper, one 1024x1024 image a call (as
+    `generate` runs it), 4 warm images timed, with glibc's default allocator or with
+    `device.keep_freed_memory` (freed tensor memory reused instead of unmapped and paged in again).
+    s per image, system seconds per image and page faults per image."""
+    import resource
+
+    import torch
+
+    from progan.device import autocast, keep_freed_memory
+    from progan.images import to_uint8
+    from progan.networks import Generator, NetworkConfig
+    from progan.sampling import latents_for_seeds, sampling_network
+
+    if kept:
+        keep_freed_memory()
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    S = sampling_network(Generator(NetworkConfig()).eval().requires_grad_(False), cpu, "bf16")
+    z = latents_for_seeds(range(BATCH), 512)
+    with torch.inference_mode(), autocast(cpu, "bf16"):
+        to_uint8(S(z[:1]))  # warm-up
+        before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        for i in range(BATCH):
+            to_uint8(S(z[i : i + 1]))
+        wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+    return {"per_image_s": wall / BATCH, "sys_s": (after.ru_stime - before.ru_stime) / BATCH,
+            "faults": (after.ru_minflt - before.ru_minflt) / BATCH,
+            "peak_rss_gib": after.ru_maxrss / 2**20}  # fmt: skip
+
+
+def allocator_rows(rounds: int) -> None:
+    """The allocator lever: each round one fresh process of each kind, one after the other."""
+    rows: dict[str, list[dict]] = {"glibc default (before)": [], "keep_freed_memory (progan's CLI)": []}
+    for _ in range(rounds):
+        for name, flag in zip(rows, ("default", "kept"), strict=True):
+            rows[name].append(_run_json("--allocator-worker", flag))
+    print("\n| G bf16 sampling copy, one 1024x1024 image a call: allocator | s per image (median) | "
+          "system s per image | page faults per image | peak RSS GiB |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, r in rows.items():
+        med = {k: statistics.median(x[k] for x in r) for k in r[0]}
+        each = ", ".join(f"{x['per_image_s']:.3f}" for x in r)
+        print(f"| {name} | {med['per_image_s']:.3f} ({each}) | "
+              f"{med['sys_s']:.3f} | {med['faults']:.0f} | {med['peak_rss_gib']:.2f} |")  # fmt: skip
 
 
 def print_table(results: list[dict], device: str) -> None:
@@ -467,6 +518,7 @@ def main() -> None:
     )
     parser.add_argument("--make-snapshot", help=argparse.SUPPRESS)
     parser.add_argument("--ideal-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--allocator-worker", choices=("default", "kept"), help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--batches", default="1,8")
@@ -509,12 +561,20 @@ def main() -> None:
             )
         )
         return
+    if args.allocator_worker:
+        print(json.dumps(allocator_worker(args.allocator_worker == "kept")))
+        return
     if args.ideal_worker:
+        # The machine's best: the same allocator as `progan` (no page faults for fresh outputs).
+        from progan.device import keep_freed_memory
+
+        keep_freed_memory()
         per_image, convs = isolated_conv_seconds()
         print(json.dumps({"per_image_s": per_image, "convs": convs}))
         return
     if args.levers:
         levers(args.rounds)
+        allocator_rows(args.rounds)
         return
     if not args.iter_images:
         generate_against_ideal(args.rounds, args.images, args.generate_args.split(), args.json)

@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Every command reuses freed tensor memory instead of paging it in again (11% of a 1024x1024
+    # G's time); a library user opts in with the same call.
+    from progan.device import keep_freed_memory
+
+    keep_freed_memory()
     try:
         result = args.func(args)
     except BaseException as e:  # noqa: BLE001 - every failure ends in one line (or a traceback with --debug)
