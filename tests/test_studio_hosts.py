@@ -1,6 +1,7 @@
 """`progan serve` answers only requests addressed to it (DNS rebinding) and only its own pages'
 state-changing requests (cross-site POST/DELETE)."""
 
+import threading
 from contextlib import closing
 
 import pytest
@@ -71,11 +72,24 @@ def test_serve_wires_the_check_and_warns_on_an_open_address(tmp_path, monkeypatc
 
     tiny_run(tmp_path / "run", resolution=8)
     served = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+
+    class Server:  # uvicorn's, run on the web thread; this one answers nothing and returns
+        def __init__(self, config):
+            self.config, self.started, self.should_exit = config, False, False
+
+        def run(self):
+            app = self.config.app
+            # Renders run on the thread that called serve (the main one), not this web thread.
+            render_thread = app.state.studio.compute.submit(threading.get_ident).result(timeout=30)
+            served.update(app=app, host=self.config.host, port=self.config.port, render_thread=render_thread)
+            self.started = True
+
+    monkeypatch.setattr(uvicorn, "Server", Server)
     with pytest.raises(SystemExit) as e:
         main(["serve", str(tmp_path / "run"), "--state-dir", str(tmp_path / "s"), "--host", "0.0.0.0",
               "--port", "8123", "--allow-host", "faces.lan", "--device", "cpu"])  # fmt: skip
     assert e.value.code == 0 and served["host"] == "0.0.0.0" and served["port"] == 8123
+    assert served["render_thread"] == threading.main_thread().ident
     warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
     assert len(warning) == 1 and "no authentication" in warning[0]
     client = TestClient(served["app"], base_url="http://faces.lan:8123")
@@ -84,6 +98,15 @@ def test_serve_wires_the_check_and_warns_on_an_open_address(tmp_path, monkeypatc
     with pytest.raises(SystemExit) as e:
         main(["serve", str(tmp_path / "run"), "--state-dir", str(tmp_path / "s"), "--device", "cpu"])
     assert e.value.code == 0 and "warning" not in capsys.readouterr().err
+
+    class Taken(Server):  # the port is in use: uvicorn logs why and its run returns unstarted
+        def run(self):
+            pass
+
+    monkeypatch.setattr(uvicorn, "Server", Taken)
+    with pytest.raises(SystemExit) as e:
+        main(["serve", str(tmp_path / "run"), "--state-dir", str(tmp_path / "s"), "--device", "cpu"])
+    assert e.value.code == 2 and "--port" in capsys.readouterr().err
 
 
 def test_a_long_running_server_holds_bounded_state(studio):

@@ -80,11 +80,13 @@ def describe_panel():
         progress.update(running=True, generated=0, measured=0, total=len(seeds), best=None)
         try:
             device = next(m.G.parameters()).device
-            ranked, _ = await asyncio.to_thread(
+            # On the studio's compute thread, where its renders run (studio.app.ComputeThread: a
+            # second thread running G would slow both 2.5x on a 2-core CPU).
+            ranked, _ = await asyncio.wrap_future(studio.compute.submit(
                 d.describe, m.G, desc, seeds, top=body.top, labels=labels, device=device, progress=False,
                 measure_size=DEFAULT_MEASURE_SIZE,
                 should_stop=cancel.is_set, on_batch=progress.update,
-            )  # fmt: skip
+            ))  # fmt: skip
         finally:
             progress["running"] = False
             running.release()

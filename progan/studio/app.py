@@ -10,12 +10,15 @@ capped at MAX_BODY bytes (a panel may raise one route's cap, as the photo upload
 queue of faces waiting for a model at MAX_QUEUE (then 503, a page's faces all or none),
 favourites at MAX_FAVOURITES. Bad requests get a 4xx with a one-line `detail`.
 
-One loaded model serves all requests: a `Batcher` thread per model, the only thread that runs
-its G, takes the faces asked for in order and renders them in blocks of `SAMPLING_BLOCK` latents
-on a CPU (gathered within a few milliseconds; up to MAX_BATCH on a GPU) through
-`progan.sampling`, the one sampling path, so a seed's face here is the face `progan generate`
-writes. A page of up to MAX_PAGE faces is one request, `GET /api/models/<id>/faces?seeds=0,1,..
-&size=128`, answered as a stream of NDJSON lines `{"seed": S, "png": BASE64}`, one a face as
+One loaded model serves all requests: a `Batcher` thread per model takes the faces asked for in
+order and has them rendered in blocks of `SAMPLING_BLOCK` latents on a CPU (gathered within a
+few milliseconds; up to MAX_BATCH on a GPU) through `progan.sampling`, the one sampling path, so
+a seed's face here is the face `progan generate` writes. Every block of every model is rendered
+on one thread, the studio's `ComputeThread`: under `progan serve` the process's main thread,
+with the web server on another (see ComputeThread for why).
+
+A page of up to MAX_PAGE faces is one request, `GET /api/models/<id>/faces?seeds=0,1,..&size=128`,
+answered as a stream of NDJSON lines `{"seed": S, "png": BASE64}`, one a face as
 soon as its block is done (the page fills in a block at a time); when the client goes away, its
 faces not rendered yet are dropped. A thumbnail (`size`) is the full-size face box-downscaled
 (`thumbnail`), never one of G's lower-resolution outputs, so it is the face that opens.
@@ -50,6 +53,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import functools
 import json
 import math
 import os
@@ -57,13 +61,14 @@ import queue
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -89,6 +94,10 @@ BATCH_LOG = 1000
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
+# What a face's future gives instead of its image (e.g. its PNG): made on the compute thread.
+Finish = Callable[[torch.Tensor], object]
+
+
 class Busy(Exception):
     """Too many faces are waiting for this model: the client should retry later (503)."""
 
@@ -97,23 +106,85 @@ class Busy(Exception):
 # batching
 
 
+class ComputeThread:
+    """Runs the studio's renders one at a time on one thread: its own (`start()`), or the thread
+    that calls `run_until` (`progan serve`: the main thread, the web server beside it).
+
+    Why one thread, and why the main one: PyTorch's CPU ops run on OpenMP (libgomp), which keeps a
+    team of worker threads for each thread that has run a parallel op. Once two such teams exist
+    on a 2-core CPU (more OpenMP threads than cores), libgomp stops spinning at its barriers and
+    every parallel op pays for futex sleeps and wake-ups: a 1 MB multiply took 86-113 us on a
+    thread after the main thread had run one, against 14 us on the main thread, and the bf16
+    G_paper made a 1024x1024 face in 0.39 s on the studio's old Batcher thread against 0.16 s on
+    the main thread (2-core Xeon with AMX; issue 28, benchmarks/README.md "The studio"). The main
+    thread loads the models, so it has a team already; rendering there keeps it the only one."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._ident: int | None = None
+
+    def start(self) -> None:
+        threading.Thread(target=self.run_until, daemon=True, name="progan-studio-compute").start()
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        """A future of fn(*args, **kwargs), run on the compute thread (at once when called there)."""
+        future: Future = Future()
+        if threading.get_ident() == self._ident:
+            self._call(future, fn, args, kwargs)
+        else:
+            self._jobs.put((future, fn, args, kwargs))
+        return future
+
+    def run_until(self, done=lambda: False, poll: float = 0.2) -> None:
+        """Run the submitted jobs on this thread until `stop()`, or until `done()` is true."""
+        self._ident = threading.get_ident()
+        while not done():
+            try:
+                job = self._jobs.get(timeout=poll)
+            except queue.Empty:
+                continue
+            if job is None:
+                return
+            self._call(*job)
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+
+    @staticmethod
+    def _call(future: Future, fn, args, kwargs) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # noqa: BLE001 - the caller gets it from the future
+            future.set_exception(e)
+
+
 @dataclass
 class _Job:
     latent: torch.Tensor
     label: torch.Tensor | None
     future: concurrent.futures.Future
+    # What the future gives instead of the image (e.g. its PNG), made on the compute thread right
+    # after the face's block (png_bytes says why there).
+    finish: Finish | None = None
 
 
 class Batcher:
-    """One thread per model, the only one that runs its G: it takes the faces asked for in the
-    order they came and renders them in blocks of `block` latents (SAMPLING_BLOCK on a CPU, the
+    """One thread per model: it takes the faces asked for in the order they came and has them
+    rendered on the compute thread (ComputeThread) in blocks of `block` latents (SAMPLING_BLOCK on a CPU, the
     block G runs on anyway; up to `max_batch` on a GPU), gathering a block's faces within `gather`
     seconds. Each face is handed back as soon as its block is done, so a page of 32 appears a
     block at a time, and a face whose client has gone (its future cancelled) is skipped."""
 
     def __init__(self, G, device, precision: str, max_batch: int = MAX_BATCH, gather: float = GATHER_SECONDS,
-                 max_queue: int = MAX_QUEUE) -> None:  # fmt: skip
+                 max_queue: int = MAX_QUEUE, compute: ComputeThread | None = None) -> None:  # fmt: skip
         self.G, self.device, self.precision = G, device, precision
+        self.own_compute = compute is None
+        if compute is None:  # a Batcher on its own: a compute thread of its own
+            compute = ComputeThread()
+            compute.start()
+        self.compute = compute
         self.max_batch, self.gather = max_batch, gather
         # On a CPU a bigger call only runs G on more blocks of SAMPLING_BLOCK one after another:
         # it would hold finished faces back until the last block. A GPU runs a batch at once.
@@ -125,21 +196,24 @@ class Batcher:
         self.thread = threading.Thread(target=self._run, daemon=True, name="progan-studio-batcher")
         self.thread.start()
 
-    def submit(self, latent: torch.Tensor, label: torch.Tensor | None) -> concurrent.futures.Future:
-        job = _Job(latent, label, concurrent.futures.Future())
+    def submit(
+        self, latent: torch.Tensor, label: torch.Tensor | None, finish: Finish | None = None
+    ) -> Future:
+        job = _Job(latent, label, concurrent.futures.Future(), finish)
         try:
             self.jobs.put_nowait(job)
         except queue.Full:
             raise Busy("the model is busy; try again in a moment") from None
         return job.future
 
-    def submit_many(self, latents: torch.Tensor, labels: torch.Tensor | None) -> list[Future]:
+    def submit_many(self, latents: torch.Tensor, labels: torch.Tensor | None,
+                    finish: Finish | None = None) -> list[Future]:  # fmt: skip
         """Futures of the faces of latents (n, L) and label rows (n, K), queued in order; all or
         none: past MAX_QUEUE the ones queued are cancelled again and Busy is raised."""
         futures: list[Future] = []
         try:
             for i in range(len(latents)):
-                futures.append(self.submit(latents[i], None if labels is None else labels[i]))
+                futures.append(self.submit(latents[i], None if labels is None else labels[i], finish))
         except Busy:
             for f in futures:
                 f.cancel()
@@ -149,6 +223,8 @@ class Batcher:
     def close(self) -> None:
         self.jobs.put(None)
         self.thread.join(timeout=10)
+        if self.own_compute:
+            self.compute.stop()
 
     def _run(self) -> None:
         while True:
@@ -175,12 +251,17 @@ class Batcher:
         try:
             z = torch.stack([j.latent for j in batch])
             labels = None if batch[0].label is None else torch.stack([j.label for j in batch])
-            images = images_for_latents(self.G, z, labels, batch=len(batch), device=self.device,
-                                        precision=self.precision)  # fmt: skip
+
+            def render() -> list:
+                images = images_for_latents(self.G, z, labels, batch=len(batch), device=self.device,
+                                            precision=self.precision)  # fmt: skip
+                return [im if j.finish is None else j.finish(im) for j, im in zip(batch, images, strict=True)]
+
+            results = self.compute.submit(render).result()
             self.batches.append(len(batch))
             del self.batches[:-BATCH_LOG]
-            for job, image in zip(batch, images, strict=True):
-                job.future.set_result(image)
+            for job, result in zip(batch, results, strict=True):
+                job.future.set_result(result)
         except Exception as e:  # noqa: BLE001 - every waiting request gets the error, the thread lives on
             for job in batch:
                 if not job.future.done():
@@ -388,8 +469,13 @@ def parse_edits(text: str | None) -> dict[str, float]:
 class Studio:
     def __init__(self, sources: list[str | os.PathLike], state_dir: str | os.PathLike | None = None,
                  device: str | torch.device = "cpu", precision: str = "auto", max_batch: int = MAX_BATCH,
-                 gather: float = GATHER_SECONDS) -> None:  # fmt: skip
+                 gather: float = GATHER_SECONDS, compute_thread: bool = True) -> None:  # fmt: skip
+        """`compute_thread`: run the renders on a thread of the studio's own; False leaves that to
+        whoever calls `self.compute.run_until` (serve(): the main thread)."""
         self.models: dict[str, Model] = {}
+        self.compute = ComputeThread()
+        if compute_thread:
+            self.compute.start()
         snapshots = [s for src in sources for s in models_at(src)]
         for snap_path in snapshots:
             snap = load_snapshot(snap_path, device=device)
@@ -398,7 +484,8 @@ class Studio:
                 id=mid, name=f"{snapshot_run_name(snap.path)} ({snap.path.name}, {snap.kimg:g} kimg)",
                 snapshot=snap.path, G=snap.G_ema, label_names=snap.label_names, multi_hot=snap.multi_hot,
                 directions=load_directions(snap.path), kimg=snap.kimg,
-                batcher=Batcher(snap.G_ema, torch.device(device), precision, max_batch, gather),
+                batcher=Batcher(snap.G_ema, torch.device(device), precision, max_batch, gather,
+                                compute=self.compute),
             )  # fmt: skip
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.favourites = Favourites(self.state_dir)
@@ -407,6 +494,7 @@ class Studio:
     def close(self) -> None:
         for m in self.models.values():
             m.batcher.close()
+        self.compute.stop()
 
     def model(self, mid: str) -> Model:
         if mid not in self.models:
@@ -452,9 +540,10 @@ class Studio:
             z = move(z[None], m.directions, face.edits)[0]
         return z, label
 
-    def render(self, m: Model, face: Face) -> concurrent.futures.Future:
-        """A future of the face's uint8 (C, H, W) image, rendered in the model's next batch."""
-        return m.batcher.submit(*self.face_latent(m, face))
+    def render(self, m: Model, face: Face, finish: Finish | None = None) -> Future:
+        """A future of the face's uint8 (C, H, W) image, rendered in the model's next batch (or of
+        finish(image), made on the compute thread right after it)."""
+        return m.batcher.submit(*self.face_latent(m, face), finish)
 
 
 def thumbnail(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -464,15 +553,17 @@ def thumbnail(image: torch.Tensor, size: int) -> torch.Tensor:
     factor = image.shape[-1] // size
     if factor <= 1:
         return image
-    # In NumPy, on one core: torch's avg_pool2d took 38 against 15 ms for a 1024x1024 face, and its
-    # second thread competed with the next block's G (2-core Xeon with AMX). Same values: the sums
-    # are exact and np.round, like torch.round, rounds half to even.
-    boxes = image.numpy().transpose(1, 2, 0).reshape(size, factor, size, factor, image.shape[0])
-    return torch.from_numpy(np.round(boxes.mean(axis=(1, 3))).astype(np.uint8).transpose(2, 0, 1))
+    # Run on the compute thread (png_bytes' callers), so torch's two threads are G's own: 2 ms for
+    # a 1024x1024 face against 9 ms in NumPy on one core (idle 2-core Xeon with AMX). The sums of
+    # at most 64x64 uint8 values are exact in fp32; torch.round rounds half to even.
+    return F.avg_pool2d(image[None].float(), factor)[0].round_().to(torch.uint8)
 
 
 def png_bytes(image: torch.Tensor, size: int | None = None) -> bytes:
-    """uint8 (C, H, W) -> PNG; `size` < H gives a box-filtered thumbnail (`thumbnail`)."""
+    """uint8 (C, H, W) -> PNG; `size` < H gives a box-filtered thumbnail (`thumbnail`). The web
+    handlers have it made on the compute thread right after the face's block (`finish`): on a
+    thread of the web server it ran beside the next block's G, and both crawled (a page's faces
+    came 0.2 s apart, 3 busy threads on 2 cores)."""
     if size:
         image = thumbnail(image, size)
     return encode_png(image.numpy().transpose(1, 2, 0))
@@ -502,16 +593,17 @@ def parse_page_seeds(text: str) -> list[int]:
     return seeds
 
 
-def render_page(studio: Studio, m: Model, seeds: list[int], label: str | None) -> list[Future]:
+def render_page(studio: Studio, m: Model, seeds: list[int], label: str | None,
+                finish: Finish | None = None) -> list[Future]:  # fmt: skip
     """Futures of the faces of `seeds`, queued on the model's Batcher (the one thread that runs its
     G) in order, so they come back a block at a time, first seed first; all or none (Busy)."""
     rows = [studio.face_latent(m, Face(seed, label)) for seed in seeds]
     z = torch.stack([r[0] for r in rows])
     labels = None if rows[0][1] is None else torch.stack([r[1] for r in rows])
-    return m.batcher.submit_many(z, labels)
+    return m.batcher.submit_many(z, labels, finish)
 
 
-async def page_lines(seeds: list[int], futures: list[Future], size: int | None) -> AsyncIterator[bytes]:
+async def page_lines(seeds: list[int], futures: list[Future]) -> AsyncIterator[bytes]:
     """NDJSON lines `{"seed": S, "png": BASE64}` (or `{"seed": S, "error": MESSAGE}`), one a face
     as soon as it is rendered, in the order of `seeds`. When the client goes away (this generator
     is cancelled or closed), the faces not rendered yet are cancelled: the Batcher skips them."""
@@ -520,8 +612,7 @@ async def page_lines(seeds: list[int], futures: list[Future], size: int | None) 
     try:
         for seed, future in zip(seeds, futures, strict=True):
             try:
-                image = await asyncio.wrap_future(future)
-                png = await asyncio.to_thread(png_bytes, image, size)
+                png = await asyncio.wrap_future(future)
                 line = {"seed": seed, "png": base64.b64encode(png).decode("ascii")}
             except Exception as e:  # noqa: BLE001 - the page shows which face failed and goes on
                 line = {"seed": seed, "error": str(e).splitlines()[0] if str(e) else type(e).__name__}
@@ -702,8 +793,7 @@ def create_app(studio: Studio, panels: Sequence[Panel] = ()) -> FastAPI:
         m = get_model(mid)
         check_size(m, size)
         face = Face(seed, label or None, parse_edits(edits), blend, t if blend is not None else 0.0, latent)
-        image = await asyncio.wrap_future(studio.render(m, face))
-        png = await asyncio.to_thread(png_bytes, image, size)
+        png = await asyncio.wrap_future(studio.render(m, face, functools.partial(png_bytes, size=size)))
         # The same URL always gives the same picture from the same snapshot.
         return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
@@ -718,8 +808,8 @@ def create_app(studio: Studio, panels: Sequence[Panel] = ()) -> FastAPI:
         m = get_model(mid)
         check_size(m, size)
         seed_list = parse_page_seeds(seeds)
-        futures = render_page(studio, m, seed_list, label or None)
-        lines = page_lines(seed_list, futures, size)
+        futures = render_page(studio, m, seed_list, label or None, functools.partial(png_bytes, size=size))
+        lines = page_lines(seed_list, futures)
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}  # no proxy holds lines back
         return StreamingResponse(lines, media_type="application/x-ndjson", headers=headers)
 
@@ -778,12 +868,25 @@ def serve(sources: list[str], host: str = "127.0.0.1", port: int = 8000, state_d
     answers only requests addressed to it (HostCheck with allowed_hosts(host, port, allow_hosts))."""
     import uvicorn
 
-    studio = Studio(sources, state_dir, device=device, precision=precision)
+    studio = Studio(sources, state_dir, device=device, precision=precision, compute_thread=False)
     app = create_app(studio, panels=panels)
     app.add_middleware(HostCheck, hosts=allowed_hosts(host, port, allow_hosts or []))
     print(f"progan studio: {len(studio.models)} model(s), favourites in {studio.favourites.path}")
     print(f"open http://{'[' + host + ']' if ':' in host else host}:{port}/")
+    # The web server on a thread of its own, the renders on this one (ComputeThread says why).
+    # uvicorn installs no signal handlers off the main thread: Ctrl-C reaches this thread.
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                           limit_concurrency=256))  # fmt: skip
+    web = threading.Thread(target=server.run, name="progan-studio-web")
+    web.start()
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", limit_concurrency=256)
+        studio.compute.run_until(lambda: not web.is_alive())
+    except KeyboardInterrupt:
+        pass
     finally:
+        server.should_exit = True
+        web.join()
         studio.close()
+    if not server.started:
+        raise UserError(f"the studio could not listen on {host}:{port} (see the message above); "
+                        "free that port or choose another with --port")  # fmt: skip
