@@ -1,7 +1,12 @@
 """`progan serve` answers only requests addressed to it (DNS rebinding) and only its own pages'
 state-changing requests (cross-site POST/DELETE)."""
 
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 from contextlib import closing
 
 import pytest
@@ -77,6 +82,9 @@ def test_serve_wires_the_check_and_warns_on_an_open_address(tmp_path, monkeypatc
         def __init__(self, config):
             self.config, self.started, self.should_exit = config, False, False
 
+        def handle_exit(self, sig, frame):
+            self.should_exit = True
+
         def run(self):
             app = self.config.app
             # Renders run on the thread that called serve (the main one), not this web thread.
@@ -142,3 +150,36 @@ def test_a_long_running_server_holds_bounded_state(studio):
         assert len(b.batches) == BATCH_LOG
     finally:
         b.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_progan_serve_stops_cleanly_on_ctrl_c_and_sigterm(tmp_path, sig):
+    """uvicorn runs on a thread of its own, so it installs no signal handlers: serve's main thread
+    (the renders') hands both signals to uvicorn's graceful exit, and the process ends with 0."""
+    import httpx
+
+    tiny_run(tmp_path / "run", resolution=8)
+    with closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "progan", "serve", str(tmp_path / "run"), "--port", str(port),
+           "--state-dir", str(tmp_path / "state")]  # fmt: skip
+    # A fresh session, so that SIGINT is not ignored as it is for a shell's background job.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            try:
+                mid = httpx.get(f"http://127.0.0.1:{port}/api/models", timeout=5).json()[0]["id"]
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "the studio never answered"
+                time.sleep(0.2)
+        page = httpx.get(f"http://127.0.0.1:{port}/api/models/{mid}/faces?seeds=0,1&size=4", timeout=30)
+        assert page.status_code == 200 and page.text.count('"png"') == 2
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait()

@@ -59,6 +59,7 @@ import math
 import os
 import queue
 import re
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -878,6 +879,11 @@ def serve(sources: list[str], host: str = "127.0.0.1", port: int = 8000, state_d
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                            limit_concurrency=256))  # fmt: skip
     web = threading.Thread(target=server.run, name="progan-studio-web")
+    before = {}
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C and SIGTERM stop the server as uvicorn itself would (open requests finish, a
+        # second Ctrl-C forces it); this loop then sees the web thread end.
+        before = {sig: signal.signal(sig, server.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
     web.start()
     try:
         studio.compute.run_until(lambda: not web.is_alive())
@@ -887,6 +893,8 @@ def serve(sources: list[str], host: str = "127.0.0.1", port: int = 8000, state_d
         server.should_exit = True
         web.join()
         studio.close()
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
     if not server.started:
         raise UserError(f"the studio could not listen on {host}:{port} (see the message above); "
                         "free that port or choose another with --port")  # fmt: skip
