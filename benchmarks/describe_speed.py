@@ -67,7 +67,8 @@ def worker(args: argparse.Namespace) -> None:
     from progan.sampling import sampling_network
 
     photos = torch.from_numpy(np.load(args.photos)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    snap = load_snapshot(args.snapshot)
+    device = torch.device(args.device)
+    snap = load_snapshot(args.snapshot, device=device)
     precision = args.precision
 
     class RealFacesAfterG(torch.nn.Module):
@@ -83,9 +84,11 @@ def worker(args: argparse.Namespace) -> None:
             t = time.perf_counter()
             S = sampling_network(self.G, z.device, precision)
             S(z)  # the official-size G's work, thrown away
+            if z.is_cuda:
+                torch.cuda.synchronize(z.device)
             self.g_seconds += time.perf_counter() - t
-            pick = (z[:, 0].float().abs() * 1000).long() % len(photos)
-            return photos[pick]
+            pick = (z[:, 0].float().abs() * 1000).long().cpu() % len(photos)
+            return photos[pick].to(z.device)
 
     G = RealFacesAfterG(snap.G_ema)
     desc = understand(TEXT)
@@ -99,7 +102,8 @@ def worker(args: argparse.Namespace) -> None:
     workers = DEFAULT_MEASURE_WORKERS if args.measure_workers is None else args.measure_workers
     out = Path(args.out)
     ranked, images = d.describe(
-        G, desc, range(args.candidates), top=16, batch=args.batch, precision=precision, progress=False,
+        G, desc, range(args.candidates), top=16, batch=args.batch, device=device, precision=precision,
+        progress=False,
         journal=out / d.JOURNAL_NAME, header={"bench": 1}, measure_size=size, workers=workers,
         on_batch=on_batch,
     )  # fmt: skip
@@ -116,6 +120,7 @@ def main() -> None:
     p.add_argument("--precision", default="bf16", help="G's precision (what --precision auto picks here)")
     p.add_argument("--measure-size", type=int, help="default: the CLI's; 0: full size")
     p.add_argument("--measure-workers", type=int, help="default: the CLI's")
+    p.add_argument("--device", default="cpu", help="where G runs (cuda on a GPU machine; gpu_check.sh)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--snapshot", help=argparse.SUPPRESS)
     p.add_argument("--photos", help=argparse.SUPPRESS)
@@ -132,7 +137,7 @@ def main() -> None:
     photos = photo_faces(work / "faces.npy")
     cmd = [sys.executable, __file__, "--worker", "--snapshot", str(snapshot), "--photos", str(photos),
            "--out", str(work / "out"), "--candidates", str(args.candidates), "--batch", str(args.batch),
-           "--precision", args.precision]  # fmt: skip
+           "--precision", args.precision, "--device", args.device]  # fmt: skip
     for flag, value in (("--measure-size", args.measure_size), ("--measure-workers", args.measure_workers)):
         if value is not None:
             cmd += [flag, str(value)]
@@ -150,7 +155,7 @@ def main() -> None:
         r = json.loads(out.read().strip().splitlines()[-1])
     cpu = usage.ru_utime + usage.ru_stime
     print(f"describe '{TEXT}': {args.candidates} candidates of the official-size G_paper (1024x1024, "
-          f"{args.precision}), real-photo faces measured at {r['measure_size'] or 1024} px by "
+          f"{args.precision}, {args.device}), real-photo faces measured at {r['measure_size'] or 1024} px by "
           f"{r['workers']} measuring process(es), batch {args.batch}, "
           f"{r['threads']} torch threads")  # fmt: skip
     print("| candidates | wall s (start-up included) | s per candidate | first batch measured at s | "

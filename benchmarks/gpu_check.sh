@@ -21,6 +21,13 @@ echo "rc=$?" >> $LOGS/90-train_speed.log
 timeout 60 python3 benchmarks/pretrained_speed.py --device cuda --precisions fp32,bf16,fp16 --batches 8,32 \
     --repeats 5 > $LOGS/91-gen1024.log 2>&1
 echo "rc=$?" >> $LOGS/91-gen1024.log
+# Issue 28 point 5: describe (G on the GPU, faces measured by 8 CPU processes) and the studio's first
+# page of 32 faces at 1024, both with the official-size G_paper.
+timeout 60 python3 benchmarks/describe_speed.py --device cuda --candidates 128 --measure-workers 8 \
+    > $LOGS/92-describe.log 2>&1
+echo "rc=$?" >> $LOGS/92-describe.log
+timeout 45 python3 benchmarks/studio_speed.py --first-page-1024 --repeats 1 --device cuda > $LOGS/93-studio.log 2>&1
+echo "rc=$?" >> $LOGS/93-studio.log
 echo "total $(( $(date +%s) - START )) s" >> $LOGS/00-gpu.log
 cd $LOGS && { grep -h "^CHECK" *.log | sort; for f in *.log; do echo "==> $f"; cat "$f"; done; } > $OUT/gpu_check.txt
 grep "^CHECK" $OUT/gpu_check.txt; tail -n 40 $OUT/gpu_check.txt

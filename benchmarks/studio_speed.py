@@ -155,7 +155,7 @@ def first_page(base: str, mid: str, seeds: list[int], size: int) -> dict:
     return {"first_face_s": arrived[0], "last_face_s": arrived[-1], "arrivals_s": arrived}
 
 
-def first_page_official(repeats: int, workdir: str | None) -> list[dict]:
+def first_page_official(repeats: int, workdir: str | None, device: str = "cpu") -> list[dict]:
     """The first page of 32 faces of the official-size network, each round on a fresh `progan
     serve` process (see the module docstring)."""
     import httpx
@@ -170,7 +170,7 @@ def first_page_official(repeats: int, workdir: str | None) -> list[dict]:
     snapshot = official_size_snapshot(work)
     print(f"official-size snapshot at {snapshot} ({time.perf_counter() - t:.0f} s); torch "
           f"{torch.__version__}, {os.cpu_count()} CPUs, --precision auto = "
-          f"{sampling_precision('auto', 'cpu')}", flush=True)  # fmt: skip
+          f"{sampling_precision('auto', device)}", flush=True)  # fmt: skip
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
     rows = []
@@ -178,7 +178,7 @@ def first_page_official(repeats: int, workdir: str | None) -> list[dict]:
         port = free_port()
         load_before = os.getloadavg()[0]
         cmd = [sys.executable, "-m", "progan", "serve", str(snapshot), "--port", str(port),
-               "--state-dir", str(work / "state")]  # fmt: skip
+               "--state-dir", str(work / "state"), "--device", device]  # fmt: skip
         server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
         try:
             base = f"http://127.0.0.1:{port}"
@@ -222,11 +222,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--max-face-seconds", type=float, default=5.0,
                     help="skip the rest for a network/precision slower than this per face")  # fmt: skip
+    ap.add_argument("--device", default="cpu", help="--first-page-1024: serve's --device (gpu_check.sh)")
     ap.add_argument("--json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.first_page_1024:
-        rows = first_page_official(args.repeats or 3, args.workdir)
+        rows = first_page_official(args.repeats or 3, args.workdir, args.device)
         if args.json:
             Path(args.json).write_text(json.dumps({"rows": rows}, indent=2))
         first = statistics.median(r["first_face_s"] for r in rows)
