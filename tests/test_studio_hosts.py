@@ -183,3 +183,24 @@ def test_progan_serve_stops_cleanly_on_ctrl_c_and_sigterm(tmp_path, sig):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_compute_thread_cancels_what_it_will_never_run():
+    """Jobs queued behind stop(), and jobs submitted after it, are cancelled futures: whoever waits
+    on them (a Batcher, a web handler) gets CancelledError instead of waiting forever."""
+    import concurrent.futures
+
+    from progan.studio.app import ComputeThread
+
+    compute, started, release = ComputeThread(), threading.Event(), threading.Event()
+    compute.start()
+    busy = compute.submit(lambda: started.set() or release.wait(30) and "done")
+    assert started.wait(30)
+    compute.stop()
+    queued = compute.submit(lambda: "never")
+    release.set()
+    assert busy.result(timeout=30) == "done"
+    with pytest.raises(concurrent.futures.CancelledError):
+        queued.result(timeout=30)
+    late = compute.submit(lambda: "never")
+    assert late.cancelled()

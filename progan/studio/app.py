@@ -123,6 +123,7 @@ class ComputeThread:
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._ident: int | None = None
+        self._lock, self._open = threading.Lock(), True
 
     def start(self) -> None:
         threading.Thread(target=self.run_until, daemon=True, name="progan-studio-compute").start()
@@ -132,21 +133,37 @@ class ComputeThread:
         future: Future = Future()
         if threading.get_ident() == self._ident:
             self._call(future, fn, args, kwargs)
-        else:
-            self._jobs.put((future, fn, args, kwargs))
+            return future
+        with self._lock:
+            if self._open:
+                self._jobs.put((future, fn, args, kwargs))
+                return future
+        future.cancel()  # the loop has ended: nothing would ever run it, nobody may wait for it
         return future
 
     def run_until(self, done=lambda: False, poll: float = 0.2) -> None:
-        """Run the submitted jobs on this thread until `stop()`, or until `done()` is true."""
+        """Run the submitted jobs on this thread until `stop()`, or until `done()` is true; the
+        jobs still queued then are cancelled (a waiting Batcher gets CancelledError, not a hang)."""
         self._ident = threading.get_ident()
-        while not done():
-            try:
-                job = self._jobs.get(timeout=poll)
-            except queue.Empty:
-                continue
-            if job is None:
-                return
-            self._call(*job)
+        try:
+            while not done():
+                try:
+                    job = self._jobs.get(timeout=poll)
+                except queue.Empty:
+                    continue
+                if job is None:
+                    return
+                self._call(*job)
+        finally:
+            with self._lock:
+                self._open = False
+            while True:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    job[0].cancel()
 
     def stop(self) -> None:
         self._jobs.put(None)
