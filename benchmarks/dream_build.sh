@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Issue 29: build the portraits model and its oracle from nothing, then measure the dream on them:
+# the README's command sequence ("Portraits with known truth") as one script, so a session that
+# starts on a fresh machine (where the last model is gone) can launch it first and work beside it.
+#
+#     bash benchmarks/dream_build.sh WORKDIR           # the README's figures: about 1 h 50 min on 2 cores
+#     PORTRAITS=300 MINUTES=2 EPOCHS=1 SAMPLES=200 CANDIDATES=64 TAG=smoke bash benchmarks/dream_build.sh /tmp/dream   # a smoke run
+#
+# Everything lands in WORKDIR (stores, run, oracle, log.txt with each step's wall time); dream.py
+# writes benchmarks/results/$TAG.json and its pictures. Each step is skipped when its output is
+# already there, so a stopped build continues where it stopped (the training itself resumes from
+# its last snapshot only through `progan train --resume`, which this script does not do).
+set -euo pipefail
+WORK=${1:?usage: bash benchmarks/dream_build.sh WORKDIR}
+PORTRAITS=${PORTRAITS:-10000} MINUTES=${MINUTES:-85} EPOCHS=${EPOCHS:-6} SAMPLES=${SAMPLES:-2000}
+CANDIDATES=${CANDIDATES:-500}
+TAG=${TAG:-dream-build}
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PY=${PYTHON:-$ROOT/.venv/bin/python}
+mkdir -p "$WORK"
+log() { echo "$(date -u +%FT%TZ) $*" | tee -a "$WORK/log.txt"; }
+step() {  # step NAME OUTPUT COMMAND...: run unless OUTPUT exists, and log its wall time
+    local name=$1 out=$2; shift 2
+    if [ -e "$out" ]; then log "$name: $out exists, skipped"; return; fi
+    local t=$(date +%s)
+    "$@"
+    log "$name: $(( $(date +%s) - t )) s"
+}
+progan() { "$PY" -m progan "$@"; }
+
+step "portraits store" "$WORK/portraits64" progan prepare --portraits "$PORTRAITS" "$WORK/portraits64" --resolution 64
+step "held-out store" "$WORK/heldout64" progan prepare --portraits 64 "$WORK/heldout64" --resolution 64 --seed 7
+step "training ($MINUTES min)" "$WORK/runs/00000-portraits64w" \
+    progan train --data "$WORK/portraits64" --name portraits64w --outdir "$WORK/runs" --minutes "$MINUTES" \
+    --batch 16 --lr 0.002 --latent-size 128 --fmap-base 1024 --fmap-max 128 --mirror --no-labels
+step "oracle ($EPOCHS epochs)" "$WORK/oracle.attributes" \
+    progan attributes fit "$WORK/portraits64" --out "$WORK/oracle.attributes" --epochs "$EPOCHS"
+t=$(date +%s)
+"$PY" "$ROOT/benchmarks/dream.py" --snapshot "$WORK/runs/00000-portraits64w" --oracle "$WORK/oracle.attributes" \
+    --store "$WORK/portraits64" --heldout "$WORK/heldout64" --samples "$SAMPLES" \
+    --direction-samples "$SAMPLES" --candidates "$CANDIDATES" --tag "$TAG"
+log "dream.py: $(( $(date +%s) - t )) s; benchmarks/results/$TAG.json"
