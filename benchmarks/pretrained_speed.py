@@ -442,13 +442,14 @@ def levers(rounds: int) -> None:
 def allocator_worker(kept: bool) -> dict:
     """One fresh process: the bf16 sampling copy of G_paper, one 1024x1024 image a call (as
     `generate` runs it), 4 warm images timed, with glibc's default allocator or with
-    `device.keep_freed_memory` (freed tensor memory reused instead of unmapped and paged in again).
+    `allocator.keep_freed_memory` (freed tensor memory reused instead of unmapped and paged in again).
     s per image, system seconds per image and page faults per image."""
     import resource
 
     import torch
 
-    from progan.device import autocast, keep_freed_memory
+    from progan.allocator import keep_freed_memory
+    from progan.device import autocast
     from progan.images import to_uint8
     from progan.networks import Generator, NetworkConfig
     from progan.sampling import latents_for_seeds, sampling_network
@@ -569,7 +570,7 @@ def main() -> None:
         return
     if args.ideal_worker:
         # The machine's best: the same allocator as `progan` (no page faults for fresh outputs).
-        from progan.device import keep_freed_memory
+        from progan.allocator import keep_freed_memory
 
         keep_freed_memory()
         per_image, convs = isolated_conv_seconds()

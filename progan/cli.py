@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     # Every command reuses freed tensor memory instead of paging it in again (11% of a 1024x1024
     # G's time); a library user opts in with the same call.
-    from progan.device import keep_freed_memory
+    from progan.allocator import keep_freed_memory
 
     keep_freed_memory()
     try:
