@@ -136,7 +136,8 @@ def test_a_long_running_server_holds_bounded_state(studio):
             release.wait(10)
             return torch.zeros(len(z), 3, 4, 4)
 
-    b = Batcher(Slow(), torch.device("cpu"), "fp32", max_batch=2, gather=0.0, max_queue=8)
+    b = Batcher(Slow(), torch.device("cpu"), "fp32", max_batch=2, gather=0.0, max_queue=8,
+                compute=studio.compute)  # fmt: skip
     try:
         futures = [b.submit(torch.zeros(4), None)]
         assert entered.wait(10)  # the thread renders the first job and waits inside G

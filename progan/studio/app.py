@@ -190,19 +190,14 @@ class _Job:
 
 class Batcher:
     """One thread per model: it takes the faces asked for in the order they came and has them
-    rendered on the compute thread (ComputeThread) in blocks of `block` latents (SAMPLING_BLOCK on a CPU, the
-    block G runs on anyway; up to `max_batch` on a GPU), gathering a block's faces within `gather`
-    seconds. Each face is handed back as soon as its block is done, so a page of 32 appears a
+    rendered on `compute` (the studio's ComputeThread) in blocks of `block` latents (SAMPLING_BLOCK
+    on a CPU, the block G runs on anyway; up to `max_batch` on a GPU), gathering a block's faces
+    within `gather` seconds. Each face is handed back as soon as its block is done, so a page of 32 appears a
     block at a time, and a face whose client has gone (its future cancelled) is skipped."""
 
     def __init__(self, G, device, precision: str, max_batch: int = MAX_BATCH, gather: float = GATHER_SECONDS,
-                 max_queue: int = MAX_QUEUE, compute: ComputeThread | None = None) -> None:  # fmt: skip
-        self.G, self.device, self.precision = G, device, precision
-        self.own_compute = compute is None
-        if compute is None:  # a Batcher on its own: a compute thread of its own
-            compute = ComputeThread()
-            compute.start()
-        self.compute = compute
+                 max_queue: int = MAX_QUEUE, *, compute: ComputeThread) -> None:  # fmt: skip
+        self.G, self.device, self.precision, self.compute = G, device, precision, compute
         self.max_batch, self.gather = max_batch, gather
         # On a CPU a bigger call only runs G on more blocks of SAMPLING_BLOCK one after another:
         # it would hold finished faces back until the last block. A GPU runs a batch at once.
@@ -241,8 +236,6 @@ class Batcher:
     def close(self) -> None:
         self.jobs.put(None)
         self.thread.join(timeout=10)
-        if self.own_compute:
-            self.compute.stop()
 
     def _run(self) -> None:
         while True:
@@ -613,8 +606,9 @@ def parse_page_seeds(text: str) -> list[int]:
 
 def render_page(studio: Studio, m: Model, seeds: list[int], label: str | None,
                 finish: Finish | None = None) -> list[Future]:  # fmt: skip
-    """Futures of the faces of `seeds`, queued on the model's Batcher (the one thread that runs its
-    G) in order, so they come back a block at a time, first seed first; all or none (Busy)."""
+    """Futures of the faces of `seeds` (or of finish(face)), queued on the model's Batcher in order
+    and rendered on the studio's compute thread, so they come back a block at a time, first seed
+    first; all or none (Busy)."""
     rows = [studio.face_latent(m, Face(seed, label)) for seed in seeds]
     z = torch.stack([r[0] for r in rows])
     labels = None if rows[0][1] is None else torch.stack([r[1] for r in rows])
@@ -904,8 +898,6 @@ def serve(sources: list[str], host: str = "127.0.0.1", port: int = 8000, state_d
     web.start()
     try:
         studio.compute.run_until(lambda: not web.is_alive())
-    except KeyboardInterrupt:
-        pass
     finally:
         server.should_exit = True
         web.join()
