@@ -13,11 +13,16 @@ What it writes (benchmarks/results/dream.json and dream-*.png):
   - per sentence: describe's top 16 of --candidates (the product's ranking, measured faces),
     precision@16 = the share of them the oracle says match every asked trait, against the same
     share among the random samples (the baseline);
-  - `describe --refine 8` on the main sentence: precision@16 after refining;
+  - `describe --refine K` on the main sentence (K of --refine-counts, 8 and 16): precision@16 after;
   - `edit --set red_hair=+2` (conditional, as the CLI's default) on --edit-seeds seeds: the
     oracle's red-hair rate before and after, how often the traits not asked for changed, and how
     often they change under a random move of the same length; then every other direction the
     oracle can judge, +2 each, before and after;
+  - with --attributes FILE (a classifier from `progan attributes fit` on ANOTHER portraits store
+    than the oracle's, e.g. `prepare --portraits 5000 --seed 11`): the same flow with the product's
+    learned-attribute path instead of the measurement rules: `progan directions --attributes`,
+    `describe --attributes --prefer-attributes` (every sentence), its `--refine`, and the edit;
+    reported under "with_attributes";
   - with --heldout STORE (issue 30, 2(c)): its first portraits projected (`project`), edited
     `red_hair=+2`, and the hair, eye colour and face shape the measurer and the oracle see on the
     photo, the projection and the edit (picture: photos, projections, edits).
@@ -92,6 +97,15 @@ def main() -> int:
         "--seed S): its first --heldout-count portraits are projected, then edited red_hair=+2",
     )
     ap.add_argument("--heldout-count", type=int, default=16)
+    ap.add_argument(
+        "--attributes",
+        help="a classifier from 'progan attributes fit' on a portraits store other than the oracle's: "
+        "the flow is run again with it (directions --attributes, describe --prefer-attributes)",
+    )
+    ap.add_argument(
+        "--refine-counts", default="8,16", help="describe --refine K on the main sentence, for each K (8,16)"
+    )
+    ap.add_argument("--only-attributes", action="store_true", help="run the --attributes part only")
     args = ap.parse_args()
 
     from progan.checkpoint import load_snapshot
@@ -132,6 +146,11 @@ def main() -> int:
     }  # fmt: skip
     save_image(grid(samples[:64], 8), RESULTS / f"{args.tag}-samples.png")
     print(f"[{time.time() - t0:.0f}s] frequencies on {args.samples} samples", flush=True)
+    if args.attributes:
+        result["with_attributes"] = with_classifier(args, G, oracle, p_samples, t0)
+        if args.only_attributes:
+            result["seconds"] = round(time.time() - t0, 1)
+            return _write(result, args.tag)
 
     # 2. Directions (progan directions).
     directions = load_directions(snap.path)
@@ -212,19 +231,11 @@ def main() -> int:
         result["seconds"] = round(time.time() - t0, 1)
         return _write(result, args.tag, "no red_hair direction: refine and edit not run")
 
-    # 4. describe --refine 8 on the main sentence.
-    before = sentences[MAIN]["precision_at_16"]
-    refined = d.refine(
-        G, main_desc, list(main_ranked), dict(main_kept), directions, count=8, rounds=4, batch=64
+    # 4. describe --refine K on the main sentence.
+    result.update(
+        refined_precision(args, G, oracle, main_desc, main_ranked, main_kept, directions, None, f"{args.tag}")
     )
-    imgs, p = judge(refined)
-    result["refine_8"] = {
-        "precision_at_16_before": before,
-        "precision_at_16_after": round(float(matches(p, names, SENTENCES[MAIN]).mean()), 4),
-        "refined_candidates": int(sum(bool(c.refined) for c in refined[:16])),
-    }
-    save_image(grid(imgs, 8), RESULTS / f"{args.tag}-top16-main-refined.png")
-    print(f"[{time.time() - t0:.0f}s] refine: {result['refine_8']}", flush=True)
+    print(f"[{time.time() - t0:.0f}s] refine: {[result[k] for k in result if k.startswith('refine_')]}")
 
     # 5. edit --set red_hair=+2 (the conditional edit, other traits' directions kept) on random seeds;
     # a random move of the same length beside it shows how often the oracle flips a trait anyway.
@@ -279,6 +290,120 @@ def main() -> int:
 
     result["seconds"] = round(time.time() - t0, 1)
     return _write(result, args.tag)
+
+
+def refined_precision(args, G, oracle, desc, ranked, kept, directions, attributes, prefix: str) -> dict:
+    """describe --refine K for each K of --refine-counts, each from the same ranking (refine moves
+    the candidates it is given, so each K refines its own copy): precision@16 of the main
+    sentence before and after, as the oracle judges; the picture of the refined top 16."""
+    import copy
+
+    from progan.faces import describe as d
+    from progan.images import save_image
+    from progan.sampling import images_for_latents
+
+    names = list(oracle.names)
+
+    def precision(cands) -> tuple[float, torch.Tensor]:
+        imgs = images_for_latents(G, torch.stack([c.latent for c in cands[:16]]), batch=64)
+        return round(float(matches(oracle.predict(imgs), names, SENTENCES[MAIN]).mean()), 4), imgs
+
+    before = precision(ranked)[0]
+    out = {}
+    for k in (int(x) for x in args.refine_counts.split(",")):
+        mine, images = copy.deepcopy(list(ranked)), copy.deepcopy(dict(kept))
+        refined = d.refine(
+            G, desc, mine, images, directions, count=k, rounds=4, attributes=attributes, batch=64
+        )
+        after, imgs = precision(refined)
+        moved = int(sum(bool(c.refined) for c in refined[:16]))
+        out[f"refine_{k}"] = {"precision_at_16_before": before, "precision_at_16_after": after,
+                              "refined_candidates": moved}  # fmt: skip
+        save_image(grid(imgs, 8), RESULTS / f"{prefix}-top16-main-refined{k}.png")
+    return out
+
+
+def edit_changes(G, oracle, ez: torch.Tensor, moved: torch.Tensor) -> dict:
+    """The oracle on faces before and after an edit: red-hair rate, and how often each trait not
+    asked for changed (eye colour: the oracle's argmax), beside a random move of the same length."""
+    from progan.sampling import images_for_latents
+
+    names = list(oracle.names)
+    col = {n: i for i, n in enumerate(names)}
+    pb = oracle.predict(images_for_latents(G, ez, batch=64))
+    pa = oracle.predict(images_for_latents(G, moved, batch=64))
+    rnd = torch.randn(ez.shape, generator=torch.Generator().manual_seed(0))
+    length = (moved - ez).norm(dim=1, keepdim=True)
+    pr = oracle.predict(images_for_latents(G, ez + length * rnd / rnd.norm(dim=1, keepdim=True), batch=64))
+
+    def unasked(after: np.ndarray) -> dict[str, float]:
+        eye_b, eye_a = (np.array([p[:, col[e]] for e in EYES]).argmax(0) for p in (pb, after))
+        return {
+            "eye_colour": round(float((eye_b != eye_a).mean()), 4),
+            **{n: round(float(((pb[:, col[n]] > 0.5) != (after[:, col[n]] > 0.5)).mean()), 4)
+               for n in ("eyeglasses", "beard", "smiling", "round_face", "long_face")},
+        }  # fmt: skip
+
+    return {
+        "red_hair_rate_before": float((pb[:, col["red_hair"]] > 0.5).mean()),
+        "red_hair_rate_after": float((pa[:, col["red_hair"]] > 0.5).mean()),
+        "unasked_changed": unasked(pa),
+        "random_move_of_the_same_length_changed": unasked(pr),
+    }
+
+
+def with_classifier(args, G, oracle, p_samples: np.ndarray, t0: float) -> dict:
+    """The flow again through the product's learned-attribute path, judged by the same oracle:
+    `progan directions --attributes FILE` (in memory, the snapshot's file is left alone), then for
+    every sentence `describe --attributes FILE --prefer-attributes` over the same candidates,
+    `--refine` on the main sentence, and `edit --set red_hair=+2` along these directions."""
+    from progan.directions import edit
+    from progan.faces import describe as d
+    from progan.faces.attributes import load_attributes
+    from progan.faces.edit import fit_attribute_directions, sample_measurements
+    from progan.faces.words import understand
+    from progan.sampling import images_for_latents, latents_for_seeds
+
+    judge = load_attributes(args.attributes)
+    names = list(oracle.names)
+    out: dict = {"classifier": {"file": args.attributes, "held_out_accuracy": judge.accuracy}}
+    seeds = list(range(1_000_000, 1_000_000 + args.direction_samples))
+    zs, rows = sample_measurements(G, seeds, lambda im: list(judge.predict(im)), batch=64, progress=False)
+    directions, skipped = fit_attribute_directions(zs, np.stack(rows), judge.names, "dream.py")
+    out["directions"] = {
+        k: {"holdout_accuracy": i["holdout_accuracy"], "trait": i["trait"], "model": i.get("model", "svm")}
+        for k, (_, i) in sorted(directions.items())
+    }
+    out["directions_skipped"] = skipped
+    print(f"[{time.time() - t0:.0f}s] {len(directions)} directions from the classifier", flush=True)
+
+    candidates = list(range(args.candidates))
+    sentences = {}
+    for text, asked in SENTENCES.items():
+        desc = understand(text, judge.names, prefer_attributes=True)
+        ranked, kept = d.describe(G, desc, candidates, top=16, attributes=judge, batch=64, progress=False)
+        top = torch.stack([c.latent for c in ranked[:16]])
+        hit = matches(oracle.predict(images_for_latents(G, top, batch=64)), names, asked)
+        sentences[text] = {"understood": desc.summary(), "precision_at_16": round(float(hit.mean()), 4),
+                           "baseline": round(float(matches(p_samples, names, asked).mean()), 4)}  # fmt: skip
+        if text == MAIN:
+            main = (desc, ranked, kept)
+        print(f"[{time.time() - t0:.0f}s] {text!r}: p@16 {hit.mean():.3f} (classifier)", flush=True)
+    out["sentences"] = sentences
+    out["precision_at_16_mean"] = round(float(np.mean([v["precision_at_16"] for v in sentences.values()])), 4)
+
+    desc, ranked, kept = main
+    out.update(
+        refined_precision(args, G, oracle, desc, ranked, kept, directions, judge, f"{args.tag}-attributes")
+    )
+    print(
+        f"[{time.time() - t0:.0f}s] refine (classifier): {[out[k] for k in out if k.startswith('refine_')]}"
+    )
+
+    ez = latents_for_seeds(range(20_000_000, 20_000_000 + args.edit_seeds), G.latent_size)
+    out["edit_red_hair_plus_2"] = edit_changes(G, oracle, ez, edit(ez, directions, {"red_hair": 2.0}))
+    print(f"[{time.time() - t0:.0f}s] edit (classifier): {out['edit_red_hair_plus_2']}", flush=True)
+    return out
 
 
 def heldout_edits(args, G, oracle, prefix: Path) -> dict:

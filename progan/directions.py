@@ -78,6 +78,18 @@ def save_directions(snapshot: str | os.PathLike, directions: dict[str, tuple[tor
     return path
 
 
+def merge_directions(
+    old: dict[str, tuple[torch.Tensor, dict]], new: dict[str, tuple[torch.Tensor, dict]]
+) -> dict[str, tuple[torch.Tensor, dict]]:
+    """`old` with `new` added or replacing by name, less the old softmax categories whose trait
+    lost a class to `new` or is a softmax of `new`: a softmax is rebuilt from all its stored
+    classes (`_softmax_classes`), so a remnant of an old one would move faces by the wrong gradient."""
+    broken = {old[n][1].get("trait") for n in new if n in old and is_softmax(old[n][1])}
+    broken |= {info.get("trait") for _, info in new.values() if is_softmax(info)}
+    kept = {k: v for k, v in old.items() if not (is_softmax(v[1]) and v[1].get("trait") in broken)}
+    return {**kept, **new}
+
+
 def add_direction(
     snapshot: str | os.PathLike, name: str, vector: torch.Tensor, latent_size: int, **info: object
 ) -> Path:

@@ -264,6 +264,7 @@ class Model:
         *,
         top: int = 16,
         attributes: str | os.PathLike | None = None,
+        prefer_attributes: bool = False,
         refine: int = 0,
         refine_rounds: int = 4,
         precision: str = "auto",
@@ -274,7 +275,9 @@ class Model:
         `candidates` a count (seeds 0..N-1), the seeds themselves, projections (`project`'s
         result) or a projections.json / candidates.json; returns every candidate best first
         (seed or name, latent, labels, score, per-word scores, measured traits), the best
-        `refine` pushed along the snapshot's directions. Needs the 'faces' extra."""
+        `refine` pushed along the snapshot's directions. `prefer_attributes`: the `attributes`
+        classifier judges every phrase it names (as `describe --prefer-attributes`). Needs the
+        'faces' extra."""
         from progan.faces import describe as d
         from progan.faces.words import understand
 
@@ -283,7 +286,9 @@ class Model:
             from progan.faces.attributes import load_attributes
 
             attrs = load_attributes(attributes)
-        desc = understand(text, attrs.names if attrs else (), self.label_names)
+        if prefer_attributes and attrs is None:
+            raise UserError("prefer_attributes needs attributes= (a classifier from 'progan attributes fit')")
+        desc = understand(text, attrs.names if attrs else (), self.label_names, prefer_attributes)
         if not desc.wishes:
             raise UserError(f"nothing in '{text}' is measured; describe hair, eye or skin colour, ...")
         if any(w.source == "measured" for w in desc.wishes):

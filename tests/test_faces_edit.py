@@ -337,3 +337,96 @@ def test_directions_refuse_more_samples_than_they_can_hold_at_once(tmp_path, cap
     G = load_snapshot(snap).G_ema
     with pytest.raises(UserError, match="above the limit"):
         sample_measurements(G, range(MAX_DIRECTION_SAMPLES + 1), colour_measure, progress=False)
+
+
+# -- directions from a learned classifier (progan directions --attributes) --------------------
+
+
+def test_attributes_that_never_hold_together_are_one_trait():
+    from progan.faces.edit import exclusive_groups
+
+    rng = np.random.default_rng(0)
+    hair = rng.integers(0, 3, 2000)  # black / blond / red: exactly one each
+    eyes = rng.integers(0, 2, 2000)  # blue / brown
+    wavy = rng.random(2000) < 0.4  # with any colour
+    glasses = rng.random(2000) < 0.5
+    on = np.stack([hair == 0, wavy, hair == 1, eyes == 0, glasses, hair == 2, eyes == 1], 1)
+    names = ["Black_Hair", "Wavy_Hair", "Blond_Hair", "Blue_Eyes", "Eyeglasses", "Red_Hair", "Brown_Eyes"]
+    got = exclusive_groups(on, names)
+    colours = "Black_Hair|Blond_Hair|Red_Hair"
+    assert got == {"Black_Hair": colours, "Blond_Hair": colours, "Red_Hair": colours,
+                   "Blue_Eyes": "Blue_Eyes|Brown_Eyes", "Brown_Eyes": "Blue_Eyes|Brown_Eyes",
+                   "Wavy_Hair": "Wavy_Hair", "Eyeglasses": "Eyeglasses"}  # fmt: skip
+    # a few faces with two colours (a classifier's mistakes) still leave them one trait; many do not
+    noisy = on.copy()
+    noisy[:20, 0] = noisy[:20, 2] = True
+    assert exclusive_groups(noisy, names)["Black_Hair"] == colours
+    noisy[:200, 0] = noisy[:200, 2] = True
+    assert exclusive_groups(noisy, names)["Black_Hair"] != exclusive_groups(noisy, names)["Blond_Hair"]
+
+
+def test_attribute_directions_follow_the_classifier_as_interfacegan_does():
+    # A classifier's probabilities on sampled latents, planted: hair colour on one axis (red in
+    # its middle, as the portraits model lays it out) and glasses on another. The SVM of each
+    # attribute separates p > 0.5 from the rest; the exclusive colours become one trait whose
+    # softmax reaches red from both ends, glasses keeps its SVM direction.
+    from progan.directions import edit
+    from progan.faces.edit import fit_attribute_directions
+
+    z = np.random.default_rng(0).normal(size=(3000, 16)).astype(np.float32)
+    k = hair_on_one_axis(z)
+    colours = [f"{c}_hair" for c in HAIR_AXIS]
+    glasses = 1 / (1 + np.exp(-4 * z[:, 1]))
+    probs = np.concatenate([np.eye(5)[k] * 0.9 + 0.02, glasses[:, None]], 1)
+    names = [*colours, "eyeglasses"]
+    fitted, skipped = fit_attribute_directions(torch.from_numpy(z), probs, names, "test")
+    assert not skipped and set(fitted) == set(names)
+    red, info = fitted["red_hair"]
+    trait = "|".join(sorted(colours))
+    assert info["model"] == "softmax" and info["trait"] == trait and info["attribute"] == "red_hair"
+    assert fitted["eyeglasses"][1].get("model") is None and fitted["eyeglasses"][1]["trait"] == "eyeglasses"
+    assert float(fitted["eyeglasses"][0][1]) > 0.95 and fitted["eyeglasses"][1]["holdout_accuracy"] > 0.9
+    fresh = torch.from_numpy(np.random.default_rng(1).normal(size=(400, 16)).astype(np.float32))
+    before = hair_on_one_axis(fresh.numpy())
+    after = hair_on_one_axis(edit(fresh, fitted, {"red_hair": 2.0}).numpy())
+    assert (before == 2).mean() < 0.3 and (after == 2).mean() > 0.85
+    # the edit holds glasses (another trait): its side of the boundary stays for almost every face
+    moved = edit(fresh, fitted, {"red_hair": 2.0})
+    side = (fresh[:, 1] > 0) == (moved[:, 1] * fresh.norm(dim=1) / moved.norm(dim=1) > 0)
+    assert float(side.float().mean()) > 0.97
+
+
+def test_merged_directions_drop_a_softmax_that_lost_a_class():
+    from progan.directions import merge_directions
+
+    e = torch.eye(3)
+    soft = {"model": "softmax", "trait": "hair_colour", "logit_scale": 1.0, "logit_bias": 0.0}
+    old = {"red_hair": (e[0], soft), "black_hair": (e[1], soft), "smile": (e[2], {"trait": "smile"})}
+    new = {"red_hair": (e[2], {"trait": "red_hair", "attribute": "red_hair"})}
+    got = merge_directions(old, new)
+    assert set(got) == {"red_hair", "smile"} and got["red_hair"][1]["attribute"] == "red_hair"
+    # a fresh softmax of a trait replaces every old class of it, those it no longer has included
+    fresh = {"red_hair": (e[0], soft)}
+    assert set(merge_directions(old, fresh)) == {"red_hair", "smile"}
+    assert set(merge_directions(old, {"beard": (e[1], {"trait": "beard"})})) == {*old, "beard"}
+
+
+def test_refine_pushes_a_face_toward_the_wishes_it_still_misses():
+    # A face already red-haired (score 0.95) but without a beard (0.1) moves along beard 0.9 to
+    # red's 0.05 (at least MIN_SHORTFALL); without scores both count alike.
+    from progan.faces.edit import MIN_SHORTFALL, refine_direction
+    from progan.faces.words import understand
+
+    e = torch.eye(4)
+    directions = {"red_hair": (e[0], {"trait": "hair_colour"}), "beard": (e[1], {"trait": "beard"})}
+    desc = understand("red hair and a beard")
+    z = torch.zeros(4)
+    got, _ = refine_direction(desc, directions, None, z, {"red hair": 0.95, "beard": 0.1})
+    expect = (0.05 * e[0] + 0.9 * e[1]) / (0.05**2 + 0.9**2) ** 0.5
+    assert torch.allclose(got, expect, atol=1e-6), got
+    got, _ = refine_direction(desc, directions, None, z, {"red hair": 1.0, "beard": 1.0})
+    assert torch.allclose(got, (e[0] + e[1]) / 2**0.5, atol=1e-6) and MIN_SHORTFALL > 0
+    assert torch.allclose(refine_direction(desc, directions, None, z)[0], (e[0] + e[1]) / 2**0.5)
+    # a wish asked against ("no beard") still moves away from its direction
+    got, _ = refine_direction(understand("red hair, no beard"), directions, None, z, {"red hair": 0.2})
+    assert float(got[0]) > 0 > float(got[1])

@@ -121,6 +121,18 @@ def test_learned_attribute_words(text, expected):
     assert understand(text, attributes=ATTRS).unknown == []
 
 
+def test_a_classifier_judges_the_phrases_it_names_when_preferred():
+    # On 64x64 faces an iris is 3 pixels: a classifier trained on eye colour sees what the rules
+    # cannot, and --prefer-attributes lets it judge "blue eyes" although the rules read it.
+    names = ["Black_Hair", "blue_eyes", "round_face"]
+    assert _wishes("black hair", attributes=names) == [(M, "hair_colour", "black", False, 1.0)]
+    got = understand("a round face with black hair and blue eyes, not smiling", names, prefer_attributes=True)
+    assert [(w.source, w.trait, w.negated) for w in got.wishes] == [
+        ("attribute", "round_face", False), ("attribute", "Black_Hair", False),
+        ("attribute", "blue_eyes", False), (M, "smile", True),
+    ]  # fmt: skip
+
+
 def test_conditional_labels_win_and_are_set_directly():
     desc = understand("a smiling woman with red hair", labels=["Smiling", "Male"], attributes=ATTRS)
     assert [(w.source, w.trait, w.negated) for w in desc.wishes] == [

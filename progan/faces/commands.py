@@ -53,6 +53,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--attributes", metavar="FILE", help="a classifier from 'progan attributes fit'")
     p.add_argument(
+        "--prefer-attributes", action="store_true",
+        help="with --attributes: the classifier judges every phrase it names, also those the "
+        "measurement rules read (e.g. eye colour on faces too small for the rules to see irises)",
+    )  # fmt: skip
+    p.add_argument(
         "--refine", type=int, default=0, metavar="K",
         help="push the best K along the snapshot's directions while the score improves",
     )  # fmt: skip
@@ -85,6 +90,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--fraction", type=float, default=0.25, help="top and bottom share of a scalar trait (0.25)"
     )
     p.add_argument("--first-seed", type=int, default=1_000_000, help="samples are seeds N, N+1, ...")
+    p.add_argument(
+        "--attributes", metavar="FILE",
+        help="fit a direction per attribute of this classifier ('progan attributes fit') instead of "
+        "per measured trait; they replace measured ones of the same name",
+    )  # fmt: skip
     add_generation_arguments(p)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=run_directions)
@@ -129,6 +139,7 @@ def _describe_options(args: argparse.Namespace) -> dict:
             "snapshot": args.snapshot, "text": args.text, "out": args.out,
             "candidates": args.candidates or 500,
             "first_seed": args.first_seed, "attributes": args.attributes, "precision": args.precision,
+            "prefer_attributes": args.prefer_attributes,
             "measure_size": args.measure_size or None, "batch": args.batch, "resumed": 0,
             "from_file": args.from_file,
         }  # fmt: skip
@@ -169,7 +180,11 @@ def run_describe(args: argparse.Namespace) -> int:
     snap = load_snapshot(o["snapshot"], device=device)
     G = snap.G_ema
     attributes = _load_attributes(o["attributes"])
-    desc = understand(o["text"], attributes.names if attributes else (), snap.label_names)
+    if o.get("prefer_attributes") and attributes is None:
+        raise UserError("--prefer-attributes needs --attributes FILE (from 'progan attributes fit')")
+    desc = understand(
+        o["text"], attributes.names if attributes else (), snap.label_names, bool(o.get("prefer_attributes"))
+    )
     print(f"understood: {desc.summary()}")
     if desc.unknown:
         print(desc.unknown_line())
@@ -245,11 +260,19 @@ def run_attributes_fit(args: argparse.Namespace) -> int:
 
 
 def run_directions(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from progan.checkpoint import load_snapshot
     from progan.device import pick_device
-    from progan.directions import load_directions, save_directions
+    from progan.directions import load_directions, merge_directions, save_directions
     from progan.faces.describe import check_measurable, default_measure
-    from progan.faces.edit import check_sample_count, fit_directions, linear_svm, sample_measurements
+    from progan.faces.edit import (
+        check_sample_count,
+        fit_attribute_directions,
+        fit_directions,
+        linear_svm,
+        sample_measurements,
+    )  # fmt: skip
     from progan.sampling import labels_for
 
     check_sample_count(args.samples)
@@ -257,21 +280,30 @@ def run_directions(args: argparse.Namespace) -> int:
 
     if not 0 < args.fraction <= 0.5:
         raise UserError(f"--fraction {args.fraction} must be in (0, 0.5]; e.g. 0.25")
+    attributes = _load_attributes(args.attributes)
     device = pick_device(args.device)
     snap = load_snapshot(args.snapshot, device=device)
-    check_measurable(snap.G_ema.resolution, snap.path)
+    if attributes is None:
+        check_measurable(snap.G_ema.resolution, snap.path)
     seeds = list(range(args.first_seed, args.first_seed + args.samples))
     labels = labels_for(snap.G_ema.label_size, seeds, None, snap.label_names)
+
+    def judge(images):  # one row of the classifier's probabilities per face
+        return list(attributes.predict(images))
+
     z, measurements = sample_measurements(
-        snap.G_ema, seeds, default_measure, labels=labels, batch=args.batch, device=device,
-        precision=args.precision, progress=args.progress,
+        snap.G_ema, seeds, default_measure if attributes is None else judge, labels=labels,
+        batch=args.batch, device=device, precision=args.precision, progress=args.progress,
     )  # fmt: skip
-    fitted, skipped = fit_directions(z, measurements, fraction=args.fraction)
-    directions = load_directions(snap.path)
-    directions.update(fitted)
-    path = save_directions(snap.path, directions)
+    if attributes is None:
+        fitted, skipped = fit_directions(z, measurements, fraction=args.fraction)
+    else:
+        source = f"progan directions --attributes {Path(args.attributes).name}"
+        fitted, skipped = fit_attribute_directions(z, np.stack(measurements), attributes.names, source)
+    path = save_directions(snap.path, merge_directions(load_directions(snap.path), fitted))
     for name, (_, info) in sorted(fitted.items()):
-        print(f"  {name:20s} held-out accuracy {info['holdout_accuracy']:.3f} ({info['samples']} samples)")
+        how = f"{info['samples']} samples" + (f", softmax of {info['trait']}" if info.get("model") else "")
+        print(f"  {name:20s} held-out accuracy {info['holdout_accuracy']:.3f} ({how})")
     for name, why in sorted(skipped.items()):
         print(f"  {name:20s} skipped: {why}")
     print(f"wrote {len(fitted)} directions to {path}")

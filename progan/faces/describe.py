@@ -623,9 +623,10 @@ def refine(
     device: torch.device | str = "cpu",
     precision: str = "auto",
 ) -> list[Candidate]:
-    """Push the best `count` candidates along the directions toward the description; a step is
-    kept only when the candidate's measured score improves (otherwise the next try is half as
-    long). Returns all candidates ranked again; `images` is updated in place."""
+    """Push the best `count` candidates along the directions toward the description, each wish
+    weighed by what the face still misses of it (refine_direction); a step is kept only when the
+    candidate's score improves (otherwise the next try is half as long). Returns all candidates
+    ranked again; `images` is updated in place."""
     from progan.faces.edit import refine_direction
     from progan.sampling import images_for_latents
 
@@ -633,19 +634,20 @@ def refine(
     for c in ranked[:count]:
         if c.score is None:
             continue
-        d, names = refine_direction(desc, directions, c.traits, c.latent)
+        d, names = refine_direction(desc, directions, c.traits, c.latent, c.words)
         if d is not None:
             work.append([c, d, step, names])
     if not work:
-        wanted = ", ".join(w.name for w in desc.wishes if w.source == "measured") or "no measured words"
+        wanted = ", ".join(w.name for w in desc.wishes if w.source != "label") or "no measured words"
+        how = "--attributes FILE" if any(w.source == "attribute" for w in desc.wishes) else ""
         raise UserError(
             f"--refine: the snapshot has no directions for {wanted}; "
-            "fit them with 'progan directions SNAPSHOT'"
+            f"fit them with 'progan directions SNAPSHOT{' ' + how if how else ''}'"
         )
     for r in range(rounds):
         if r:  # a softmax category's direction depends on the face: take it where the face is now
             for item in work:
-                d = refine_direction(desc, directions, item[0].traits, item[0].latent)[0]
+                d = refine_direction(desc, directions, item[0].traits, item[0].latent, item[0].words)[0]
                 item[1] = item[1] if d is None else d
         z = torch.stack([c.latent + s * d for c, d, s, _ in work])
         labels = None if work[0][0].labels is None else torch.stack([c.labels for c, *_ in work])

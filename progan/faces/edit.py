@@ -201,18 +201,101 @@ def fit_directions(
             if cats:
                 rows.append(j)
                 labels.append(max(cats, key=cats.get))
-        if len(rows) < min_faces or (softmax := fit_softmax(z[rows], labels)) is None:
+        if len(rows) >= min_faces:
+            names = {c: direction_name(trait, c) for c in set(labels)}
+            info = {"source": "progan directions", "trait": trait}
+            _softmax_where_better(fitted, z[rows], labels, names, info)
+    return fitted, skipped
+
+
+def _softmax_where_better(
+    fitted: dict[str, tuple[torch.Tensor, dict]],
+    latents: np.ndarray,
+    labels: list[str],
+    names: dict[str, str],
+    info: dict,
+    key: str = "category",
+) -> None:
+    """Fit one trait's categories (`labels`, one per latent) as a softmax and let it replace
+    their directions in `fitted` (category -> direction name by `names`) where it holds out some
+    category better by SOFTMAX_GAIN than the SVM did; `info` plus {key: category} is each one's
+    metadata."""
+    softmax = fit_softmax(latents, labels)
+    if softmax is None:
+        return
+    gain = max(acc - (fitted[names[c]][1]["holdout_accuracy"] if names[c] in fitted else 0.5)
+               for c, (*_, acc) in softmax.items())  # fmt: skip
+    if gain < SOFTMAX_GAIN:
+        return
+    for category, (vector, scale, bias, acc) in softmax.items():
+        meta = {**info, key: category, "model": "softmax", "logit_scale": round(scale, 6),
+                "logit_bias": round(bias, 6), "samples": len(labels),
+                "holdout_accuracy": round(acc, 4)}  # fmt: skip
+        fitted[names[category]] = (torch.from_numpy(vector), meta)
+
+
+def exclusive_groups(on: np.ndarray, names: Sequence[str], overlap: float = 0.1) -> dict[str, str]:
+    """name -> the trait it belongs to, from a classifier's yes/no answers `on` (N, A) on sampled
+    faces: attributes that (almost) never hold together (black and blond hair, blue and brown
+    eyes) are categories of one trait, named by its members joined with '|'; the others are
+    traits of their own. Two attributes exclude each other when the faces with both are at most
+    `overlap` of the rarer one's; a group grows greedily in the classifier's order and admits an
+    attribute only if it excludes every member (so wavy hair never joins the hair colours).
+    InterFaceGAN's classifiers name no traits; this recovers them so that an edit of one colour
+    frees its sibling colours instead of holding them fixed."""
+    on = np.asarray(on, bool)
+    counts = on.sum(0)
+    both = on.T.astype(np.int64) @ on.astype(np.int64)
+    groups: list[list[int]] = []
+    for j in range(len(names)):
+        for g in groups:
+            if counts[j] and all(counts[k] and both[j, k] <= overlap * min(counts[j], counts[k]) for k in g):
+                g.append(j)
+                break
+        else:
+            groups.append([j])
+    out = {}
+    for g in groups:
+        trait = "|".join(sorted(names[k] for k in g)) if len(g) > 1 else names[g[0]]
+        out.update({names[k]: trait for k in g})
+    return out
+
+
+def fit_attribute_directions(
+    latents: torch.Tensor, probs: np.ndarray, names: Sequence[str], source: str, min_faces: int = 20
+) -> tuple[dict[str, tuple[torch.Tensor, dict]], dict[str, str]]:
+    """({name: (unit direction, metadata)}, {name: why it was skipped}) from a learned
+    classifier's probabilities (N, A) on sampled faces: InterFaceGAN's own recipe, whose
+    boundaries come from attribute classifiers. Each attribute's SVM separates the faces the
+    classifier says have it (p > 0.5) from the rest, the classes balanced (fit_direction's
+    threshold); the attributes that exclude each other (`exclusive_groups`) are one trait, fitted
+    as a softmax too where it holds out better, exactly as the measured categories
+    (fit_directions). Directions are named as the attributes."""
+    z = latents.numpy()
+    probs = np.asarray(probs, np.float64)
+    trait_of = exclusive_groups(probs > 0.5, names)
+    fitted, skipped = {}, {}
+    for j, name in enumerate(names):
+        result = fit_direction(z, probs[:, j], threshold=0.5)
+        if result is None:
+            skipped[name] = "the classifier's answers do not vary"
             continue
-        names = {c: direction_name(trait, c) for c in softmax}
-        gain = max(acc - (fitted[names[c]][1]["holdout_accuracy"] if names[c] in fitted else 0.5)
-                   for c, (*_, acc) in softmax.items())  # fmt: skip
-        if gain < SOFTMAX_GAIN:
+        vector, acc, used = result
+        info = {"source": source, "trait": trait_of[name], "attribute": name,
+                "samples": int(used), "holdout_accuracy": round(acc, 4)}  # fmt: skip
+        fitted[name] = (torch.from_numpy(vector), info)
+    for trait in sorted(set(trait_of.values())):
+        members = [j for j, n in enumerate(names) if trait_of[n] == trait]
+        if len(members) < 2:
             continue
-        for category, (vector, scale, bias, acc) in softmax.items():
-            info = {"source": "progan directions", "trait": trait, "category": category, "model": "softmax",
-                    "logit_scale": round(scale, 6), "logit_bias": round(bias, 6),
-                    "samples": len(rows), "holdout_accuracy": round(acc, 4)}  # fmt: skip
-            fitted[direction_name(trait, category)] = (torch.from_numpy(vector), info)
+        sub = probs[:, members]
+        rows = np.flatnonzero((sub > 0.5).any(1))
+        if len(rows) < min_faces:
+            continue
+        labels = [names[members[k]] for k in sub[rows].argmax(1)]
+        _softmax_where_better(
+            fitted, z[rows], labels, {n: n for n in labels}, {"source": source, "trait": trait}, "attribute"
+        )
     return fitted, skipped
 
 
@@ -265,7 +348,10 @@ def fit_softmax(
 
 
 def wish_direction(wish: Wish, current: float | None = None) -> tuple[str, float] | None:
-    """(direction name, sign) that moves a face toward a measured wish, or None."""
+    """(direction name, sign) that moves a face toward a measured wish, or a learned attribute's
+    (its direction is named as the attribute: `progan directions --attributes`), or None."""
+    if wish.source == "attribute":
+        return wish.trait, (-1.0 if wish.negated else 1.0)
     if wish.source != "measured":
         return None
     name = direction_name(wish.trait, wish.value)
@@ -282,11 +368,16 @@ def refine_direction(
     directions: dict[str, tuple[torch.Tensor, dict]],
     traits: dict | None,
     latent: torch.Tensor,
+    words: dict[str, float] | None = None,
 ) -> tuple[torch.Tensor | None, list[str]]:
-    """One unit direction at `latent` toward all the description's measured wishes, and the names
-    used: the sum of each wish's unit direction, signed and weighted, conditioned on the other
-    traits' directions; a softmax category's is the step `edit` would take at this face
-    (directions.conditioned_at), none where that lies within the kept directions."""
+    """One unit direction at `latent` toward all the description's measured (or learned) wishes,
+    and the names used: the sum of each wish's unit direction, signed and weighted, conditioned on
+    the other traits' directions; a softmax category's is the step `edit` would take at this face
+    (directions.conditioned_at), none where that lies within the kept directions.
+
+    With the face's per-wish scores `words` (describe's, in [0, 1]) each wish is weighed by what
+    it still misses, 1 - score (at least MIN_SHORTFALL): a face that is already red-haired and
+    round but not blue-eyed moves toward blue eyes, not a third of the way along each."""
     from progan.directions import conditioned, conditioned_at, is_softmax, kept_basis
 
     picks = []
@@ -296,7 +387,8 @@ def refine_direction(
             cur = traits[w.trait].get("value")
         got = wish_direction(w, cur if isinstance(cur, (int, float)) else None)
         if got and got[0] in directions:
-            picks.append((got[0], got[1] * w.weight))
+            miss = 1.0 if words is None or w.name not in words else max(MIN_SHORTFALL, 1.0 - words[w.name])
+            picks.append((got[0], got[1] * w.weight * miss))
     if not picks:
         return None, []
     names = list(dict.fromkeys(n for n, _ in picks))
@@ -308,3 +400,8 @@ def refine_direction(
     total = sum(sign * units[n] for n, sign in picks)
     norm = float(total.norm())
     return (total / norm if norm > 0 else None), names
+
+
+# A wish the face already meets still pulls a little (a score of 0.97 is not certainty), so that
+# a face meeting all of them keeps moving toward the description as a whole.
+MIN_SHORTFALL = 0.05

@@ -377,9 +377,14 @@ def _measured_clause(
     return wishes, unknown, [(w, wt, neg) for _, w, wt, neg in adjectives]
 
 
-def understand(text: str, attributes: Sequence[str] = (), labels: Sequence[str] = ()) -> Description:
+def understand(
+    text: str, attributes: Sequence[str] = (), labels: Sequence[str] = (), prefer_attributes: bool = False
+) -> Description:
     """Parse a description into wishes; `attributes` are a learned classifier's names and
-    `labels` a conditional model's label names (both optional)."""
+    `labels` a conditional model's label names (both optional). A phrase the measured vocabulary
+    reads word for word stays measured unless `prefer_attributes`: then the classifier judges
+    every phrase it names (a classifier trained where the rules see little, e.g. eye colour on
+    64x64 faces, whose irises are 3 pixels)."""
     desc = Description(text)
     label_table = _phrase_table(_name_phrases(labels))
     attr_table = _phrase_table(_name_phrases(attributes))
@@ -402,7 +407,7 @@ def understand(text: str, attributes: Sequence[str] = (), labels: Sequence[str] 
                 if hit:
                     n, (name, neg) = hit
                     phrase = " ".join(rest[i : i + n])  # type: ignore[arg-type]
-                    if source == "attribute":
+                    if source == "attribute" and not prefer_attributes:
                         got, unk, _ = _measured_clause(list(rest[i : i + n]), False, [])  # type: ignore[arg-type]
                         # The measured vocabulary keeps a phrase it reads word for word.
                         if got and not unk and not any(t in STOPWORDS for t in rest[i : i + n]):
