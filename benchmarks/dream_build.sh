@@ -6,7 +6,7 @@
 #     bash benchmarks/dream_build.sh WORKDIR           # the README's figures: about 1 h 50 min on 2 cores
 #     PORTRAITS=300 MINUTES=2 EPOCHS=1 SAMPLES=200 CANDIDATES=64 TAG=smoke bash benchmarks/dream_build.sh /tmp/dream   # a smoke run
 #
-# Everything lands in WORKDIR (stores, run, oracle, log.txt with each step's wall time); dream.py
+# Everything lands in WORKDIR (stores, run, oracle, the classifier describe uses, log.txt with each step's wall time); dream.py
 # writes benchmarks/results/$TAG.json and its pictures. Each step is skipped when its output is
 # already there, so a stopped build continues where it stopped (the training itself resumes from
 # its last snapshot only through `progan train --resume`, which this script does not do).
@@ -35,8 +35,13 @@ step "training ($MINUTES min)" "$WORK/runs/00000-portraits64w" \
     --batch 16 --lr 0.002 --latent-size 128 --fmap-base 1024 --fmap-max 128 --mirror --no-labels
 step "oracle ($EPOCHS epochs)" "$WORK/oracle.attributes" \
     progan attributes fit "$WORK/portraits64" --out "$WORK/oracle.attributes" --epochs "$EPOCHS"
+# The product's own classifier for `describe --attributes --prefer-attributes`: other portraits
+# (another seed), so that it is not the oracle that judges it.
+step "classifier store" "$WORK/judge64" progan prepare --portraits $((PORTRAITS / 2)) "$WORK/judge64" --resolution 64 --seed 11
+step "classifier" "$WORK/judge.attributes" \
+    progan attributes fit "$WORK/judge64" --out "$WORK/judge.attributes" --epochs 12 --seed 1
 t=$(date +%s)
 "$PY" "$ROOT/benchmarks/dream.py" --snapshot "$WORK/runs/00000-portraits64w" --oracle "$WORK/oracle.attributes" \
     --store "$WORK/portraits64" --heldout "$WORK/heldout64" --samples "$SAMPLES" \
-    --direction-samples "$SAMPLES" --candidates "$CANDIDATES" --tag "$TAG"
+    --direction-samples "$SAMPLES" --candidates "$CANDIDATES" --attributes "$WORK/judge.attributes" --tag "$TAG"
 log "dream.py: $(( $(date +%s) - t )) s; benchmarks/results/$TAG.json"
