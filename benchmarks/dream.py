@@ -239,31 +239,15 @@ def main() -> int:
 
     # 5. edit --set red_hair=+2 (the conditional edit, other traits' directions kept) on random seeds;
     # a random move of the same length beside it shows how often the oracle flips a trait anyway.
+    # (Before 2026-12-06 the random move had length 2, under "random_move_of_2_changed"; a softmax
+    # category's move is longer or shorter face by face, so the edit's own length is the fair one.)
     ez = latents_for_seeds(range(20_000_000, 20_000_000 + args.edit_seeds), G.latent_size)
     moved = edit(ez, directions, {"red_hair": 2.0})  # progan edit --set red_hair=+2's own move
-    ib, ia = images_for_latents(G, ez, batch=64), images_for_latents(G, moved, batch=64)
-    pb, pa = oracle.predict(ib), oracle.predict(ia)
+    changes, (ib, ia, pb) = edit_changes(G, oracle, ez, moved, keep=True)
     col = {n: i for i, n in enumerate(names)}
-
-    def unasked_changes(after: np.ndarray) -> dict[str, float]:
-        """How often each trait not asked for differs from before (eye colour: the oracle's argmax)."""
-        eye_b, eye_a = (np.array([p[:, col[e]] for e in EYES]).argmax(0) for p in (pb, after))
-        return {
-            "eye_colour": float((eye_b != eye_a).mean()),
-            **{n: float(((pb[:, col[n]] > 0.5) != (after[:, col[n]] > 0.5)).mean())
-               for n in ("eyeglasses", "beard", "smiling", "round_face", "long_face")},
-        }  # fmt: skip
-
-    changed = unasked_changes(pa)
-    rnd = torch.randn(ez.shape, generator=torch.Generator().manual_seed(0))
-    pr = oracle.predict(images_for_latents(G, ez + 2.0 * rnd / rnd.norm(dim=1, keepdim=True), batch=64))
-    changed_randomly = unasked_changes(pr)
     result["edit_red_hair_plus_2"] = {
         "seeds": args.edit_seeds,
-        "red_hair_rate_before": float((pb[:, col["red_hair"]] > 0.5).mean()),
-        "red_hair_rate_after": float((pa[:, col["red_hair"]] > 0.5).mean()),
-        "unasked_changed": {k: round(v, 4) for k, v in changed.items()},
-        "random_move_of_2_changed": {k: round(v, 4) for k, v in changed_randomly.items()},
+        **changes,
         "red_hair_direction": {k: v for k, v in directions["red_hair"][1].items() if k != "source"},
     }
     # Every category direction the oracle can judge, +2 each on the same seeds (a softmax category
@@ -323,15 +307,16 @@ def refined_precision(args, G, oracle, desc, ranked, kept, directions, attribute
     return out
 
 
-def edit_changes(G, oracle, ez: torch.Tensor, moved: torch.Tensor) -> dict:
+def edit_changes(G, oracle, ez: torch.Tensor, moved: torch.Tensor, keep: bool = False):
     """The oracle on faces before and after an edit: red-hair rate, and how often each trait not
-    asked for changed (eye colour: the oracle's argmax), beside a random move of the same length."""
+    asked for changed (eye colour: the oracle's argmax), beside a random move of the same length
+    (the edit's own length, face by face). With keep, also (images before, after, oracle before)."""
     from progan.sampling import images_for_latents
 
     names = list(oracle.names)
     col = {n: i for i, n in enumerate(names)}
-    pb = oracle.predict(images_for_latents(G, ez, batch=64))
-    pa = oracle.predict(images_for_latents(G, moved, batch=64))
+    ib, ia = images_for_latents(G, ez, batch=64), images_for_latents(G, moved, batch=64)
+    pb, pa = oracle.predict(ib), oracle.predict(ia)
     rnd = torch.randn(ez.shape, generator=torch.Generator().manual_seed(0))
     length = (moved - ez).norm(dim=1, keepdim=True)
     pr = oracle.predict(images_for_latents(G, ez + length * rnd / rnd.norm(dim=1, keepdim=True), batch=64))
@@ -344,12 +329,13 @@ def edit_changes(G, oracle, ez: torch.Tensor, moved: torch.Tensor) -> dict:
                for n in ("eyeglasses", "beard", "smiling", "round_face", "long_face")},
         }  # fmt: skip
 
-    return {
+    summary = {
         "red_hair_rate_before": float((pb[:, col["red_hair"]] > 0.5).mean()),
         "red_hair_rate_after": float((pa[:, col["red_hair"]] > 0.5).mean()),
         "unasked_changed": unasked(pa),
         "random_move_of_the_same_length_changed": unasked(pr),
     }
+    return (summary, (ib, ia, pb)) if keep else summary
 
 
 def with_classifier(args, G, oracle, p_samples: np.ndarray, t0: float) -> dict:
