@@ -105,6 +105,9 @@ def main() -> int:
     ap.add_argument(
         "--refine-counts", default="8,16", help="describe --refine K on the main sentence, for each K (8,16)"
     )
+    ap.add_argument(
+        "--refine-rounds", default="4", help="describe --refine-rounds R for each K above, for each R (4,12)"
+    )
     ap.add_argument("--only-attributes", action="store_true", help="run the --attributes part only")
     args = ap.parse_args()
 
@@ -295,15 +298,18 @@ def refined_precision(args, G, oracle, desc, ranked, kept, directions, attribute
     before = precision(ranked)[0]
     out = {}
     for k in (int(x) for x in args.refine_counts.split(",")):
-        mine, images = copy.deepcopy(list(ranked)), copy.deepcopy(dict(kept))
-        refined = d.refine(
-            G, desc, mine, images, directions, count=k, rounds=4, attributes=attributes, batch=64
-        )
-        after, imgs = precision(refined)
-        moved = int(sum(bool(c.refined) for c in refined[:16]))
-        out[f"refine_{k}"] = {"precision_at_16_before": before, "precision_at_16_after": after,
-                              "refined_candidates": moved}  # fmt: skip
-        save_image(grid(imgs, 8), RESULTS / f"{prefix}-top16-main-refined{k}.png")
+        for r in (int(x) for x in args.refine_rounds.split(",")):
+            mine, images = copy.deepcopy(list(ranked)), copy.deepcopy(dict(kept))
+            refined = d.refine(
+                G, desc, mine, images, directions, count=k, rounds=r, attributes=attributes, batch=64
+            )
+            after, imgs = precision(refined)
+            moved = int(sum(bool(c.refined) for c in refined[:16]))
+            key = f"refine_{k}" + ("" if r == 4 else f"_rounds_{r}")  # 4: describe's default
+            out[key] = {"precision_at_16_before": before, "precision_at_16_after": after,
+                        "refined_candidates": moved}  # fmt: skip
+            picture = f"{prefix}-top16-main-refined{k}" + ("" if r == 4 else f"-rounds{r}")
+            save_image(grid(imgs, 8), RESULTS / f"{picture}.png")
     return out
 
 

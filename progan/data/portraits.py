@@ -153,7 +153,7 @@ def regions(rgb: np.ndarray, lm: np.ndarray) -> dict[str, np.ndarray]:
         outline = _polygon(lm[idx], size, scale=4) > 0.3
         c = lm[idx].mean(0)
         # Larger than the astronaut's own iris: 0.16 eye distances and darker than the median
-        # gave 45 pixels at 128 (about 3 a eye at 64), and generators trained 85 minutes at 64x64
+        # gave 45 pixels at 128 (about 3 per eye at 64), and generators trained 85 minutes at 64x64
         # drew some eye colours far from the data's rates (blue 0.07x at 388 kimg, grey 0.22x at
         # 544 kimg). This rule paints 81 pixels at 128, 1.8x as many.
         disc = np.hypot(xx - c[0], yy - c[1]) < 0.22 * d
