@@ -3,7 +3,7 @@
 # the README's command sequence ("Portraits with known truth") as one script, so a session that
 # starts on a fresh machine (where the last model is gone) can launch it first and work beside it.
 #
-#     bash benchmarks/dream_build.sh WORKDIR           # the README's figures: about 1 h 50 min on 2 cores
+#     bash benchmarks/dream_build.sh WORKDIR           # the README's figures: about 1 h 40 min on 2 cores
 #     PORTRAITS=300 MINUTES=2 EPOCHS=1 SAMPLES=200 CANDIDATES=64 TAG=smoke bash benchmarks/dream_build.sh /tmp/dream   # a smoke run
 #
 # Everything lands in WORKDIR (stores, run, oracle, the classifier describe uses, log.txt with each step's wall time); dream.py
