@@ -267,6 +267,7 @@ class Model:
         prefer_attributes: bool = False,
         refine: int = 0,
         refine_rounds: int = 4,
+        refine_proposals: int | None = None,
         precision: str = "auto",
         batch: int = 32,
         progress: bool = False,
@@ -275,9 +276,10 @@ class Model:
         `candidates` a count (seeds 0..N-1), the seeds themselves, projections (`project`'s
         result) or a projections.json / candidates.json; returns every candidate best first
         (seed or name, latent, labels, score, per-word scores, measured traits), the best
-        `refine` pushed along the snapshot's directions. `prefer_attributes`: the `attributes`
-        classifier judges every phrase it names (as `describe --prefer-attributes`). Needs the
-        'faces' extra."""
+        `refine` pushed toward the description along the snapshot's directions and by
+        `refine_proposals` random moves a round (None: describe's default). `prefer_attributes`:
+        the `attributes` classifier judges every phrase it names (as `describe
+        --prefer-attributes`). Needs the 'faces' extra."""
         from progan.faces import describe as d
         from progan.faces.words import understand
 
@@ -309,6 +311,7 @@ class Model:
         if refine:
             ranked = d.refine(
                 self.G, desc, ranked, images, self.directions, count=refine, rounds=refine_rounds,
+                proposals=d.REFINE_PROPOSALS if refine_proposals is None else refine_proposals,
                 attributes=attrs, batch=batch, device=self.device, precision=chosen,
             )  # fmt: skip
         return ranked

@@ -123,7 +123,9 @@ def test_refine_keeps_only_steps_that_improve_the_score():
         "red_hair": (red, {"trait": "hair_colour"}),
         "smile": (torch.eye(G.latent_size)[2], {"trait": "smile"}),
     }
-    out = d.refine(G, desc, ranked, images, dirs, count=4, rounds=3, step=1.0, measure=colour_measure)
+    out = d.refine(
+        G, desc, ranked, images, dirs, count=4, rounds=3, step=1.0, proposals=0, measure=colour_measure
+    )
     refined = [c for c in out if c.refined]
     assert refined and all(c.score > before[c.seed] for c in refined)
     for c in refined:  # every kept step raised the score; the image shown is the refined one
@@ -134,6 +136,36 @@ def test_refine_keeps_only_steps_that_improve_the_score():
     assert [c.score for c in out if c.score is not None] == sorted(
         [c.score for c in out if c.score is not None], reverse=True
     )
+
+
+def test_refine_finds_with_random_moves_what_no_direction_reaches():
+    # No direction for red hair: directions alone cannot refine (the error names the fix), while
+    # random moves raise the score, the same moves for the same seeds (seeded, reproducible).
+    G = ColourGenerator()
+    desc = understand("red hair")
+    dirs = {"smile": (torch.eye(G.latent_size)[2], {"trait": "smile"})}
+
+    def run(proposals: int):
+        ranked, images = d.describe(G, desc, list(range(20)), top=4, measure=colour_measure, progress=False)
+        before = {c.seed: c.score for c in ranked[:4]}
+        out = d.refine(
+            G, desc, ranked, images, dirs, count=4, rounds=3, proposals=proposals, measure=colour_measure
+        )
+        return before, out, images
+
+    with pytest.raises(UserError, match="no directions for red hair"):
+        run(0)
+    with pytest.raises(UserError, match="give 0"):
+        run(-1)
+    before, out, images = run(8)
+    refined = [c for c in out if c.refined]
+    assert refined and all(c.score > before[c.seed] for c in refined)
+    assert all(step["along"] == ["random"] for c in refined for step in c.refined)
+    for c in refined:
+        assert torch.equal(images[c.seed], images_for_latents(G, c.latent[None])[0])
+    again = run(8)[1]
+    assert [(c.seed, c.score) for c in again] == [(c.seed, c.score) for c in out]
+    assert all(torch.equal(a.latent, b.latent) for a, b in zip(again, out, strict=True))
 
 
 def test_describe_on_a_32x32_model_says_too_small(tmp_path, capsys):
@@ -187,9 +219,12 @@ def test_describe_refine_needs_directions(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(d, "default_measure", colour_measure)
     snap = tiny_snapshot(tmp_path / "snap64", 64)
     argv = ["describe", str(snap), "red hair", "--out", str(tmp_path / "o"), "--candidates", "6",
-            "--top", "3", "--refine", "2", "--refine-rounds", "1", "--no-progress"]  # fmt: skip
+            "--top", "3", "--refine", "2", "--refine-rounds", "1", "--no-progress",
+            "--refine-proposals", "0"]  # fmt: skip
     code, _, err = run_cli_output(argv, capsys)
     assert code == 2 and "progan directions" in err
+    code, _, err = run_cli_output(argv[:-1] + ["2"], capsys)  # random moves need no direction
+    assert code == 0, err
     add_direction(snap, "red_hair", torch.randn(16), 16, trait="hair_colour")
     code, _, err = run_cli_output(argv, capsys)
     assert code == 0, err

@@ -59,9 +59,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument(
         "--refine", type=int, default=0, metavar="K",
-        help="push the best K along the snapshot's directions while the score improves",
+        help="push the best K toward the description (the snapshot's directions and random moves) "
+        "while the score improves",
     )  # fmt: skip
     p.add_argument("--refine-rounds", type=positive(int), default=4)
+    p.add_argument(
+        "--refine-proposals", type=int, default=None, metavar="P",
+        help="random moves tried beside the directions' step, per face and round "
+        "(default: describe.REFINE_PROPOSALS, 8; 0: the directions only)",
+    )  # fmt: skip
     # Small batches: measuring starts after the first one, and a kill loses at most one.
     add_generation_arguments(p, batch=8)
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -231,6 +237,7 @@ def run_describe(args: argparse.Namespace) -> int:
     if args.refine:
         ranked = d.refine(
             G, desc, ranked, images, directions, count=args.refine, rounds=args.refine_rounds,
+            proposals=d.REFINE_PROPOSALS if args.refine_proposals is None else args.refine_proposals,
             attributes=attributes, batch=o["batch"], device=device, precision=o["precision"],
         )  # fmt: skip
     info = {"snapshot": str(snap.path), "latent_method": "progan", "candidates_total": ranked.total,
