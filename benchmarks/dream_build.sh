@@ -6,7 +6,7 @@
 #     bash benchmarks/dream_build.sh WORKDIR           # the README's figures: about 1 h 40 min on 2 cores
 #     PORTRAITS=300 MINUTES=2 EPOCHS=1 SAMPLES=200 CANDIDATES=64 TAG=smoke bash benchmarks/dream_build.sh /tmp/dream   # a smoke run
 #
-# Everything lands in WORKDIR (stores, run, oracle, the classifier describe uses, log.txt with each step's wall time); dream.py
+# Everything lands in WORKDIR (stores, run, oracle, the classifier describe uses, picks/best.png, log.txt with each step's wall time); dream.py
 # writes benchmarks/results/$TAG.json and its pictures. Each step is skipped when its output is
 # already there, so a stopped build continues where it stopped (the training itself resumes from
 # its last snapshot only through `progan train --resume`, which this script does not do).
@@ -45,3 +45,11 @@ t=$(date +%s)
     --store "$WORK/portraits64" --heldout "$WORK/heldout64" --samples "$SAMPLES" \
     --direction-samples "$SAMPLES" --candidates "$CANDIDATES" --attributes "$WORK/judge.attributes" --tag "$TAG"
 log "dream.py: $(( $(date +%s) - t )) s; benchmarks/results/$TAG.json"
+# The README's picture: the product's own commands, the classifier's directions merged into the
+# snapshot's (after dream.py, which fits the rules' directions there first), then describe.
+t=$(date +%s)
+progan directions "$WORK/runs/00000-portraits64w" --attributes "$WORK/judge.attributes" --samples "$SAMPLES"
+progan describe "$WORK/runs/00000-portraits64w" "a round face with red hair and blue eyes" \
+    --attributes "$WORK/judge.attributes" --prefer-attributes --candidates "$CANDIDATES" --top 16 --refine 16 \
+    --out "$WORK/picks" --no-progress
+log "directions --attributes and describe --refine 16: $(( $(date +%s) - t )) s; $WORK/picks/best.png (docs/images/dream-best.png)"
