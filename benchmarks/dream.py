@@ -246,7 +246,7 @@ def main() -> int:
     # category's move is longer or shorter face by face, so the edit's own length is the fair one.)
     ez = latents_for_seeds(range(20_000_000, 20_000_000 + args.edit_seeds), G.latent_size)
     moved = edit(ez, directions, {"red_hair": 2.0})  # progan edit --set red_hair=+2's own move
-    changes, (ib, ia, pb) = edit_changes(G, oracle, ez, moved, keep=True)
+    changes, (ib, ia, pb) = edit_changes(G, oracle, ez, moved)
     col = {n: i for i, n in enumerate(names)}
     result["edit_red_hair_plus_2"] = {
         "seeds": args.edit_seeds,
@@ -313,10 +313,10 @@ def refined_precision(args, G, oracle, desc, ranked, kept, directions, attribute
     return out
 
 
-def edit_changes(G, oracle, ez: torch.Tensor, moved: torch.Tensor, keep: bool = False):
+def edit_changes(G, oracle, ez: torch.Tensor, moved: torch.Tensor) -> tuple[dict, tuple]:
     """The oracle on faces before and after an edit: red-hair rate, and how often each trait not
     asked for changed (eye colour: the oracle's argmax), beside a random move of the same length
-    (the edit's own length, face by face). With keep, also (images before, after, oracle before)."""
+    (the edit's own length, face by face); and (images before, after, the oracle before)."""
     from progan.sampling import images_for_latents
 
     names = list(oracle.names)
@@ -341,7 +341,7 @@ def edit_changes(G, oracle, ez: torch.Tensor, moved: torch.Tensor, keep: bool = 
         "unasked_changed": unasked(pa),
         "random_move_of_the_same_length_changed": unasked(pr),
     }
-    return (summary, (ib, ia, pb)) if keep else summary
+    return summary, (ib, ia, pb)
 
 
 def with_classifier(args, G, oracle, p_samples: np.ndarray, t0: float) -> dict:
@@ -393,7 +393,7 @@ def with_classifier(args, G, oracle, p_samples: np.ndarray, t0: float) -> dict:
     )
 
     ez = latents_for_seeds(range(20_000_000, 20_000_000 + args.edit_seeds), G.latent_size)
-    out["edit_red_hair_plus_2"] = edit_changes(G, oracle, ez, edit(ez, directions, {"red_hair": 2.0}))
+    out["edit_red_hair_plus_2"] = edit_changes(G, oracle, ez, edit(ez, directions, {"red_hair": 2.0}))[0]
     print(f"[{time.time() - t0:.0f}s] edit (classifier): {out['edit_red_hair_plus_2']}", flush=True)
     return out
 

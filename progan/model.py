@@ -311,7 +311,7 @@ class Model:
         if refine:
             ranked = d.refine(
                 self.G, desc, ranked, images, self.directions, count=refine, rounds=refine_rounds,
-                proposals=d.REFINE_PROPOSALS if refine_proposals is None else refine_proposals,
+                proposals=refine_proposals,
                 attributes=attrs, batch=batch, device=self.device, precision=chosen,
             )  # fmt: skip
         return ranked

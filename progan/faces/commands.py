@@ -237,7 +237,7 @@ def run_describe(args: argparse.Namespace) -> int:
     if args.refine:
         ranked = d.refine(
             G, desc, ranked, images, directions, count=args.refine, rounds=args.refine_rounds,
-            proposals=d.REFINE_PROPOSALS if args.refine_proposals is None else args.refine_proposals,
+            proposals=args.refine_proposals,
             attributes=attributes, batch=o["batch"], device=device, precision=o["precision"],
         )  # fmt: skip
     info = {"snapshot": str(snap.path), "latent_method": "progan", "candidates_total": ranked.total,

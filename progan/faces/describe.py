@@ -626,7 +626,7 @@ def refine(
     count: int,
     rounds: int = 4,
     step: float = 1.0,
-    proposals: int = REFINE_PROPOSALS,
+    proposals: int | None = None,
     measure: MeasureFn | None = None,
     attributes=None,
     batch: int = 32,
@@ -635,13 +635,15 @@ def refine(
 ) -> list[Candidate]:
     """Push the best `count` candidates toward the description. Each round every face tries a step
     along the directions, each wish weighed by what the face still misses of it (refine_direction),
-    and `proposals` random moves of the same length (seeded by the face's seed and the round); the
+    and `proposals` random moves of the same length (seeded by the face's seed and the round;
+    None: REFINE_PROPOSALS); the
     best try is kept only when it raises the candidate's score (when none does, the next tries are
     half as long). So a round renders count x (1 + proposals) faces. Returns all candidates ranked
     again; `images` is updated in place."""
     from progan.faces.edit import refine_direction
     from progan.sampling import images_for_latents
 
+    proposals = REFINE_PROPOSALS if proposals is None else proposals
     if proposals < 0:
         raise UserError(f"--refine-proposals {proposals}: give 0 (the directions only) or more")
     work = []
@@ -651,7 +653,7 @@ def refine(
         d, names = refine_direction(desc, directions, c.traits, c.latent, c.words)
         if d is not None or proposals:
             work.append([c, d, step, names])
-    if not work or (not proposals and all(d is None for _, d, _, _ in work)):
+    if not work:  # with proposals, every measured face is work
         wanted = ", ".join(w.name for w in desc.wishes if w.source != "label") or "no measured words"
         how = "--attributes FILE" if any(w.source == "attribute" for w in desc.wishes) else ""
         raise UserError(
