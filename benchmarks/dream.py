@@ -352,7 +352,7 @@ def with_classifier(args, G, oracle, p_samples: np.ndarray, t0: float) -> dict:
     from progan.directions import edit
     from progan.faces import describe as d
     from progan.faces.attributes import load_attributes
-    from progan.faces.edit import fit_attribute_directions, sample_measurements
+    from progan.faces.edit import fit_attribute_directions, keep_unasked, sample_measurements
     from progan.faces.words import understand
     from progan.sampling import images_for_latents, latents_for_seeds
 
@@ -392,9 +392,17 @@ def with_classifier(args, G, oracle, p_samples: np.ndarray, t0: float) -> dict:
         f"[{time.time() - t0:.0f}s] refine (classifier): {[out[k] for k in out if k.startswith('refine_')]}"
     )
 
-    ez = latents_for_seeds(range(20_000_000, 20_000_000 + args.edit_seeds), G.latent_size)
-    out["edit_red_hair_plus_2"] = edit_changes(G, oracle, ez, edit(ez, directions, {"red_hair": 2.0}))[0]
+    edit_seeds = range(20_000_000, 20_000_000 + args.edit_seeds)
+    ez = latents_for_seeds(edit_seeds, G.latent_size)
+    moved = edit(ez, directions, {"red_hair": 2.0})
+    out["edit_red_hair_plus_2"] = edit_changes(G, oracle, ez, moved)[0]
     print(f"[{time.time() - t0:.0f}s] edit (classifier): {out['edit_red_hair_plus_2']}", flush=True)
+    # `edit --set red_hair=+2 --keep-with FILE`: the same edit, then searched nearby for the face on
+    # which the classifier sees the other attributes as before (the random move it is compared with
+    # has the kept edit's length).
+    kept, info = keep_unasked(G, ez, moved, {"red_hair": 2.0}, directions, judge, seeds=edit_seeds, batch=64)
+    out["edit_red_hair_plus_2_keep_with"] = {**edit_changes(G, oracle, ez, kept)[0], "classifier": info}
+    print(f"[{time.time() - t0:.0f}s] edit --keep-with: {out['edit_red_hair_plus_2_keep_with']}", flush=True)
     return out
 
 

@@ -244,17 +244,38 @@ class Model:
         latent: np.ndarray | torch.Tensor,
         keep: Sequence[str] | None = None,
         free: bool = False,
+        *,
+        keep_with: str | os.PathLike | None = None,
+        labels: np.ndarray | torch.Tensor | None = None,
+        seeds: Sequence[int] | None = None,
+        precision: str = "auto",
         **amounts: float,
     ) -> np.ndarray:
         """Latents moved along named directions, e.g. `edit(z, red_hair=2, smile=-1)`: each
         conditioned on the other traits' directions (or `keep` only; `free`: plain directions),
-        as `progan edit --set`. Returns float32 latents of the input's shape."""
+        as `progan edit --set`. `keep_with` (a 'progan attributes fit' classifier whose
+        directions these are): then searched nearby for the face on which the classifier sees the
+        attributes not asked for as before (`progan edit --keep-with`; `labels` for a conditional
+        model, `seeds` seed its random moves). Returns float32 latents of the input's shape."""
         from progan.directions import edit
 
         z = torch.as_tensor(np.asarray(latent, dtype=np.float32))
         one = z.ndim == 1
-        moved = edit(z[None] if one else z, self.directions, {k: float(v) for k, v in amounts.items()},
-                     list(keep) if keep is not None else None, free)  # fmt: skip
+        z = z[None] if one else z
+        amounts = {k: float(v) for k, v in amounts.items()}
+        moved = edit(z, self.directions, amounts, list(keep) if keep is not None else None, free)
+        if keep_with is not None:
+            from progan.faces.attributes import load_attributes
+            from progan.faces.edit import keep_unasked
+
+            rows = None
+            if labels is not None:
+                rows = torch.as_tensor(np.asarray(labels, dtype=np.float32)).reshape(-1, self.label_size)
+                rows = rows.expand(len(z), -1) if len(rows) == 1 else rows
+            moved = keep_unasked(
+                self.G, z, moved, amounts, self.directions, load_attributes(keep_with), labels=rows,
+                seeds=seeds, device=self.device, precision=self.precision(precision),
+            )[0]  # fmt: skip
         return (moved[0] if one else moved).numpy()
 
     def describe(

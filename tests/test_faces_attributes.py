@@ -121,3 +121,21 @@ def test_directions_from_the_classifier_edit_and_refine_what_it_judges(fitted, t
     stdout = capsys.readouterr().out
     assert e.value.code == 0 and stdout.splitlines()[-1].startswith("wrote ")
     assert all(name in stdout for name in SHAPE_LABELS)
+    # edit --keep-with: the classifier that fitted the directions holds the other attribute
+    from helpers import run_cli_output
+
+    png = tmp_path / "kept.png"
+    code, stdout, err = run_cli_output(["edit", str(snap), "--seed", "3", "--set", "Red_Shape=+2",
+                                        "--keep-with", str(out), "--out", str(png)], capsys)  # fmt: skip
+    assert code == 0 and png.exists(), err
+    assert "shapes.attributes sees changed:" in stdout
+    from PIL import Image
+
+    import progan  # the Python API takes the same search: the same face
+
+    model = progan.load(snap, "cpu")
+    moved = model.edit(model.latents([3])[0], keep_with=out, seeds=[3], Red_Shape=2.0)
+    np.testing.assert_array_equal(np.asarray(Image.open(png)), model.render(moved)[0])
+    code, _, err = run_cli_output(["edit", str(snap), "--seed", "3", "--set", "Red_Shape=+2", "--free",
+                                   "--keep-with", str(out), "--out", str(png)], capsys)  # fmt: skip
+    assert code == 2 and "drop --free" in err and len(err.strip().splitlines()) == 1

@@ -430,3 +430,57 @@ def test_refine_pushes_a_face_toward_the_wishes_it_still_misses():
     # a wish asked against ("no beard") still moves away from its direction
     got, _ = refine_direction(understand("red hair, no beard"), directions, None, z, {"red hair": 0.2})
     assert float(got[0]) > 0 > float(got[1])
+
+
+class _ColourClassifier:
+    """A stand-in for a 'progan attributes fit' model on ColourGenerator's images: how red the top
+    half is, how blue the bottom half, how bright the grey (green) channel is, as probabilities."""
+
+    names = ["red_top", "blue_bottom", "bright"]
+
+    def predict(self, images: torch.Tensor) -> np.ndarray:
+        x = images.float() / 255
+        r, b, g = x[:, 0, :32].mean((1, 2)), x[:, 2, 32:].mean((1, 2)), x[:, 1].mean((1, 2))
+        return torch.stack([torch.sigmoid(12 * (r - 0.45)), torch.sigmoid(12 * (b - 0.45)),
+                            torch.sigmoid(40 * (g - 0.3))], 1).numpy()  # fmt: skip
+
+
+def test_keep_unasked_holds_what_the_edit_direction_also_moved():
+    # `edit --keep-with`: the red direction here also brightens the face (z[2]), which the
+    # classifier sees as 'bright' and as a bluer bottom. No other direction is known, so the
+    # conditioned edit cannot hold them; the search must, with the top still red.
+    from faces_fakes import ColourGenerator
+
+    from progan.directions import edit
+    from progan.faces.edit import keep_unasked
+
+    G, clf = ColourGenerator(64), _ColourClassifier()
+    v = torch.zeros(8)
+    v[0], v[2] = 1.0, 1.0
+    directions = {"red_top": (v / v.norm(), {"trait": "red_top"})}
+    z = latents_for_seeds(range(40), 8)
+    moved = edit(z, directions, {"red_top": 3.0})
+    kept, info = keep_unasked(G, z, moved, {"red_top": 3.0}, directions, clf, seeds=range(40))
+    p0, p1, p2 = (clf.predict(images_for_latents(G, x)) for x in (z, moved, kept))
+    plain, held = np.abs(p1[:, 1:] - p0[:, 1:]).sum(1), np.abs(p2[:, 1:] - p0[:, 1:]).sum(1)
+    assert held.mean() < 0.5 * plain.mean(), (plain.mean(), held.mean())
+    assert info["unasked_change_after"] == pytest.approx(held.mean(), abs=1e-4)
+    assert np.all(p2[:, 0] >= p1[:, 0] - 0.1 - 1e-6)  # the asked attribute stays where the edit took it
+    assert p2[:, 0].mean() > p0[:, 0].mean() + 0.2
+    # brightness (z[2]) is what the search undid: closer to where it was than the plain edit left it
+    assert (kept[:, 2] - z[:, 2]).abs().mean() < 0.7 * (moved[:, 2] - z[:, 2]).abs().mean()
+    again, _ = keep_unasked(G, z, moved, {"red_top": 3.0}, directions, clf, seeds=range(40))
+    assert torch.equal(again, kept)  # seeded: a run repeats
+    with pytest.raises(UserError, match="no attribute 'smile'"):
+        keep_unasked(G, z, moved, {"smile": 1.0}, {"smile": directions["red_top"]}, clf)
+
+
+def test_asked_groups_free_the_attributes_of_the_edited_trait():
+    from progan.faces.edit import asked_groups
+
+    dirs = {
+        "red_hair": (torch.ones(2), {"trait": "black_hair|red_hair"}),
+        "smiling": (torch.ones(2), {"trait": "smile"}),
+    }
+    assert asked_groups(dirs, ["red_hair"]) == {"black_hair", "red_hair"}
+    assert asked_groups(dirs, ["smiling"]) == {"smiling"}  # a measured trait's name is not an attribute

@@ -120,6 +120,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="the edited image (PNG)")
     p.add_argument("--keep", help="directions to keep fixed (default: all of the other traits)")
     p.add_argument("--free", action="store_true", help="move along the plain directions, keeping nothing")
+    p.add_argument(
+        "--keep-with", metavar="FILE",
+        help="a 'progan attributes fit' classifier whose directions you edit along ('progan directions "
+        "--attributes FILE'): search near the edit for the face on which it sees every attribute you "
+        "did not ask for as before (4 rounds of 8 random moves)",
+    )  # fmt: skip
     p.add_argument("--label", help="class or attributes of a conditional model (with --seed)")
     add_generation_arguments(p, batch=None)
     p.set_defaults(func=run_edit)
@@ -343,13 +349,33 @@ def run_edit(args: argparse.Namespace) -> int:
         z = model.latents([args.seed])[0]
         labels = model.labels([args.seed], args.label)
     keep = [k.strip() for k in args.keep.split(",") if k.strip()] if args.keep else None
-    moved = model.edit(z, keep=keep, free=args.free, **amounts)
+    if args.keep_with and args.free:
+        raise UserError("--keep-with searches near a conditioned edit; drop --free")
+    moved = model.edit(
+        z, keep=keep, free=args.free, keep_with=args.keep_with, labels=labels,
+        seeds=[args.seed if args.seed is not None else args.rank], precision=args.precision, **amounts,
+    )  # fmt: skip
     pair = None if labels is None else np.broadcast_to(np.asarray(labels).reshape(1, -1), (2, labels.size))
     both = model.render(np.stack([z, moved]), pair, args.precision)
     save_image(both[1], args.out)
     print(f"{what} moved by {', '.join(f'{k} {v:+g}' for k, v in amounts.items())}: wrote {args.out}")
+    if args.keep_with:
+        _print_classifier_change(both, args.keep_with)
     _print_change(torch.from_numpy(both).permute(0, 3, 1, 2), list(amounts), model.resolution)
     return 0
+
+
+def _print_classifier_change(both, path: str) -> None:
+    """What the --keep-with classifier says changed between the two faces (before, after)."""
+    import numpy as np
+
+    from progan.faces.attributes import load_attributes
+
+    clf = load_attributes(path)
+    p = clf.predict(np.transpose(both, (0, 3, 1, 2)))
+    flipped = [f"{n} {a:.2f} -> {b:.2f}"
+               for n, a, b in zip(clf.names, p[0], p[1], strict=True) if (a > 0.5) != (b > 0.5)]  # fmt: skip
+    print(f"  {Path(path).name} sees changed: {', '.join(flipped) if flipped else 'nothing'}")
 
 
 def _print_change(images, names: list[str], resolution: int) -> None:
