@@ -124,7 +124,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--keep-with", metavar="FILE",
         help="a 'progan attributes fit' classifier whose directions you edit along ('progan directions "
         "--attributes FILE'): search near the edit for the face on which it sees every attribute you "
-        "did not ask for as before (4 rounds of 8 random moves)",
+        "did not ask for as before (8 rounds of 8 random moves)",
     )  # fmt: skip
     p.add_argument("--label", help="class or attributes of a conditional model (with --seed)")
     add_generation_arguments(p, batch=None)

@@ -410,7 +410,7 @@ MIN_SHORTFALL = 0.05
 # `edit --keep-with`: random moves tried around an edited face a round, and rounds. Each try moves
 # KEEP_STEP_SHARE of the edit's own length at first (half as far after a round in which no try
 # helped); an asked attribute may fall at most KEEP_ASKED_SLACK below what the edit reached.
-KEEP_ROUNDS = 4
+KEEP_ROUNDS = 8
 KEEP_PROPOSALS = 8
 KEEP_STEP_SHARE = 0.5
 KEEP_ASKED_SLACK = 0.1
