@@ -53,3 +53,8 @@ progan describe "$WORK/runs/00000-portraits64w" "a round face with red hair and 
     --attributes "$WORK/judge.attributes" --prefer-attributes --candidates "$CANDIDATES" --top 16 --refine 16 \
     --out "$WORK/picks" --no-progress
 log "directions --attributes and describe --refine 16: $(( $(date +%s) - t )) s; $WORK/picks/best.png (docs/images/dream-best.png)"
+# The edit that keeps what was not asked for, along the same classifier's directions.
+t=$(date +%s)
+progan edit "$WORK/runs/00000-portraits64w" --seed 20000000 --set red_hair=+2 --keep-with "$WORK/judge.attributes" \
+    --out "$WORK/picks/edit-red-hair-kept.png"
+log "edit --keep-with: $(( $(date +%s) - t )) s; $WORK/picks/edit-red-hair-kept.png"

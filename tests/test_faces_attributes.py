@@ -128,7 +128,7 @@ def test_directions_from_the_classifier_edit_and_refine_what_it_judges(fitted, t
     code, stdout, err = run_cli_output(["edit", str(snap), "--seed", "3", "--set", "Red_Shape=+2",
                                         "--keep-with", str(out), "--out", str(png)], capsys)  # fmt: skip
     assert code == 0 and png.exists(), err
-    assert "shapes.attributes sees changed:" in stdout
+    assert "shapes.attributes: Red_Shape " in stdout and "other answers changed: " in stdout
     from PIL import Image
 
     import progan  # the Python API takes the same search: the same face

@@ -360,22 +360,27 @@ def run_edit(args: argparse.Namespace) -> int:
     save_image(both[1], args.out)
     print(f"{what} moved by {', '.join(f'{k} {v:+g}' for k, v in amounts.items())}: wrote {args.out}")
     if args.keep_with:
-        _print_classifier_change(both, args.keep_with)
+        from progan.faces.edit import asked_groups
+
+        free = asked_groups(model.directions, list(amounts))
+        _print_classifier_change(both, args.keep_with, list(amounts), free)
     _print_change(torch.from_numpy(both).permute(0, 3, 1, 2), list(amounts), model.resolution)
     return 0
 
 
-def _print_classifier_change(both, path: str) -> None:
-    """What the --keep-with classifier says changed between the two faces (before, after)."""
+def _print_classifier_change(both, path: str, asked: list[str], free: set[str]) -> None:
+    """What the --keep-with classifier sees of the two faces (before, after): each asked attribute,
+    and every one not `free` to change whose answer (p > 0.5) changed."""
     import numpy as np
 
     from progan.faces.attributes import load_attributes
 
     clf = load_attributes(path)
-    p = clf.predict(np.transpose(both, (0, 3, 1, 2)))
+    p = dict(zip(clf.names, clf.predict(np.transpose(both, (0, 3, 1, 2))).T, strict=True))
+    seen = [f"{n} {p[n][0]:.2f} -> {p[n][1]:.2f}" for n in asked if n in p]
     flipped = [f"{n} {a:.2f} -> {b:.2f}"
-               for n, a, b in zip(clf.names, p[0], p[1], strict=True) if (a > 0.5) != (b > 0.5)]  # fmt: skip
-    print(f"  {Path(path).name} sees changed: {', '.join(flipped) if flipped else 'nothing'}")
+               for n, (a, b) in p.items() if n not in free and (a > 0.5) != (b > 0.5)]  # fmt: skip
+    print(f"  {Path(path).name}: {', '.join(seen)}; other answers changed: {', '.join(flipped) or 'none'}")
 
 
 def _print_change(images, names: list[str], resolution: int) -> None:
