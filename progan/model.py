@@ -29,6 +29,7 @@ from progan.errors import UserError
 if TYPE_CHECKING:
     from PIL import Image
 
+    from progan.faces.attributes import AttributeModel
     from progan.faces.describe import Candidate
     from progan.projection.project import Projection
 
@@ -205,20 +206,24 @@ class Model:
         z = z[None] if z.ndim == 1 else z
         if z.ndim != 2 or z.shape[1] != self.latent_size:
             raise UserError(f"latents of shape {tuple(z.shape)}; this model takes (N, {self.latent_size})")
-        rows = None
-        if self.label_size:
-            if labels is None:
-                raise UserError(f"this model is conditional: pass labels (N, {self.label_size}) to render")
-            rows = torch.as_tensor(np.asarray(labels, dtype=np.float32))
-            rows = rows[None] if rows.ndim == 1 else rows
-            if len(rows) == 1 and len(z) > 1:
-                rows = rows.expand(len(z), -1)
-        elif labels is not None:
-            raise UserError("labels given, but this model is not conditional; drop them")
+        rows = self._label_rows(labels, len(z), "render")
         images = images_for_latents(
             self.G, z, rows, batch=batch, device=self.device, precision=self.precision(precision)
         )
         return _nhwc(images, as_pil)
+
+    def _label_rows(self, labels: np.ndarray | torch.Tensor | None, n: int, what: str) -> torch.Tensor | None:
+        """Label rows (n, label_size) for a conditional model (one row is repeated), None for an
+        unconditional one; a missing or superfluous `labels` is a one-line error naming `what`."""
+        if not self.label_size:
+            if labels is not None:
+                raise UserError("labels given, but this model is not conditional; drop them")
+            return None
+        if labels is None:
+            raise UserError(f"this model is conditional: pass labels (N, {self.label_size}) to {what}")
+        rows = torch.as_tensor(np.asarray(labels, dtype=np.float32))
+        rows = rows[None] if rows.ndim == 1 else rows
+        return rows.expand(n, -1) if len(rows) == 1 and n > 1 else rows
 
     def _empty(self) -> torch.Tensor:
         return torch.zeros(0, self.channels, self.resolution, self.resolution, dtype=torch.uint8)
@@ -245,7 +250,7 @@ class Model:
         keep: Sequence[str] | None = None,
         free: bool = False,
         *,
-        keep_with: str | os.PathLike | None = None,
+        keep_with: str | os.PathLike | AttributeModel | None = None,
         labels: np.ndarray | torch.Tensor | None = None,
         seeds: Sequence[int] | None = None,
         precision: str = "auto",
@@ -253,27 +258,27 @@ class Model:
     ) -> np.ndarray:
         """Latents moved along named directions, e.g. `edit(z, red_hair=2, smile=-1)`: each
         conditioned on the other traits' directions (or `keep` only; `free`: plain directions),
-        as `progan edit --set`. `keep_with` (a 'progan attributes fit' classifier whose
-        directions these are): then searched nearby for the face on which the classifier sees the
-        attributes not asked for as before (`progan edit --keep-with`; `labels` for a conditional
-        model, `seeds` seed its random moves). Returns float32 latents of the input's shape."""
+        as `progan edit --set`. `keep_with` (a 'progan attributes fit' classifier, its file or
+        loaded, whose directions these are): then searched nearby for the face on which the
+        classifier sees the attributes not asked for as before (`progan edit --keep-with`;
+        `labels` for a conditional model, `seeds` seed its random moves). Returns float32
+        latents of the input's shape."""
         from progan.directions import edit
 
         z = torch.as_tensor(np.asarray(latent, dtype=np.float32))
         one = z.ndim == 1
         z = z[None] if one else z
         amounts = {k: float(v) for k, v in amounts.items()}
-        moved = edit(z, self.directions, amounts, list(keep) if keep is not None else None, free)
+        directions = self.directions  # read from the snapshot once
+        moved = edit(z, directions, amounts, list(keep) if keep is not None else None, free)
         if keep_with is not None:
-            from progan.faces.attributes import load_attributes
+            from progan.faces.attributes import AttributeModel, load_attributes
             from progan.faces.edit import keep_unasked
 
-            rows = None
-            if labels is not None:
-                rows = torch.as_tensor(np.asarray(labels, dtype=np.float32)).reshape(-1, self.label_size)
-                rows = rows.expand(len(z), -1) if len(rows) == 1 else rows
+            classifier = keep_with if isinstance(keep_with, AttributeModel) else load_attributes(keep_with)
+            rows = self._label_rows(labels, len(z), "edit")
             moved = keep_unasked(
-                self.G, z, moved, amounts, self.directions, load_attributes(keep_with), labels=rows,
+                self.G, z, moved, amounts, directions, classifier, labels=rows,
                 seeds=seeds, device=self.device, precision=self.precision(precision),
             )[0]  # fmt: skip
         return (moved[0] if one else moved).numpy()

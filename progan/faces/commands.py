@@ -351,36 +351,38 @@ def run_edit(args: argparse.Namespace) -> int:
     keep = [k.strip() for k in args.keep.split(",") if k.strip()] if args.keep else None
     if args.keep_with and args.free:
         raise UserError("--keep-with searches near a conditioned edit; drop --free")
+    classifier = None
+    if args.keep_with:
+        from progan.faces.attributes import load_attributes
+
+        classifier = load_attributes(args.keep_with)
     moved = model.edit(
-        z, keep=keep, free=args.free, keep_with=args.keep_with, labels=labels,
+        z, keep=keep, free=args.free, keep_with=classifier, labels=labels,
         seeds=[args.seed if args.seed is not None else args.rank], precision=args.precision, **amounts,
     )  # fmt: skip
     pair = None if labels is None else np.broadcast_to(np.asarray(labels).reshape(1, -1), (2, labels.size))
     both = model.render(np.stack([z, moved]), pair, args.precision)
     save_image(both[1], args.out)
     print(f"{what} moved by {', '.join(f'{k} {v:+g}' for k, v in amounts.items())}: wrote {args.out}")
-    if args.keep_with:
+    if classifier is not None:
         from progan.faces.edit import asked_groups
 
         free = asked_groups(model.directions, list(amounts))
-        _print_classifier_change(both, args.keep_with, list(amounts), free)
+        _print_classifier_change(both, classifier, Path(args.keep_with).name, list(amounts), free)
     _print_change(torch.from_numpy(both).permute(0, 3, 1, 2), list(amounts), model.resolution)
     return 0
 
 
-def _print_classifier_change(both, path: str, asked: list[str], free: set[str]) -> None:
-    """What the --keep-with classifier sees of the two faces (before, after): each asked attribute,
-    and every one not `free` to change whose answer (p > 0.5) changed."""
+def _print_classifier_change(both, clf, name: str, asked: list[str], free: set[str]) -> None:
+    """What the --keep-with classifier (file `name`) sees of the two faces (before, after): each
+    asked attribute, and every one not `free` to change whose answer (p > 0.5) changed."""
     import numpy as np
 
-    from progan.faces.attributes import load_attributes
-
-    clf = load_attributes(path)
     p = dict(zip(clf.names, clf.predict(np.transpose(both, (0, 3, 1, 2))).T, strict=True))
     seen = [f"{n} {p[n][0]:.2f} -> {p[n][1]:.2f}" for n in asked if n in p]
     flipped = [f"{n} {a:.2f} -> {b:.2f}"
                for n, (a, b) in p.items() if n not in free and (a > 0.5) != (b > 0.5)]  # fmt: skip
-    print(f"  {Path(path).name}: {', '.join(seen)}; other answers changed: {', '.join(flipped) or 'none'}")
+    print(f"  {name}: {', '.join(seen)}; other answers changed: {', '.join(flipped) or 'none'}")
 
 
 def _print_change(images, names: list[str], resolution: int) -> None:
