@@ -14,6 +14,7 @@ set -euo pipefail
 WORK=${1:?usage: bash benchmarks/dream_build.sh WORKDIR}
 PORTRAITS=${PORTRAITS:-10000} MINUTES=${MINUTES:-85} EPOCHS=${EPOCHS:-6} SAMPLES=${SAMPLES:-2000}
 CANDIDATES=${CANDIDATES:-500}
+FINAL_SHARE=${FINAL_SHARE:-}  # e.g. 0.8: `train --final-share`, the 64x64 phases' share of the time
 TAG=${TAG:-dream-build}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY=${PYTHON:-$ROOT/.venv/bin/python}
@@ -32,7 +33,7 @@ step "portraits store" "$WORK/portraits64" progan prepare --portraits "$PORTRAIT
 step "held-out store" "$WORK/heldout64" progan prepare --portraits 64 "$WORK/heldout64" --resolution 64 --seed 7
 step "training ($MINUTES min)" "$WORK/runs/00000-portraits64w" \
     progan train --data "$WORK/portraits64" --name portraits64w --outdir "$WORK/runs" --minutes "$MINUTES" \
-    --batch 16 --lr 0.002 --latent-size 128 --fmap-base 1024 --fmap-max 128 --mirror --no-labels
+    --batch 16 --lr 0.002 --latent-size 128 --fmap-base 1024 --fmap-max 128 --mirror --no-labels ${FINAL_SHARE:+--final-share "$FINAL_SHARE"}
 step "oracle ($EPOCHS epochs)" "$WORK/oracle.attributes" \
     progan attributes fit "$WORK/portraits64" --out "$WORK/oracle.attributes" --epochs "$EPOCHS"
 # The product's own classifier for `describe --attributes --prefer-attributes`: other portraits

@@ -111,6 +111,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train for this long: plan the schedule from measured speeds, end on time with a snapshot",
     )
     g.add_argument("--hours", type=positive(float), help="as --minutes, in hours")
+    g.add_argument(
+        "--final-share",
+        type=float,
+        metavar="F",
+        help="with --minutes: give the final resolution this share of the training time (0.8), "
+        "the earlier resolutions the rest (default: the planner's split)",
+    )
     g.add_argument("--training-kimg", type=positive(float), help="kimg at each stable resolution")
     g.add_argument("--transition-kimg", type=positive(float), help="kimg of each fade-in")
     g.add_argument(

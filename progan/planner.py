@@ -94,6 +94,7 @@ def plan_schedule(
     start: int,
     final: int,
     exponent: float | None = None,
+    final_share: float | None = None,
 ) -> dict:
     """Per-phase kimg for `seconds` of training from `start` to `final` resolution at the given img/s.
 
@@ -101,11 +102,18 @@ def plan_schedule(
     K * (speed_r / speed_final) ** exponent images per phase (IMAGES_EXPONENT when None), split
     as described in the module docstring, with K the largest that fits the time.
 
+    `final_share` (in (0, 1)), when given, fixes the final resolution's share of the time instead:
+    its fade and stable phases get that share at its speeds (one K for them), and the earlier
+    phases the rest, split among themselves as above (another K). Fine detail that exists only
+    at the final resolution (a 64x64 portrait's 2-3 pixel irises) is learned there alone.
+
     Returns {"training_kimgs", "transition_kimgs", "total_kimg", "lr_rampdown_kimg"} (the
     Schedule's per-phase fields; the ramp-down is LR_RAMPDOWN_SHARE of the last stable images).
     """
     if seconds <= 0:
         raise ValueError(f"no time left to train ({seconds:.1f} s)")
+    if final_share is not None and not 0 < final_share < 1:
+        raise ValueError(f"the final resolution's share of the time must lie in (0, 1), not {final_share}")
     exponent = IMAGES_EXPONENT if exponent is None else exponent
     res = resolutions(start, final)
     for r in res:
@@ -118,13 +126,18 @@ def plan_schedule(
         k = seconds / (2.0 / stable_speed[start]) / 1000
         return {"training_kimgs": [], "transition_kimgs": [], "total_kimg": 2 * k,
                 "lr_rampdown_kimg": LR_RAMPDOWN_SHARE * 2 * k}  # fmt: skip
-    cost = scale[start] / stable_speed[start]  # seconds per K images, phase by phase
-    for r in res[1:]:
-        stable_share = 1.5 if r == res[-1] else 0.5
-        cost += scale[r] * (0.5 / fade_speed[r] + stable_share / stable_speed[r])
-    k = seconds / cost / 1000  # kimg per phase at the final resolution
-    training = [k * scale[start]] + [k / 2 * scale[r] for r in res[1:-1]]
-    transition = [k / 2 * scale[r] for r in res[1:]]
+    # Seconds per K images, phase by phase: the resolutions before the final one, and the final.
+    cost_before = scale[start] / stable_speed[start]
+    for r in res[1:-1]:
+        cost_before += scale[r] * (0.5 / fade_speed[r] + 0.5 / stable_speed[r])
+    cost_final = 0.5 / fade_speed[final] + 1.5 / stable_speed[final]
+    if final_share is None:
+        k = k_before = seconds / (cost_before + cost_final) / 1000  # kimg per phase at the final resolution
+    else:
+        k = final_share * seconds / cost_final / 1000
+        k_before = (1 - final_share) * seconds / cost_before / 1000
+    training = [k_before * scale[start]] + [k_before / 2 * scale[r] for r in res[1:-1]]
+    transition = [k_before / 2 * scale[r] for r in res[1:-1]] + [k / 2]
     final_stable = 1.5 * k
     total = sum(training) + sum(transition) + final_stable
     return {"training_kimgs": training, "transition_kimgs": transition, "total_kimg": total,
@@ -207,13 +220,16 @@ class TimeBudget:
     def out_of_time(self) -> bool:
         return self.deadline is not None and self.now() >= self.deadline
 
-    def plan(self, measure: Measure, start: int, final: int, is_main: bool, share: Callable) -> dict:
+    def plan(
+        self, measure: Measure, start: int, final: int, is_main: bool, share: Callable,
+        final_share: float | None = None,
+    ) -> dict:  # fmt: skip
         """Calibrate with `measure` and plan the schedule for the rest of the budget.
 
         Every rank measures (the steps average gradients); rank 0 (`is_main`) plans, and `share`
         hands its plan, or its one-line error, to every rank, so that all run one schedule (plans
         from each rank's own clock differed, 0.6865 against 0.6576 kimg, and the ranks changed
-        resolution at different steps)."""
+        resolution at different steps). `final_share`: see `plan_schedule`."""
         budget = self.seconds
         stable, fade = measure(calibration_seconds(budget, start, final), CALIBRATION_LIMIT_SHARE * budget)
         plan: dict = {}
@@ -225,7 +241,7 @@ class TimeBudget:
             )
             try:
                 plan = {
-                    **plan_schedule(stable, fade, seconds, start, final),
+                    **plan_schedule(stable, fade, seconds, start, final, final_share=final_share),
                     "budget_seconds": budget,
                     "planned_training_seconds": seconds,
                     "clock": self.clock,

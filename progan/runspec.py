@@ -88,6 +88,8 @@ class TrainOptions:
     # it from measured speeds (progan.planner), fixed when the run starts and kept on resume.
     minutes: float | None = None
     plan: dict | None = None
+    # The final resolution's share of a timed run's training time (None: the planner's own split).
+    final_share: float | None = None
     # The clock of --minutes: "wall", or "cpu" (the process's CPU seconds per thread: what the run
     # would take on an otherwise idle machine; benchmarks on a shared machine use it).
     clock: str = "wall"
@@ -251,6 +253,7 @@ OPTION_FIELDS = {
     "ema_kimg": Field("float", 0.0, 1e9), "ema_rampup": Field("float", 0.0, 1e3, optional=True),
     "ema_rampdown": Field("str"),
     "minutes": Field("float", 1e-3, 1e9, optional=True), "plan": Field("dict", optional=True),
+    "final_share": Field("float", 0.0, below=1.0, optional=True),
     "loss": Field("dict"), "gp_interval": Field("int", 1, 1024),
     "seed": Field("int", 0, 2**63 - 1), "device": Field("str"),
     "precision": Field("str"), "channels_last": Field("bool"), "compile": Field("bool"),
@@ -310,6 +313,11 @@ def _check_options(opts: TrainOptions) -> None:
         fixed = [flag for key, flag in flags.items() if getattr(opts, key) is not None]
         if fixed:
             raise UserError(f"--minutes plans the schedule itself; drop {fixed[0]}")
+    if opts.final_share is not None and (opts.minutes is None or not 0 < opts.final_share < 1):
+        raise UserError(
+            f"--final-share {opts.final_share:g} needs --minutes and a share between 0 and 1 "
+            "(0.8: the final resolution trains for 80% of the time)"
+        )
     opts.metrics = []
     if metrics:
         from progan.metrics.evaluate import INCEPTION, parse_metrics

@@ -163,7 +163,7 @@ class Trainer:
             start, final = self.schedule.start_resolution, self.config.resolution
             share = lambda plan: distributed.rank_zero_object(plan, ctx)  # noqa: E731
             measure = lambda seconds, limit: measure_speeds(self, seconds, limit)  # noqa: E731
-            opts.plan = self.budget.plan(measure, start, final, ctx.is_main, share)
+            opts.plan = self.budget.plan(measure, start, final, ctx.is_main, share, opts.final_share)
             apply_plan(self.schedule, opts.plan)
         # Images shown when each resolution starts fading in: the clock of its layers' G_ema.
         starts = {r: self.schedule.fade_start_kimg(r) for r in self.ema.groups if r <= self.config.resolution}

@@ -67,6 +67,33 @@ def test_plan_images_per_phase_grow_with_speed_twice_at_the_last(exponent):
         assert stable_seconds[1] == pytest.approx(stable_seconds[2]) == pytest.approx(stable_seconds[0] / 2)
 
 
+@pytest.mark.parametrize("final_share", [0.5, 0.8])
+def test_plan_final_share_gives_the_final_resolution_that_share_of_the_time(final_share):
+    plan = plan_schedule(STABLE, FADE, seconds=500.0, start=4, final=32, final_share=final_share)
+    # Walked through with the pure Schedule at the measured speeds: the final resolution's fade and
+    # stable phases take the share, the earlier resolutions the rest.
+    s = Schedule(32, **plan)
+    seconds = {r: 0.0 for r in STABLE}
+    step = 0.005  # kimg
+    k_now = 0.0
+    while k_now < s.total_kimg - 1e-9:
+        st = s.at(k_now)
+        seconds[st.resolution] += step * 1000 / (FADE[st.resolution] if st.fading else STABLE[st.resolution])
+        k_now += step
+    assert sum(seconds.values()) == pytest.approx(500.0, rel=0.01)
+    assert seconds[32] == pytest.approx(final_share * 500.0, rel=0.02)
+    # The earlier phases keep the default plan's proportions among themselves; the final one its
+    # shape (a fade of K/2, 3K/2 stable).
+    default = plan_schedule(STABLE, FADE, seconds=500.0, start=4, final=32)
+    before = plan["training_kimgs"] + plan["transition_kimgs"][:-1]
+    before_default = default["training_kimgs"] + default["transition_kimgs"][:-1]
+    ratio = before[0] / before_default[0]
+    assert before == pytest.approx([ratio * x for x in before_default])
+    assert plan["lr_rampdown_kimg"] == pytest.approx(LR_RAMPDOWN_SHARE * 3 * plan["transition_kimgs"][-1])
+    with pytest.raises(ValueError, match="share"):
+        plan_schedule(STABLE, FADE, seconds=500.0, start=4, final=32, final_share=1.0)
+
+
 def test_plan_single_resolution_and_errors():
     assert plan_schedule({4: 100.0}, {}, 10.0, 4, 4) == {
         "training_kimgs": [], "transition_kimgs": [], "total_kimg": pytest.approx(1.0),
@@ -228,6 +255,14 @@ def test_minutes_refuses_fixed_lengths(tiny_store, tmp_path):
 
     with pytest.raises(UserError, match="drop --kimg"):
         tiny_spec(tiny_store, tmp_path, minutes=1.0, training_kimg=None, transition_kimg=None)
+    # --final-share plans a timed run's split: without --minutes, or outside (0, 1), it is refused.
+    with pytest.raises(UserError, match="--final-share 0.8 needs --minutes"):
+        tiny_spec(tiny_store, tmp_path, final_share=0.8)
+    for share, why in ((1.0, "--final-share is 1.0, must be below 1"), (0.0, "--final-share 0 needs")):
+        with pytest.raises(UserError, match=why):
+            tiny_spec(tiny_store, tmp_path, minutes=1.0, final_share=share, total_kimg=None, training_kimg=None, transition_kimg=None)
+    spec = tiny_spec(tiny_store, tmp_path, minutes=1.0, final_share=0.8, total_kimg=None, training_kimg=None, transition_kimg=None)
+    assert spec.options.final_share == 0.8
 
 
 def _timed_rank_worker(store_path: str, outdir: str) -> None:
