@@ -258,10 +258,11 @@ def test_minutes_refuses_fixed_lengths(tiny_store, tmp_path):
     # --final-share plans a timed run's split: without --minutes, or outside (0, 1), it is refused.
     with pytest.raises(UserError, match="--final-share 0.8 needs --minutes"):
         tiny_spec(tiny_store, tmp_path, final_share=0.8)
+    timed = dict(minutes=1.0, total_kimg=None, training_kimg=None, transition_kimg=None)
     for share, why in ((1.0, "--final-share is 1.0, must be below 1"), (0.0, "--final-share 0 needs")):
         with pytest.raises(UserError, match=why):
-            tiny_spec(tiny_store, tmp_path, minutes=1.0, final_share=share, total_kimg=None, training_kimg=None, transition_kimg=None)
-    spec = tiny_spec(tiny_store, tmp_path, minutes=1.0, final_share=0.8, total_kimg=None, training_kimg=None, transition_kimg=None)
+            tiny_spec(tiny_store, tmp_path, final_share=share, **timed)
+    spec = tiny_spec(tiny_store, tmp_path, final_share=0.8, **timed)
     assert spec.options.final_share == 0.8
 
 
