@@ -5,6 +5,7 @@
 #
 #     bash benchmarks/dream_build.sh WORKDIR           # the README's figures: about 1 h 40 min on 2 cores
 #     PORTRAITS=300 MINUTES=2 EPOCHS=1 SAMPLES=200 CANDIDATES=64 TAG=smoke bash benchmarks/dream_build.sh /tmp/dream   # a smoke run
+#     MINUTES=90 FINAL_SHARE=0.8 TAG=dream-357kimg bash benchmarks/dream_build.sh WORKDIR   # the third build (64x64 most of the time)
 #
 # Everything lands in WORKDIR (stores, run, oracle, the classifier describe uses, picks/best.png, log.txt with each step's wall time); dream.py
 # writes benchmarks/results/$TAG.json and its pictures. Each step is skipped when its output is
