@@ -26,6 +26,18 @@ STABLE = {4: 1000.0, 8: 500.0, 16: 200.0, 32: 100.0}  # img/s
 FADE = {8: 400.0, 16: 160.0, 32: 80.0}
 
 
+def seconds_per_resolution(s: Schedule, step: float = 0.005) -> dict[int, float]:
+    """The seconds `s` spends at each resolution at the STABLE / FADE speeds, walked `step` kimg
+    at a time."""
+    seconds = {r: 0.0 for r in STABLE}
+    k_now = 0.0
+    while k_now < s.total_kimg - 1e-9:
+        st = s.at(k_now)
+        seconds[st.resolution] += step * 1000 / (FADE[st.resolution] if st.fading else STABLE[st.resolution])
+        k_now += step
+    return seconds
+
+
 @pytest.mark.parametrize("exponent", [0.0, 0.5, 1.0])
 def test_plan_images_per_phase_grow_with_speed_twice_at_the_last(exponent):
     plan = plan_schedule(STABLE, FADE, seconds=500.0, start=4, final=32, exponent=exponent)
@@ -48,13 +60,7 @@ def test_plan_images_per_phase_grow_with_speed_twice_at_the_last(exponent):
     # Walked through with the pure Schedule at the measured speeds, the plan takes the time given,
     # and each resolution gets the time its images cost.
     s = Schedule(32, **plan)
-    seconds = {r: 0.0 for r in STABLE}
-    step = 0.005  # kimg
-    k_now = 0.0
-    while k_now < s.total_kimg - 1e-9:
-        st = s.at(k_now)
-        seconds[st.resolution] += step * 1000 / (FADE[st.resolution] if st.fading else STABLE[st.resolution])
-        k_now += step
+    seconds = seconds_per_resolution(s)
     assert sum(seconds.values()) == pytest.approx(500.0, rel=0.01)
     assert seconds == pytest.approx({r: k * 1000 * c for r, c in seconds_per_image.items()}, rel=0.02)
     before_32 = sum(plan["training_kimgs"]) + sum(plan["transition_kimgs"][:2])
@@ -73,13 +79,7 @@ def test_plan_final_share_gives_the_final_resolution_that_share_of_the_time(fina
     # Walked through with the pure Schedule at the measured speeds: the final resolution's fade and
     # stable phases take the share, the earlier resolutions the rest.
     s = Schedule(32, **plan)
-    seconds = {r: 0.0 for r in STABLE}
-    step = 0.005  # kimg
-    k_now = 0.0
-    while k_now < s.total_kimg - 1e-9:
-        st = s.at(k_now)
-        seconds[st.resolution] += step * 1000 / (FADE[st.resolution] if st.fading else STABLE[st.resolution])
-        k_now += step
+    seconds = seconds_per_resolution(s)
     assert sum(seconds.values()) == pytest.approx(500.0, rel=0.01)
     assert seconds[32] == pytest.approx(final_share * 500.0, rel=0.02)
     # The earlier phases keep the default plan's proportions among themselves; the final one its
