@@ -313,7 +313,8 @@ def _check_options(opts: TrainOptions) -> None:
         fixed = [flag for key, flag in flags.items() if getattr(opts, key) is not None]
         if fixed:
             raise UserError(f"--minutes plans the schedule itself; drop {fixed[0]}")
-    if opts.final_share is not None and (opts.minutes is None or not 0 < opts.final_share < 1):
+    # Its upper bound (below 1) is its Field's, checked above; a Field's lower bound is inclusive.
+    if opts.final_share is not None and (opts.minutes is None or opts.final_share <= 0):
         raise UserError(
             f"--final-share {opts.final_share:g} needs --minutes and a share between 0 and 1 "
             "(0.8: the final resolution trains for 80% of the time)"
