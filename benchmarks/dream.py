@@ -132,7 +132,7 @@ def main() -> int:
     result: dict = {
         "snapshot": str(snap.path),
         "kimg": float(getattr(snap, "kimg", 0.0) or 0.0),
-        "oracle": {"file": args.oracle, "held_out_accuracy": oracle.accuracy},
+        "oracle": {"file": args.oracle, "held_out_accuracy": oracle.accuracy, "blur": oracle.blur},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
 
@@ -358,7 +358,9 @@ def with_classifier(args, G, oracle, p_samples: np.ndarray, t0: float) -> dict:
 
     judge = load_attributes(args.attributes)
     names = list(oracle.names)
-    out: dict = {"classifier": {"file": args.attributes, "held_out_accuracy": judge.accuracy}}
+    out: dict = {
+        "classifier": {"file": args.attributes, "held_out_accuracy": judge.accuracy, "blur": judge.blur}
+    }
     seeds = list(range(1_000_000, 1_000_000 + args.direction_samples))
     zs, rows = sample_measurements(G, seeds, lambda im: list(judge.predict(im)), batch=64, progress=False)
     directions, skipped = fit_attribute_directions(zs, np.stack(rows), judge.names, "dream.py")

@@ -83,6 +83,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--batch", type=positive(int), default=64)
     f.add_argument("--resolution", type=int, help="input size (default: the store's, at most 64)")
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument(
+        "--blur", type=float, default=0.0, metavar="SIGMA",
+        help="train on copies blurred by a random Gaussian sigma up to SIGMA pixels, so that it judges "
+        "a generator's softer samples by colour and shape, not sharpness (default 0: off; e.g. 1)",
+    )  # fmt: skip
     f.add_argument("--device", default="auto")
     f.add_argument("--no-progress", dest="progress", action="store_false")
     f.set_defaults(func=run_attributes_fit)
@@ -263,11 +268,13 @@ def run_attributes_fit(args: argparse.Namespace) -> int:
 
     model = fit_attributes(
         args.store, args.out, epochs=args.epochs, batch=args.batch, resolution=args.resolution,
-        seed=args.seed, device=pick_device(args.device), progress=args.progress,
+        seed=args.seed, blur=args.blur, device=pick_device(args.device), progress=args.progress,
     )  # fmt: skip
     print(f"{len(model.names)} attributes ({model.kind}) at {model.resolution}x{model.resolution}")
+    soft = model.accuracy_blurred or {}
     for name, acc in model.accuracy.items():
-        print(f"  {name:24s} held-out accuracy {acc:.3f}")
+        blurred = f", {soft[name]:.3f} blurred by sigma {model.blur:g}" if name in soft else ""
+        print(f"  {name:24s} held-out accuracy {acc:.3f}{blurred}")
     print(f"wrote {args.out}")
     return 0
 
