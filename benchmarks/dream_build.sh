@@ -16,6 +16,7 @@ WORK=${1:?usage: bash benchmarks/dream_build.sh WORKDIR}
 PORTRAITS=${PORTRAITS:-10000} MINUTES=${MINUTES:-85} EPOCHS=${EPOCHS:-6} SAMPLES=${SAMPLES:-2000}
 CANDIDATES=${CANDIDATES:-500}
 FINAL_SHARE=${FINAL_SHARE:-}  # e.g. 0.8: `train --final-share`, the 64x64 phases' share of the time
+BLUR=${BLUR:-0}  # e.g. 1: the oracle and the classifier trained with `attributes fit --blur 1`
 TAG=${TAG:-dream-build}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY=${PYTHON:-$ROOT/.venv/bin/python}
@@ -36,12 +37,12 @@ step "training ($MINUTES min)" "$WORK/runs/00000-portraits64w" \
     progan train --data "$WORK/portraits64" --name portraits64w --outdir "$WORK/runs" --minutes "$MINUTES" \
     --batch 16 --lr 0.002 --latent-size 128 --fmap-base 1024 --fmap-max 128 --mirror --no-labels ${FINAL_SHARE:+--final-share "$FINAL_SHARE"}
 step "oracle ($EPOCHS epochs)" "$WORK/oracle.attributes" \
-    progan attributes fit "$WORK/portraits64" --out "$WORK/oracle.attributes" --epochs "$EPOCHS"
+    progan attributes fit "$WORK/portraits64" --out "$WORK/oracle.attributes" --epochs "$EPOCHS" --blur "$BLUR"
 # The product's own classifier for `describe --attributes --prefer-attributes`: other portraits
 # (another seed), so that it is not the oracle that judges it.
 step "classifier store" "$WORK/judge64" progan prepare --portraits $((PORTRAITS / 2)) "$WORK/judge64" --resolution 64 --seed 11
 step "classifier" "$WORK/judge.attributes" \
-    progan attributes fit "$WORK/judge64" --out "$WORK/judge.attributes" --epochs 12 --seed 1
+    progan attributes fit "$WORK/judge64" --out "$WORK/judge.attributes" --epochs 12 --seed 1 --blur "$BLUR"
 t=$(date +%s)
 "$PY" "$ROOT/benchmarks/dream.py" --snapshot "$WORK/runs/00000-portraits64w" --oracle "$WORK/oracle.attributes" \
     --store "$WORK/portraits64" --heldout "$WORK/heldout64" --samples "$SAMPLES" \

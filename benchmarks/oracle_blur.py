@@ -9,8 +9,13 @@ brown and grey irises read as drawn, and every label's frequency over its true f
 number benchmarks/dream.py reports for a generator's samples.
 
     .venv/bin/python benchmarks/oracle_blur.py --oracle WORK/oracle.attributes WORK/oracle-blur1.attributes
+    .venv/bin/python benchmarks/oracle_blur.py --oracle A B --snapshot RUN --grid G.png
 
-Writes benchmarks/results/oracle-blur.json (about 30 s on 2 CPU cores for 1,000 portraits).
+Writes benchmarks/results/oracle-blur.json (about 30 s on 2 CPU cores for 1,000 portraits). With
+--snapshot it also reads --samples of the snapshot's G_ema samples (dream.py's seeds) with every
+classifier: eye-colour frequencies over the fresh portraits' truth, how often the first two
+classifiers name another eye colour, and with --grid a picture of up to 16 such faces (3x, each
+column: first classifier's reading over the second's in the JSON's "disagreements").
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ def main() -> int:
     )
     ap.add_argument("--sigmas", default="0,0.4,0.6,0.8,1.0")
     ap.add_argument("--out", default=str(RESULTS / "oracle-blur.json"))
+    ap.add_argument("--snapshot", help="a portraits model: read its G_ema samples too")
+    ap.add_argument("--samples", type=int, default=2000)
+    ap.add_argument("--grid", help="PNG of up to 16 samples the first two classifiers read differently")
     args = ap.parse_args()
 
     from scipy.ndimage import gaussian_filter
@@ -75,11 +83,54 @@ def main() -> int:
             print(f"| {sigma:g} | {row['eye_accuracy']:.3f} | {row['brown_read_brown']:.2f} | "
                   f"{row['grey_read_grey']:.2f} | {ratio[k]:.2f} ({P.LABEL_NAMES[k]}) |")  # fmt: skip
         result["oracles"][path] = {"blur": model.blur, "held_out_accuracy": model.accuracy, "rows": rows}
+    if args.snapshot:
+        result["samples"] = read_samples(args, labels[:, eyes].mean(0), eyes)
     tmp = Path(args.out).with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(args.out)
     print(f"\nwrote {args.out}")
     return 0
+
+
+def read_samples(args: argparse.Namespace, truth_freq: np.ndarray, eyes: list[int]) -> dict:
+    """Every classifier's eye colours on the snapshot's samples (dream.py's seeds 10,000,000+)."""
+    import torch
+
+    from progan.checkpoint import load_snapshot
+    from progan.data import portraits as P
+    from progan.faces.attributes import load_attributes
+    from progan.images import save_image
+    from progan.sampling import images_for_latents, latents_for_seeds
+
+    snap = load_snapshot(args.snapshot, device="cpu")
+    G = snap.G_ema
+    z = latents_for_seeds(range(10_000_000, 10_000_000 + args.samples), G.latent_size)
+    images = images_for_latents(G, z, batch=64).numpy()
+    colours = [P.LABEL_NAMES[i].removesuffix("_eyes") for i in eyes]
+    out: dict = {"snapshot": str(snap.path), "samples": args.samples, "eye_frequency_over_truth": {}}
+    read = {}
+    print(f"\n{args.samples} samples of {snap.path}: eye-colour frequency (p > 0.5) / truth")
+    print("| classifier | " + " | ".join(colours) + " |")
+    print("| --- |" + " --- |" * len(colours))
+    for path in args.oracle:
+        p = load_attributes(path).predict(images)[:, eyes]
+        read[path] = p.argmax(1)
+        ratio = (p > 0.5).mean(0) / truth_freq
+        out["eye_frequency_over_truth"][path] = dict(zip(colours, np.round(ratio, 3).tolist(), strict=True))
+        print(f"| {Path(path).name} | " + " | ".join(f"{r:.2f}x" for r in ratio) + " |")
+    if len(args.oracle) >= 2:
+        a, b = (read[path] for path in args.oracle[:2])
+        differ = np.flatnonzero(a != b)
+        out["eye_colour_differs"] = round(len(differ) / args.samples, 4)
+        out["disagreements"] = [[colours[a[i]], colours[b[i]]] for i in differ[:16]]
+        print(f"the first two name another eye colour on {len(differ)} of {args.samples} samples")
+        if args.grid and len(differ):
+            from dream import grid  # benchmarks/dream.py's picture sheet
+
+            faces = images[differ[:16]].repeat(3, axis=2).repeat(3, axis=3)
+            save_image(grid(torch.from_numpy(faces), 8), args.grid)
+            print(f"wrote {args.grid}: {out['disagreements']}")
+    return out
 
 
 if __name__ == "__main__":
