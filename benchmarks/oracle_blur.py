@@ -4,7 +4,8 @@ A generator's 64x64 samples are softer than the painted portraits it learned fro
 trained on sharp portraits alone (`progan attributes fit`) may then read the softness rather than
 the attribute: brown irises blurred a little look, to it, green or hazel. This script draws fresh
 portraits (`progan.data.portraits`, a seed no store used), blurs them with scipy's Gaussian filter
-at each sigma (pixels at 64x64) and prints, per classifier, the eye-colour accuracy, the share of
+at each sigma (pixels at 64x64; not the `soften` that `fit --blur` trains with, so that the test
+blur is independent of it) and prints, per classifier, the eye-colour accuracy, the share of
 brown and grey irises read as drawn, and every label's frequency over its true frequency: the
 number benchmarks/dream.py reports for a generator's samples.
 
@@ -53,8 +54,8 @@ def main() -> int:
     eyes = [i for i, n in enumerate(P.LABEL_NAMES) if n.endswith("_eyes")]
     true_eye = labels[:, eyes].argmax(1)
     result: dict = {"portraits": args.portraits, "seed": args.seed, "oracles": {}}
-    for path in args.oracle:
-        model = load_attributes(path)
+    models = {path: load_attributes(path) for path in args.oracle}
+    for path, model in models.items():
         if list(model.names) != list(P.LABEL_NAMES):
             raise SystemExit(f"{path}: not a portraits classifier (labels {model.names[:3]}...)")
         rows = []
@@ -84,7 +85,7 @@ def main() -> int:
                   f"{row['grey_read_grey']:.2f} | {ratio[k]:.2f} ({P.LABEL_NAMES[k]}) |")  # fmt: skip
         result["oracles"][path] = {"blur": model.blur, "held_out_accuracy": model.accuracy, "rows": rows}
     if args.snapshot:
-        result["samples"] = read_samples(args, labels[:, eyes].mean(0), eyes)
+        result["samples"] = read_samples(args, models, labels[:, eyes].mean(0), eyes)
     tmp = Path(args.out).with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(args.out)
@@ -92,13 +93,12 @@ def main() -> int:
     return 0
 
 
-def read_samples(args: argparse.Namespace, truth_freq: np.ndarray, eyes: list[int]) -> dict:
+def read_samples(args: argparse.Namespace, models: dict, truth_freq: np.ndarray, eyes: list[int]) -> dict:
     """Every classifier's eye colours on the snapshot's samples (dream.py's seeds 10,000,000+)."""
     import torch
 
     from progan.checkpoint import load_snapshot
     from progan.data import portraits as P
-    from progan.faces.attributes import load_attributes
     from progan.images import save_image
     from progan.sampling import images_for_latents, latents_for_seeds
 
@@ -112,8 +112,8 @@ def read_samples(args: argparse.Namespace, truth_freq: np.ndarray, eyes: list[in
     print(f"\n{args.samples} samples of {snap.path}: eye-colour frequency (p > 0.5) / truth")
     print("| classifier | " + " | ".join(colours) + " |")
     print("| --- |" + " --- |" * len(colours))
-    for path in args.oracle:
-        p = load_attributes(path).predict(images)[:, eyes]
+    for path, model in models.items():
+        p = model.predict(images)[:, eyes]
         read[path] = p.argmax(1)
         ratio = (p > 0.5).mean(0) / truth_freq
         out["eye_frequency_over_truth"][path] = dict(zip(colours, np.round(ratio, 3).tolist(), strict=True))

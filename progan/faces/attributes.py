@@ -241,8 +241,9 @@ def fit_attributes(
     bar.close()
     model = AttributeModel(names, kind, res, store.channels, net.cpu().eval(), {}, blur)
     if len(val):
-        model.accuracy = _accuracy(model, np.asarray(images[val]), labels[val])
+        held_out = np.asarray(images[val])  # one read of the memory map for both accuracies
+        model.accuracy = _accuracy(model, held_out, labels[val])
         if blur > 0:
-            model.accuracy_blurred = _accuracy(model, np.asarray(images[val]), labels[val], blur)
+            model.accuracy_blurred = _accuracy(model, held_out, labels[val], blur)
     save_attributes(out, model, width)
     return model
