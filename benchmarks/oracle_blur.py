@@ -11,9 +11,10 @@ number benchmarks/dream.py reports for a generator's samples.
 
     .venv/bin/python benchmarks/oracle_blur.py --oracle WORK/oracle.attributes WORK/oracle-blur1.attributes
     .venv/bin/python benchmarks/oracle_blur.py --oracle A B --snapshot RUN --grid G.png
+    .venv/bin/python benchmarks/oracle_blur.py --oracle A B --snapshot RUN/snapshot-000200 RUN/snapshot-000240
 
 Writes benchmarks/results/oracle-blur.json (about 30 s on 2 CPU cores for 1,000 portraits). With
---snapshot it also reads --samples of the snapshot's G_ema samples (dream.py's seeds) with every
+--snapshot it also reads --samples of each snapshot's G_ema samples (dream.py's seeds) with every
 classifier: eye-colour frequencies over the fresh portraits' truth, how often the first two
 classifiers name another eye colour, and with --grid a picture of up to 16 such faces (3x, each
 column: first classifier's reading over the second's in the JSON's "disagreements").
@@ -39,7 +40,9 @@ def main() -> int:
     )
     ap.add_argument("--sigmas", default="0,0.4,0.6,0.8,1.0")
     ap.add_argument("--out", default=str(RESULTS / "oracle-blur.json"))
-    ap.add_argument("--snapshot", help="a portraits model: read its G_ema samples too")
+    ap.add_argument(
+        "--snapshot", nargs="+", default=[], help="portraits models (snapshots): read their G_ema samples too"
+    )
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--grid", help="PNG of up to 16 samples the first two classifiers read differently")
     args = ap.parse_args()
@@ -84,8 +87,13 @@ def main() -> int:
             print(f"| {sigma:g} | {row['eye_accuracy']:.3f} | {row['brown_read_brown']:.2f} | "
                   f"{row['grey_read_grey']:.2f} | {ratio[k]:.2f} ({P.LABEL_NAMES[k]}) |")  # fmt: skip
         result["oracles"][path] = {"blur": model.blur, "held_out_accuracy": model.accuracy, "rows": rows}
-    if args.snapshot:
-        result["samples"] = read_samples(args, models, labels[:, eyes].mean(0), eyes)
+    # One entry per snapshot: a run's snapshots side by side show how far the eye colours drift
+    # between snapshots of one training (the grid, if asked, is the first snapshot's).
+    truth_freq = labels[:, eyes].mean(0)
+    result["samples"] = [
+        read_samples(args, snapshot, models, truth_freq, eyes, grid=args.grid if i == 0 else None)
+        for i, snapshot in enumerate(args.snapshot)
+    ]
     tmp = Path(args.out).with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(args.out)
@@ -93,7 +101,14 @@ def main() -> int:
     return 0
 
 
-def read_samples(args: argparse.Namespace, models: dict, truth_freq: np.ndarray, eyes: list[int]) -> dict:
+def read_samples(
+    args: argparse.Namespace,
+    snapshot: str,
+    models: dict,
+    truth_freq: np.ndarray,
+    eyes: list[int],
+    grid: str | None,
+) -> dict:
     """Every classifier's eye colours on the snapshot's samples (dream.py's seeds 10,000,000+)."""
     import torch
 
@@ -102,7 +117,7 @@ def read_samples(args: argparse.Namespace, models: dict, truth_freq: np.ndarray,
     from progan.images import save_image
     from progan.sampling import images_for_latents, latents_for_seeds
 
-    snap = load_snapshot(args.snapshot, device="cpu")
+    snap = load_snapshot(snapshot, device="cpu")
     G = snap.G_ema
     z = latents_for_seeds(range(10_000_000, 10_000_000 + args.samples), G.latent_size)
     images = images_for_latents(G, z, batch=64).numpy()
@@ -124,12 +139,12 @@ def read_samples(args: argparse.Namespace, models: dict, truth_freq: np.ndarray,
         out["eye_colour_differs"] = round(len(differ) / args.samples, 4)
         out["disagreements"] = [[colours[a[i]], colours[b[i]]] for i in differ[:16]]
         print(f"the first two name another eye colour on {len(differ)} of {args.samples} samples")
-        if args.grid and len(differ):
-            from dream import grid  # benchmarks/dream.py's picture sheet
+        if grid and len(differ):
+            from dream import grid as sheet  # benchmarks/dream.py's picture sheet
 
             faces = images[differ[:16]].repeat(3, axis=2).repeat(3, axis=3)
-            save_image(grid(torch.from_numpy(faces), 8), args.grid)
-            print(f"wrote {args.grid}: {out['disagreements']}")
+            save_image(sheet(torch.from_numpy(faces), 8), grid)
+            print(f"wrote {grid}: {out['disagreements']}")
     return out
 
 
