@@ -17,7 +17,9 @@ Writes benchmarks/results/oracle-blur.json (about 30 s on 2 CPU cores for 1,000 
 --snapshot it also reads --samples of each snapshot's G_ema samples (dream.py's seeds) with every
 classifier: eye-colour frequencies over the fresh portraits' truth, how often the first two
 classifiers name another eye colour, and with --grid a picture of up to 16 such faces (3x, each
-column: first classifier's reading over the second's in the JSON's "disagreements").
+column: first classifier's reading over the second's in the JSON's "disagreements"). It also
+gives how soft the samples are: their fine detail (mean squared Laplacian) and the blur at which
+the portraits have as little.
 """
 
 from __future__ import annotations
@@ -56,7 +58,24 @@ def main() -> int:
     images, labels = P.render(truth, 64), P.labels_of(truth)
     eyes = [i for i, n in enumerate(P.LABEL_NAMES) if n.endswith("_eyes")]
     true_eye = labels[:, eyes].argmax(1)
-    result: dict = {"portraits": args.portraits, "seed": args.seed, "oracles": {}}
+    blurred = {}  # sigma -> the portraits blurred by it, as uint8 (what a classifier reads)
+    for sigma in (float(s) for s in args.sigmas.split(",")):
+        soft = gaussian_filter(images.astype(np.float32), (0, 0, sigma, sigma), mode="mirror")
+        blurred[sigma] = np.clip(soft.round(), 0, 255).astype(np.uint8) if sigma > 0 else images
+    box = eye_box()
+    detail_by_sigma = {  # "image" or "eyes" -> sigma -> the portraits' fine detail
+        where: {sigma: detail(x, b) for sigma, x in blurred.items()}
+        for where, b in (("image", (slice(None), slice(None))), ("eyes", box))
+    }
+    result: dict = {
+        "portraits": args.portraits,
+        "seed": args.seed,
+        "eye_box": [box[0].start, box[0].stop, box[1].start, box[1].stop],
+        "detail_by_sigma": {
+            where: {str(k): round(v, 2) for k, v in by.items()} for where, by in detail_by_sigma.items()
+        },
+        "oracles": {},
+    }
     models = {path: load_attributes(path) for path in args.oracle}
     for path, model in models.items():
         if list(model.names) != list(P.LABEL_NAMES):
@@ -65,11 +84,7 @@ def main() -> int:
         print(f"\n{path} (trained with blur up to sigma {model.blur:g})")
         print("| sigma | eye colour accuracy | brown read brown | grey read grey | frequency / true, min |")
         print("| --- | --- | --- | --- | --- |")
-        for sigma in (float(s) for s in args.sigmas.split(",")):
-            x = images
-            if sigma > 0:
-                soft = gaussian_filter(images.astype(np.float32), (0, 0, sigma, sigma), mode="mirror")
-                x = np.clip(soft.round(), 0, 255).astype(np.uint8)
+        for sigma, x in blurred.items():
             p = model.predict(x)
             read = p[:, eyes].argmax(1)
             ratio = (p > 0.5).mean(0) / np.maximum(labels.mean(0), 1e-9)
@@ -91,7 +106,7 @@ def main() -> int:
     # between snapshots of one training (the grid, if asked, is the first snapshot's).
     truth_freq = labels[:, eyes].mean(0)
     result["samples"] = [
-        read_samples(args, snapshot, models, truth_freq, eyes, grid=args.grid if i == 0 else None)
+        read_samples(args, snapshot, models, truth_freq, eyes, box, detail_by_sigma, i == 0)
         for i, snapshot in enumerate(args.snapshot)
     ]
     tmp = Path(args.out).with_suffix(".tmp")
@@ -101,13 +116,37 @@ def main() -> int:
     return 0
 
 
+def eye_box(resolution: int = 64) -> tuple[slice, slice]:
+    """Rows and columns around both eyes of the portraits' base face (landmarks 36-47), with a
+    margin of 3 pixels for the nuisance shift and rotation."""
+    from progan.data import portraits as P
+
+    eyes = P.base_portrait(resolution).landmarks[36:48]
+    (x0, y0), (x1, y1) = np.floor(eyes.min(0)).astype(int) - 3, np.ceil(eyes.max(0)).astype(int) + 4
+    return slice(max(int(y0), 0), int(y1)), slice(max(int(x0), 0), int(x1))
+
+
+def detail(images: np.ndarray, box: tuple[slice, slice] = (slice(None), slice(None))) -> float:
+    """Fine detail of uint8 NCHW images within box: the mean squared Laplacian of the grey level
+    (0-255), taken over the whole image first so that the box has no edge of its own.
+
+    A blur lowers it monotonically, so the blur that gives the portraits a model's value says how
+    soft its samples are (np.interp beyond the last sigma clamps to it)."""
+    from scipy.ndimage import laplace
+
+    grey = images.astype(np.float32).mean(1)
+    return float(np.mean([np.mean(laplace(g, mode="mirror")[box] ** 2) for g in grey]))
+
+
 def read_samples(
     args: argparse.Namespace,
     snapshot: str,
     models: dict,
     truth_freq: np.ndarray,
     eyes: list[int],
-    grid: str | None,
+    box: tuple[slice, slice],
+    detail_by_sigma: dict[str, dict[float, float]],
+    first: bool,
 ) -> dict:
     """Every classifier's eye colours on the snapshot's samples (dream.py's seeds 10,000,000+)."""
     import torch
@@ -122,7 +161,21 @@ def read_samples(
     z = latents_for_seeds(range(10_000_000, 10_000_000 + args.samples), G.latent_size)
     images = images_for_latents(G, z, batch=64).numpy()
     colours = [P.LABEL_NAMES[i].removesuffix("_eyes") for i in eyes]
-    out: dict = {"snapshot": str(snap.path), "samples": args.samples, "eye_frequency_over_truth": {}}
+    # How soft the samples are: the blur that gives the portraits as little fine detail, over
+    # the whole image and around the eyes.
+    softness = {}
+    for where, b in (("image", (slice(None), slice(None))), ("eyes", box)):
+        sharpness = detail(images, b)
+        sigmas, details = zip(*sorted(detail_by_sigma[where].items()), strict=True)
+        as_blurred = float(np.interp(-sharpness, -np.array(details), sigmas))  # detail falls with sigma
+        softness[where] = {"detail": round(sharpness, 2), "as_portraits_blurred_by": round(as_blurred, 2)}
+        print(f"{snap.path} ({where}): fine detail {sharpness:.1f}, as the portraits' at {as_blurred:.2f} px")
+    out: dict = {
+        "snapshot": str(snap.path),
+        "samples": args.samples,
+        "softness": softness,
+        "eye_frequency_over_truth": {},
+    }
     read = {}
     print(f"\n{args.samples} samples of {snap.path}: eye-colour frequency (p > 0.5) / truth")
     print("| classifier | " + " | ".join(colours) + " |")
@@ -139,6 +192,7 @@ def read_samples(
         out["eye_colour_differs"] = round(len(differ) / args.samples, 4)
         out["disagreements"] = [[colours[a[i]], colours[b[i]]] for i in differ[:16]]
         print(f"the first two name another eye colour on {len(differ)} of {args.samples} samples")
+        grid = args.grid if first else None
         if grid and len(differ):
             from dream import grid as sheet  # benchmarks/dream.py's picture sheet
 
