@@ -4,7 +4,8 @@ import pytest
 import torch
 from helpers import make_tiny_store
 
-# Two cores: one thread per test process keeps timings steady and results reproducible.
+# One thread per test process keeps timings steady and results reproducible; the machine's cores
+# go to pytest-xdist's workers instead (`pytest -n auto`, the README's command: one per core).
 torch.set_num_threads(1)
 
 
