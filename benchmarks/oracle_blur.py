@@ -63,9 +63,9 @@ def main() -> int:
         soft = gaussian_filter(images.astype(np.float32), (0, 0, sigma, sigma), mode="mirror")
         blurred[sigma] = np.clip(soft.round(), 0, 255).astype(np.uint8) if sigma > 0 else images
     box = eye_box()
-    detail_by_sigma = {  # "image" or "eyes" -> sigma -> the portraits' fine detail
-        where: {sigma: detail(x, b) for sigma, x in blurred.items()}
-        for where, b in (("image", (slice(None), slice(None))), ("eyes", box))
+    regions = {"image": (slice(None), slice(None)), "eyes": box}
+    detail_by_sigma = {  # region -> sigma -> the portraits' fine detail there
+        where: {sigma: detail(x, b) for sigma, x in blurred.items()} for where, b in regions.items()
     }
     result: dict = {
         "portraits": args.portraits,
@@ -106,7 +106,7 @@ def main() -> int:
     # between snapshots of one training (the grid, if asked, is the first snapshot's).
     truth_freq = labels[:, eyes].mean(0)
     result["samples"] = [
-        read_samples(args, snapshot, models, truth_freq, eyes, box, detail_by_sigma, i == 0)
+        read_samples(args, snapshot, models, truth_freq, eyes, regions, detail_by_sigma, i == 0)
         for i, snapshot in enumerate(args.snapshot)
     ]
     tmp = Path(args.out).with_suffix(".tmp")
@@ -144,7 +144,7 @@ def read_samples(
     models: dict,
     truth_freq: np.ndarray,
     eyes: list[int],
-    box: tuple[slice, slice],
+    regions: dict[str, tuple[slice, slice]],
     detail_by_sigma: dict[str, dict[float, float]],
     first: bool,
 ) -> dict:
@@ -159,12 +159,16 @@ def read_samples(
     snap = load_snapshot(snapshot, device="cpu")
     G = snap.G_ema
     z = latents_for_seeds(range(10_000_000, 10_000_000 + args.samples), G.latent_size)
+    if G.resolution != 64:
+        raise SystemExit(
+            f"{snapshot}: its G draws {G.resolution}x{G.resolution}; the portraits' classifiers read 64x64"
+        )
     images = images_for_latents(G, z, batch=64).numpy()
     colours = [P.LABEL_NAMES[i].removesuffix("_eyes") for i in eyes]
     # How soft the samples are: the blur that gives the portraits as little fine detail, over
     # the whole image and around the eyes.
     softness = {}
-    for where, b in (("image", (slice(None), slice(None))), ("eyes", box)):
+    for where, b in regions.items():
         sharpness = detail(images, b)
         sigmas, details = zip(*sorted(detail_by_sigma[where].items()), strict=True)
         as_blurred = float(np.interp(-sharpness, -np.array(details), sigmas))  # detail falls with sigma
