@@ -1,13 +1,13 @@
 """How an attribute classifier's reading of fresh portraits holds up as they are blurred.
 
-A generator's 64x64 samples are softer than the painted portraits it learned from. A judge
-trained on sharp portraits alone (`progan attributes fit`) may then read the softness rather than
-the attribute: brown irises blurred a little look, to it, green or hazel. This script draws fresh
-portraits (`progan.data.portraits`, a seed no store used), blurs them with scipy's Gaussian filter
-at each sigma (pixels at 64x64; not the `soften` that `fit --blur` trains with, so that the test
-blur is independent of it) and prints, per classifier, the eye-colour accuracy, the share of
-brown and grey irises read as drawn, and every label's frequency over its true frequency: the
-number benchmarks/dream.py reports for a generator's samples.
+A generator's 64x64 samples may be softer than the painted portraits it learned from (this script
+measures it: below). A judge trained on sharp portraits alone (`progan attributes fit`) would then
+read the softness rather than the attribute: brown irises blurred a little look, to it, green or
+hazel. This script draws fresh portraits (`progan.data.portraits`, a seed no store used), blurs
+them with scipy's Gaussian filter at each sigma (pixels at 64x64; not the `soften` that `fit
+--blur` trains with, so that the test blur is independent of it) and prints, per classifier, the
+eye-colour accuracy, the share of brown and grey irises read as drawn, and every label's frequency
+over its true frequency: the number benchmarks/dream.py reports for a generator's samples.
 
     .venv/bin/python benchmarks/oracle_blur.py --oracle WORK/oracle.attributes WORK/oracle-blur1.attributes
     .venv/bin/python benchmarks/oracle_blur.py --oracle A B --snapshot RUN --grid G.png
@@ -64,9 +64,8 @@ def main() -> int:
         blurred[sigma] = np.clip(soft.round(), 0, 255).astype(np.uint8) if sigma > 0 else images
     box = eye_box()
     regions = {"image": (slice(None), slice(None)), "eyes": box}
-    detail_by_sigma = {  # region -> sigma -> the portraits' fine detail there
-        where: {sigma: detail(x, b) for sigma, x in blurred.items()} for where, b in regions.items()
-    }
+    by_sigma = {sigma: detail(x, regions) for sigma, x in blurred.items()}
+    detail_by_sigma = {where: {sigma: d[where] for sigma, d in by_sigma.items()} for where in regions}
     result: dict = {
         "portraits": args.portraits,
         "seed": args.seed,
@@ -126,16 +125,16 @@ def eye_box(resolution: int = 64) -> tuple[slice, slice]:
     return slice(max(int(y0), 0), int(y1)), slice(max(int(x0), 0), int(x1))
 
 
-def detail(images: np.ndarray, box: tuple[slice, slice] = (slice(None), slice(None))) -> float:
-    """Fine detail of uint8 NCHW images within box: the mean squared Laplacian of the grey level
-    (0-255), taken over the whole image first so that the box has no edge of its own.
+def detail(images: np.ndarray, regions: dict[str, tuple[slice, slice]]) -> dict[str, float]:
+    """Fine detail of uint8 NCHW images in each region: the mean squared Laplacian of the grey
+    level (0-255), taken once over the whole image so that a region has no edge of its own.
 
     A blur lowers it monotonically, so the blur that gives the portraits a model's value says how
     soft its samples are (np.interp beyond the last sigma clamps to it)."""
     from scipy.ndimage import laplace
 
-    grey = images.astype(np.float32).mean(1)
-    return float(np.mean([np.mean(laplace(g, mode="mirror")[box] ** 2) for g in grey]))
+    squared = np.stack([laplace(g, mode="mirror") ** 2 for g in images.astype(np.float32).mean(1)])
+    return {where: float(squared[:, rows, cols].mean()) for where, (rows, cols) in regions.items()}
 
 
 def read_samples(
@@ -158,18 +157,17 @@ def read_samples(
 
     snap = load_snapshot(snapshot, device="cpu")
     G = snap.G_ema
-    z = latents_for_seeds(range(10_000_000, 10_000_000 + args.samples), G.latent_size)
     if G.resolution != 64:
         raise SystemExit(
             f"{snapshot}: its G draws {G.resolution}x{G.resolution}; the portraits' classifiers read 64x64"
         )
+    z = latents_for_seeds(range(10_000_000, 10_000_000 + args.samples), G.latent_size)
     images = images_for_latents(G, z, batch=64).numpy()
     colours = [P.LABEL_NAMES[i].removesuffix("_eyes") for i in eyes]
     # How soft the samples are: the blur that gives the portraits as little fine detail, over
     # the whole image and around the eyes.
     softness = {}
-    for where, b in regions.items():
-        sharpness = detail(images, b)
+    for where, sharpness in detail(images, regions).items():
         sigmas, details = zip(*sorted(detail_by_sigma[where].items()), strict=True)
         as_blurred = float(np.interp(-sharpness, -np.array(details), sigmas))  # detail falls with sigma
         softness[where] = {"detail": round(sharpness, 2), "as_portraits_blurred_by": round(as_blurred, 2)}
