@@ -23,6 +23,9 @@ What it writes (benchmarks/results/dream.json and dream-*.png):
     learned-attribute path instead of the measurement rules: `progan directions --attributes`,
     `describe --attributes --prefer-attributes` (every sentence), its `--refine`, and the edit;
     reported under "with_attributes";
+  - with --second-oracle FILE (another oracle on the same store, e.g. `attributes fit --blur 1`):
+    the samples' frequencies, that part's precision@16 and its edits read by it too, so that a
+    figure that holds for one oracle only shows as such;
   - with --heldout STORE (issue 30, 2(c)): its first portraits projected (`project`), edited
     `red_hair=+2`, and the hair, eye colour and face shape the measurer and the oracle see on the
     photo, the projection and the edit (picture: photos, projections, edits).
@@ -109,6 +112,11 @@ def main() -> int:
         "--refine-rounds", default="4", help="describe --refine-rounds R for each K above, for each R (4,12)"
     )
     ap.add_argument("--only-attributes", action="store_true", help="run the --attributes part only")
+    ap.add_argument(
+        "--second-oracle",
+        help="another oracle (e.g. 'attributes fit --blur 1' on the same store): the --attributes part's "
+        "precision@16 and edits are read by it too (its names must be the oracle's)",
+    )
     args = ap.parse_args()
 
     from progan.checkpoint import load_snapshot
@@ -147,10 +155,17 @@ def main() -> int:
             "ratio": round(float(b / a), 3) if a > 0 else None}
         for n, a, b in zip(names, data_freq, gen_freq, strict=True)
     }  # fmt: skip
+    p2 = None
+    if args.second_oracle:
+        p2 = load_attributes(args.second_oracle).predict(samples)
+        result["frequencies_second_oracle"] = {
+            n: {"samples": round(float(b), 4), "ratio": round(float(b / a), 3) if a > 0 else None}
+            for n, a, b in zip(names, data_freq, (p2 > 0.5).mean(0), strict=True)
+        }
     save_image(grid(samples[:64], 8), RESULTS / f"{args.tag}-samples.png")
     print(f"[{time.time() - t0:.0f}s] frequencies on {args.samples} samples", flush=True)
     if args.attributes:
-        result["with_attributes"] = with_classifier(args, G, oracle, p_samples, t0)
+        result["with_attributes"] = with_classifier(args, G, oracle, p_samples, p2, t0)
         if args.only_attributes:
             result["seconds"] = round(time.time() - t0, 1)
             return _write(result, args.tag)
@@ -344,12 +359,13 @@ def edit_changes(G, oracle, ez: torch.Tensor, moved: torch.Tensor) -> tuple[dict
     return summary, (ib, ia, pb)
 
 
-def with_classifier(args, G, oracle, p_samples: np.ndarray, t0: float) -> dict:
+def with_classifier(args, G, oracle, p_samples: np.ndarray, p_second: np.ndarray | None, t0: float) -> dict:
     """The flow again through the product's learned-attribute path, judged by the same oracle:
     `progan directions --attributes FILE` (in memory, the snapshot's file is left alone), then for
     every sentence `describe --attributes FILE --prefer-attributes` over the same candidates,
     `--refine` on the main sentence, and `edit --set red_hair=+2` along these directions."""
     from progan.directions import edit
+    from progan.errors import UserError
     from progan.faces import describe as d
     from progan.faces.attributes import load_attributes
     from progan.faces.edit import fit_attribute_directions, keep_unasked, sample_measurements
@@ -358,6 +374,9 @@ def with_classifier(args, G, oracle, p_samples: np.ndarray, t0: float) -> dict:
 
     judge = load_attributes(args.attributes)
     names = list(oracle.names)
+    second = load_attributes(args.second_oracle) if args.second_oracle else None
+    if second is not None and list(second.names) != names:
+        raise UserError(f"--second-oracle {args.second_oracle} names other attributes than {args.oracle}")
     out: dict = {
         "classifier": {"file": args.attributes, "held_out_accuracy": judge.accuracy, "blur": judge.blur}
     }
@@ -377,9 +396,14 @@ def with_classifier(args, G, oracle, p_samples: np.ndarray, t0: float) -> dict:
         desc = understand(text, judge.names, prefer_attributes=True)
         ranked, kept = d.describe(G, desc, candidates, top=16, attributes=judge, batch=64, progress=False)
         top = torch.stack([c.latent for c in ranked[:16]])
-        hit = matches(oracle.predict(images_for_latents(G, top, batch=64)), names, asked)
+        top_images = images_for_latents(G, top, batch=64)
+        hit = matches(oracle.predict(top_images), names, asked)
         sentences[text] = {"understood": desc.summary(), "precision_at_16": round(float(hit.mean()), 4),
                            "baseline": round(float(matches(p_samples, names, asked).mean()), 4)}  # fmt: skip
+        if second is not None:
+            hit2, base2 = matches(second.predict(top_images), names, asked), matches(p_second, names, asked)
+            sentences[text]["precision_at_16_second_oracle"] = round(float(hit2.mean()), 4)
+            sentences[text]["baseline_second_oracle"] = round(float(base2.mean()), 4)
         if text == MAIN:
             main = (desc, ranked, kept)
         print(f"[{time.time() - t0:.0f}s] {text!r}: p@16 {hit.mean():.3f} (classifier)", flush=True)
@@ -398,12 +422,16 @@ def with_classifier(args, G, oracle, p_samples: np.ndarray, t0: float) -> dict:
     ez = latents_for_seeds(edit_seeds, G.latent_size)
     moved = edit(ez, directions, {"red_hair": 2.0})
     out["edit_red_hair_plus_2"] = edit_changes(G, oracle, ez, moved)[0]
+    if second is not None:
+        out["edit_red_hair_plus_2"]["second_oracle"] = edit_changes(G, second, ez, moved)[0]
     print(f"[{time.time() - t0:.0f}s] edit (classifier): {out['edit_red_hair_plus_2']}", flush=True)
     # `edit --set red_hair=+2 --keep-with FILE`: the same edit, then searched nearby for the face on
     # which the classifier sees the other attributes as before (the random move it is compared with
     # has the kept edit's length).
     kept, info = keep_unasked(G, ez, moved, {"red_hair": 2.0}, directions, judge, seeds=edit_seeds, batch=64)
     out["edit_red_hair_plus_2_keep_with"] = {**edit_changes(G, oracle, ez, kept)[0], "classifier": info}
+    if second is not None:
+        out["edit_red_hair_plus_2_keep_with"]["second_oracle"] = edit_changes(G, second, ez, kept)[0]
     print(f"[{time.time() - t0:.0f}s] edit --keep-with: {out['edit_red_hair_plus_2_keep_with']}", flush=True)
     return out
 
