@@ -203,6 +203,9 @@ class Batcher:
         # it would hold finished faces back until the last block. A GPU runs a batch at once.
         self.block = min(max_batch, SAMPLING_BLOCK) if torch.device(device).type == "cpu" else max_batch
         self.jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
+        # Held while faces are queued, so that a page's room is checked and taken in one step (only
+        # this thread takes faces out meanwhile, which only makes room).
+        self._queueing = threading.Lock()
         # Sizes of the last BATCH_LOG batches run (for tests and the benchmark): a server that runs
         # for weeks must not keep one entry per batch it ever ran.
         self.batches: list[int] = []
@@ -212,6 +215,10 @@ class Batcher:
     def submit(
         self, latent: torch.Tensor, label: torch.Tensor | None, finish: Finish | None = None
     ) -> Future:
+        with self._queueing:
+            return self._put(latent, label, finish)
+
+    def _put(self, latent: torch.Tensor, label: torch.Tensor | None, finish: Finish | None) -> Future:
         job = _Job(latent, label, concurrent.futures.Future(), finish)
         try:
             self.jobs.put_nowait(job)
@@ -222,15 +229,20 @@ class Batcher:
     def submit_many(self, latents: torch.Tensor, labels: torch.Tensor | None,
                     finish: Finish | None = None) -> list[Future]:  # fmt: skip
         """Futures of the faces of latents (n, L) and label rows (n, K), queued in order; all or
-        none: past MAX_QUEUE the ones queued are cancelled again and Busy is raised."""
+        none: a page that does not fit in MAX_QUEUE raises Busy and queues nothing. (Queued, then
+        cancelled, its faces would hold their slots until the thread passed them, and the next
+        page could be refused for them.)"""
         futures: list[Future] = []
-        try:
-            for i in range(len(latents)):
-                futures.append(self.submit(latents[i], None if labels is None else labels[i], finish))
-        except Busy:
-            for f in futures:
-                f.cancel()
-            raise
+        with self._queueing:
+            if self.jobs.maxsize > 0 and self.jobs.maxsize - self.jobs.qsize() < len(latents):
+                raise Busy("the model is busy; try again in a moment")
+            try:
+                for i in range(len(latents)):
+                    futures.append(self._put(latents[i], None if labels is None else labels[i], finish))
+            except Busy:  # close() queued its stop meanwhile: the page is not rendered
+                for f in futures:
+                    f.cancel()
+                raise
         return futures
 
     def close(self) -> None:
