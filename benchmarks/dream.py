@@ -155,9 +155,12 @@ def main() -> int:
             "ratio": round(float(b / a), 3) if a > 0 else None}
         for n, a, b in zip(names, data_freq, gen_freq, strict=True)
     }  # fmt: skip
-    p2 = None
+    second, p2 = None, None
     if args.second_oracle:
-        p2 = load_attributes(args.second_oracle).predict(samples)
+        second = load_attributes(args.second_oracle)
+        if list(second.names) != names:
+            raise UserError(f"--second-oracle {args.second_oracle} names other attributes than {args.oracle}")
+        p2 = second.predict(samples)
         result["frequencies_second_oracle"] = {
             n: {"samples": round(float(b), 4), "ratio": round(float(b / a), 3) if a > 0 else None}
             for n, a, b in zip(names, data_freq, (p2 > 0.5).mean(0), strict=True)
@@ -165,7 +168,7 @@ def main() -> int:
     save_image(grid(samples[:64], 8), RESULTS / f"{args.tag}-samples.png")
     print(f"[{time.time() - t0:.0f}s] frequencies on {args.samples} samples", flush=True)
     if args.attributes:
-        result["with_attributes"] = with_classifier(args, G, oracle, p_samples, p2, t0)
+        result["with_attributes"] = with_classifier(args, G, oracle, p_samples, second, p2, t0)
         if args.only_attributes:
             result["seconds"] = round(time.time() - t0, 1)
             return _write(result, args.tag)
@@ -328,19 +331,29 @@ def refined_precision(args, G, oracle, desc, ranked, kept, directions, attribute
     return out
 
 
-def edit_changes(G, oracle, ez: torch.Tensor, moved: torch.Tensor) -> tuple[dict, tuple]:
+def edit_changes(G, oracle, ez: torch.Tensor, moved: torch.Tensor, second=None) -> tuple[dict, tuple]:
     """The oracle on faces before and after an edit: red-hair rate, and how often each trait not
     asked for changed (eye colour: the oracle's argmax), beside a random move of the same length
-    (the edit's own length, face by face); and (images before, after, the oracle before)."""
+    (the edit's own length, face by face); and (images before, after, the oracle before). With
+    `second` (another oracle of the same names) the same faces' figures by it, under "second_oracle"."""
     from progan.sampling import images_for_latents
 
-    names = list(oracle.names)
-    col = {n: i for i, n in enumerate(names)}
     ib, ia = images_for_latents(G, ez, batch=64), images_for_latents(G, moved, batch=64)
-    pb, pa = oracle.predict(ib), oracle.predict(ia)
     rnd = torch.randn(ez.shape, generator=torch.Generator().manual_seed(0))
     length = (moved - ez).norm(dim=1, keepdim=True)
-    pr = oracle.predict(images_for_latents(G, ez + length * rnd / rnd.norm(dim=1, keepdim=True), batch=64))
+    ir = images_for_latents(G, ez + length * rnd / rnd.norm(dim=1, keepdim=True), batch=64)
+    summary, pb = _changes_seen(oracle, ib, ia, ir)
+    if second is not None:
+        summary["second_oracle"] = _changes_seen(second, ib, ia, ir)[0]
+    return summary, (ib, ia, pb)
+
+
+def _changes_seen(oracle, ib: torch.Tensor, ia: torch.Tensor, ir: torch.Tensor) -> tuple[dict, np.ndarray]:
+    """edit_changes' figures as `oracle` reads the images before, after and randomly moved; and its
+    reading of the images before."""
+    names = list(oracle.names)
+    col = {n: i for i, n in enumerate(names)}
+    pb, pa, pr = oracle.predict(ib), oracle.predict(ia), oracle.predict(ir)
 
     def unasked(after: np.ndarray) -> dict[str, float]:
         eye_b, eye_a = (np.array([p[:, col[e]] for e in EYES]).argmax(0) for p in (pb, after))
@@ -356,16 +369,18 @@ def edit_changes(G, oracle, ez: torch.Tensor, moved: torch.Tensor) -> tuple[dict
         "unasked_changed": unasked(pa),
         "random_move_of_the_same_length_changed": unasked(pr),
     }
-    return summary, (ib, ia, pb)
+    return summary, pb
 
 
-def with_classifier(args, G, oracle, p_samples: np.ndarray, p_second: np.ndarray | None, t0: float) -> dict:
+def with_classifier(
+    args, G, oracle, p_samples: np.ndarray, second, p_second: np.ndarray | None, t0: float
+) -> dict:
     """The flow again through the product's learned-attribute path, judged by the same oracle:
     `progan directions --attributes FILE` (in memory, the snapshot's file is left alone), then for
     every sentence `describe --attributes FILE --prefer-attributes` over the same candidates,
-    `--refine` on the main sentence, and `edit --set red_hair=+2` along these directions."""
+    `--refine` on the main sentence, and `edit --set red_hair=+2` along these directions. `second`
+    (--second-oracle, or None) reads the same faces too; `p_second` is its reading of the samples."""
     from progan.directions import edit
-    from progan.errors import UserError
     from progan.faces import describe as d
     from progan.faces.attributes import load_attributes
     from progan.faces.edit import fit_attribute_directions, keep_unasked, sample_measurements
@@ -374,9 +389,6 @@ def with_classifier(args, G, oracle, p_samples: np.ndarray, p_second: np.ndarray
 
     judge = load_attributes(args.attributes)
     names = list(oracle.names)
-    second = load_attributes(args.second_oracle) if args.second_oracle else None
-    if second is not None and list(second.names) != names:
-        raise UserError(f"--second-oracle {args.second_oracle} names other attributes than {args.oracle}")
     out: dict = {
         "classifier": {"file": args.attributes, "held_out_accuracy": judge.accuracy, "blur": judge.blur}
     }
@@ -421,17 +433,16 @@ def with_classifier(args, G, oracle, p_samples: np.ndarray, p_second: np.ndarray
     edit_seeds = range(20_000_000, 20_000_000 + args.edit_seeds)
     ez = latents_for_seeds(edit_seeds, G.latent_size)
     moved = edit(ez, directions, {"red_hair": 2.0})
-    out["edit_red_hair_plus_2"] = edit_changes(G, oracle, ez, moved)[0]
-    if second is not None:
-        out["edit_red_hair_plus_2"]["second_oracle"] = edit_changes(G, second, ez, moved)[0]
+    out["edit_red_hair_plus_2"] = edit_changes(G, oracle, ez, moved, second)[0]
     print(f"[{time.time() - t0:.0f}s] edit (classifier): {out['edit_red_hair_plus_2']}", flush=True)
     # `edit --set red_hair=+2 --keep-with FILE`: the same edit, then searched nearby for the face on
     # which the classifier sees the other attributes as before (the random move it is compared with
     # has the kept edit's length).
     kept, info = keep_unasked(G, ez, moved, {"red_hair": 2.0}, directions, judge, seeds=edit_seeds, batch=64)
-    out["edit_red_hair_plus_2_keep_with"] = {**edit_changes(G, oracle, ez, kept)[0], "classifier": info}
-    if second is not None:
-        out["edit_red_hair_plus_2_keep_with"]["second_oracle"] = edit_changes(G, second, ez, kept)[0]
+    out["edit_red_hair_plus_2_keep_with"] = {
+        **edit_changes(G, oracle, ez, kept, second)[0],
+        "classifier": info,
+    }
     print(f"[{time.time() - t0:.0f}s] edit --keep-with: {out['edit_red_hair_plus_2_keep_with']}", flush=True)
     return out
 
