@@ -20,6 +20,13 @@ classifiers name another eye colour, and with --grid a picture of up to 16 such 
 column: first classifier's reading over the second's in the JSON's "disagreements"). It also
 gives how soft the samples are: their fine detail (mean squared Laplacian) and the blur at which
 the portraits have as little.
+
+Both eyes of a portrait have one painted colour; a generator may paint them apart. Each classifier
+also reads every face twice, as its left half beside that half mirrored and as its right half
+likewise (`mirrored_halves`), and the JSON gives how often the two readings name one eye colour
+("eyes_agree"): on the portraits, what the reading itself allows (the halves are not exactly
+symmetric: the nuisance rotation and shift), on the samples, how often the generator paints a pair.
+It also gives the eye-colour frequencies of those one-eyed faces ("per_eye_frequency_over_truth").
 """
 
 from __future__ import annotations
@@ -100,7 +107,11 @@ def main() -> int:
             k = int(np.argmin(ratio))
             print(f"| {sigma:g} | {row['eye_accuracy']:.3f} | {row['brown_read_brown']:.2f} | "
                   f"{row['grey_read_grey']:.2f} | {ratio[k]:.2f} ({P.LABEL_NAMES[k]}) |")  # fmt: skip
-        result["oracles"][path] = {"blur": model.blur, "held_out_accuracy": model.accuracy, "rows": rows}
+        agree = pair_reading(model, images, eyes)["eyes_agree"]
+        print(f"left and right eye read as one colour on {agree:.1%} of the portraits (sigma 0)")
+        result["oracles"][path] = {
+            "blur": model.blur, "held_out_accuracy": model.accuracy, "rows": rows, "eyes_agree": agree,
+        }  # fmt: skip
     # One entry per snapshot: a run's snapshots side by side show how far the eye colours drift
     # between snapshots of one training (the grid, if asked, is the first snapshot's).
     truth_freq = labels[:, eyes].mean(0)
@@ -123,6 +134,30 @@ def eye_box(resolution: int = 64) -> tuple[slice, slice]:
     eyes = P.base_portrait(resolution).landmarks[36:48]
     (x0, y0), (x1, y1) = np.floor(eyes.min(0)).astype(int) - 3, np.ceil(eyes.max(0)).astype(int) + 4
     return slice(max(int(y0), 0), int(y1)), slice(max(int(x0), 0), int(x1))
+
+
+def mirrored_halves(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each uint8 NCHW face as its left half beside that half mirrored, and as its right half
+    likewise: one eye shown twice. The fold is the middle column, where the portraits' eyes are
+    centred (the base face's eyes meet at x = 31.9 of 64)."""
+    w = images.shape[-1]
+    if w % 2:
+        raise ValueError(f"mirrored_halves takes an even width, not {w}")
+    left, right = images.copy(), images.copy()
+    left[..., w // 2 :] = images[..., : w // 2][..., ::-1]
+    right[..., : w // 2] = images[..., w // 2 :][..., ::-1]
+    return left, right
+
+
+def pair_reading(model, images: np.ndarray, eyes: list[int]) -> dict:
+    """A classifier's eye colour of each eye alone (`mirrored_halves`): how often the two agree,
+    and the frequency of each colour over both eyes (one read per eye)."""
+    reads = [model.predict(half)[:, eyes].argmax(1) for half in mirrored_halves(images)]
+    both = np.concatenate(reads)
+    return {
+        "eyes_agree": round(float((reads[0] == reads[1]).mean()), 4),
+        "per_eye_frequency": np.bincount(both, minlength=len(eyes)) / len(both),
+    }
 
 
 def detail(images: np.ndarray, regions: dict[str, tuple[slice, slice]]) -> dict[str, float]:
@@ -178,6 +213,7 @@ def read_samples(
         "softness": softness,
         "eye_frequency_over_truth": {},
     }
+    out["eyes_agree"], out["per_eye_frequency_over_truth"] = {}, {}
     read = {}
     print(f"\n{args.samples} samples of {snap.path}: eye-colour frequency (p > 0.5) / truth")
     print("| classifier | " + " | ".join(colours) + " |")
@@ -188,6 +224,13 @@ def read_samples(
         ratio = (p > 0.5).mean(0) / truth_freq
         out["eye_frequency_over_truth"][path] = dict(zip(colours, np.round(ratio, 3).tolist(), strict=True))
         print(f"| {Path(path).name} | " + " | ".join(f"{r:.2f}x" for r in ratio) + " |")
+        pair = pair_reading(model, images, eyes)
+        per_eye = pair["per_eye_frequency"] / truth_freq
+        out["eyes_agree"][path] = pair["eyes_agree"]
+        per_eye_json = dict(zip(colours, np.round(per_eye, 3).tolist(), strict=True))
+        out["per_eye_frequency_over_truth"][path] = per_eye_json
+        print(f"| {Path(path).name}, one eye at a time (left and right agree on {pair['eyes_agree']:.1%}) | "
+              + " | ".join(f"{r:.2f}x" for r in per_eye) + " |")  # fmt: skip
     if len(args.oracle) >= 2:
         a, b = (read[path] for path in args.oracle[:2])
         differ = np.flatnonzero(a != b)
