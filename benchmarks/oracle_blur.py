@@ -23,9 +23,10 @@ the portraits have as little.
 
 Both eyes of a portrait have one painted colour; a generator may paint them apart. Each classifier
 also reads every face twice, as its left half beside that half mirrored and as its right half
-likewise (`mirrored_halves`), and the JSON gives how often the two readings name one eye colour
-("eyes_agree"): on the portraits, what the reading itself allows (the halves are not exactly
-symmetric: the nuisance rotation and shift), on the samples, how often the generator paints a pair.
+likewise (`progan.faces.attributes.mirrored_halves`), and the JSON gives how often the two
+readings name one eye colour ("eyes_agree"): on the portraits, what the reading itself allows (the
+halves are not exactly symmetric: the nuisance rotation and shift), on the samples, how often the
+generator paints a pair.
 It also gives the eye-colour frequencies of those one-eyed faces ("per_eye_frequency_over_truth").
 """
 
@@ -136,22 +137,11 @@ def eye_box(resolution: int = 64) -> tuple[slice, slice]:
     return slice(max(int(y0), 0), int(y1)), slice(max(int(x0), 0), int(x1))
 
 
-def mirrored_halves(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each uint8 NCHW face as its left half beside that half mirrored, and as its right half
-    likewise: one eye shown twice. The fold is the middle column, where the portraits' eyes are
-    centred (the base face's eyes meet at x = 31.9 of 64)."""
-    w = images.shape[-1]
-    if w % 2:
-        raise ValueError(f"mirrored_halves takes an even width, not {w}")
-    left, right = images.copy(), images.copy()
-    left[..., w // 2 :] = images[..., : w // 2][..., ::-1]
-    right[..., : w // 2] = images[..., w // 2 :][..., ::-1]
-    return left, right
-
-
 def pair_reading(model, images: np.ndarray, eyes: list[int]) -> dict:
     """A classifier's eye colour of each eye alone (`mirrored_halves`): how often the two agree,
     and the frequency of each colour over both eyes (one read per eye)."""
+    from progan.faces.attributes import mirrored_halves
+
     reads = [model.predict(half)[:, eyes].argmax(1) for half in mirrored_halves(images)]
     both = np.concatenate(reads)
     return {

@@ -475,6 +475,69 @@ def test_keep_unasked_holds_what_the_edit_direction_also_moved():
         keep_unasked(G, z, moved, {"smile": 1.0}, {"smile": directions["red_top"]}, clf)
 
 
+def test_keep_unasked_holds_each_side_of_the_face_that_the_whole_face_reading_misses():
+    # Two eyes painted apart: z[3] greens the left side and ungreens the right as much, so the
+    # whole face's green (what the classifier reads) never moves, but each side's does. The red
+    # edit also moves z[3]; only the search that reads each side alone can undo that.
+    from faces_fakes import ColourGenerator
+
+    from progan.directions import edit
+    from progan.faces.attributes import mirrored_halves
+    from progan.faces.edit import keep_unasked
+
+    class TwoSided(ColourGenerator):
+        def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+            img = (super().forward(z, labels) + 1) / 2
+            t = 0.12 * torch.tanh(z[:, 3, None, None])
+            img[:, 1, :, : self.resolution // 2] += t
+            img[:, 1, :, self.resolution // 2 :] -= t
+            return img * 2 - 1
+
+    class RedAndGreen:
+        names = ["red_top", "green"]
+
+        def predict(self, images) -> np.ndarray:
+            x = torch.as_tensor(np.asarray(images)).float() / 255
+            r, g = x[:, 0, :32].mean((1, 2)), x[:, 1].mean((1, 2))
+            return torch.stack([torch.sigmoid(12 * (r - 0.45)), torch.sigmoid(30 * (g - 0.3))], 1).numpy()
+
+    G, clf = TwoSided(64), RedAndGreen()
+    v = torch.zeros(8)
+    v[0], v[3] = 1.0, 1.0
+    directions = {"red_top": (v / v.norm(), {"trait": "red_top"})}
+    z = latents_for_seeds(range(24), 8)
+    moved = edit(z, directions, {"red_top": 3.0})
+    whole_before, whole_after = (clf.predict(images_for_latents(G, x))[:, 1] for x in (z, moved))
+    assert np.allclose(whole_before, whole_after, atol=0.02)  # the whole face cannot see z[3]
+    left = [clf.predict(mirrored_halves(images_for_latents(G, x))[0])[:, 1] for x in (z, moved)]
+    assert np.abs(left[1] - left[0]).mean() > 0.2  # its left side can
+    blind, _ = keep_unasked(G, z, moved, {"red_top": 3.0}, directions, clf, seeds=range(24), sides=False)
+    kept, info = keep_unasked(G, z, moved, {"red_top": 3.0}, directions, clf, seeds=range(24))
+
+    def left_change(w: torch.Tensor) -> float:  # how far the left side's green moved, per face
+        return float(np.abs(clf.predict(mirrored_halves(images_for_latents(G, w))[0])[:, 1] - left[0]).mean())
+
+    # measured: 0.44 after the edit, 0.44 with the whole face alone, 0.06 with each side
+    assert left_change(blind) > 0.8 * left_change(moved)
+    assert left_change(kept) < 0.25 * left_change(moved)
+    assert (kept[:, 3] - z[:, 3]).abs().mean() < 0.6 * (moved[:, 3] - z[:, 3]).abs().mean()  # z[3] undone
+    p1, p2 = (clf.predict(images_for_latents(G, x))[:, 0] for x in (moved, kept))
+    assert np.all(p2 >= p1 - 0.1 - 1e-6)  # the asked attribute stays where the edit took it
+    assert set(info) == {"unasked_change_before", "unasked_change_after"}
+
+
+def test_mirrored_halves_show_one_side_twice():
+    from progan.faces.attributes import mirrored_halves
+
+    x = np.arange(2 * 3 * 2 * 4, dtype=np.uint8).reshape(2, 3, 2, 4)
+    left, right = (h.numpy() for h in mirrored_halves(torch.from_numpy(x)))
+    assert np.array_equal(left[..., :2], x[..., :2]) and np.array_equal(left[..., 2:], x[..., 1::-1])
+    assert np.array_equal(right[..., 2:], x[..., 2:]) and np.array_equal(right[..., :2], x[..., :1:-1])
+    assert np.array_equal(mirrored_halves(x[..., ::-1])[0], right[..., ::-1])  # a flipped face's sides swap
+    with pytest.raises(ValueError, match="even width"):
+        mirrored_halves(x[..., :3])
+
+
 def test_asked_groups_free_the_attributes_of_the_edited_trait():
     from progan.faces.edit import asked_groups
 

@@ -18,6 +18,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from torch import nn
 from progan.errors import UserError
 
 ATTRIBUTES_FORMAT = "progan-attributes"
+Images = TypeVar("Images", torch.Tensor, np.ndarray)
 MAX_RESOLUTION = 64
 
 
@@ -102,6 +104,26 @@ class AttributeModel:
         if not out:
             return np.zeros((0, len(self.names)), np.float32)
         return torch.cat(out).numpy()
+
+
+def mirrored_halves(images: Images) -> tuple[Images, Images]:
+    """Each uint8 (N, C, H, W) face as its left half beside that half mirrored, and as its right
+    half likewise: one side of the face shown twice, so that a classifier reads one eye at a time.
+
+    The fold is the middle column, where faces aligned the CelebA-HQ way have their eyes'
+    midpoint (the portraits' base face: x = 31.9 of 64). A generator can paint the two eyes of
+    one face in two colours, which no training face has; a whole-face reading of such a face is
+    then a coin toss (benchmarks/README.md, "The two eyes, read one at a time")."""
+    w = images.shape[-1]
+    if w % 2:
+        raise ValueError(f"mirrored_halves takes an even width, not {w}")
+    if isinstance(images, torch.Tensor):
+        left, right, mirror = images.clone(), images.clone(), lambda a: a.flip(-1)
+    else:
+        left, right, mirror = images.copy(), images.copy(), lambda a: a[..., ::-1]
+    left[..., w // 2 :] = mirror(images[..., : w // 2])
+    right[..., : w // 2] = mirror(images[..., w // 2 :])
+    return left, right
 
 
 def _accuracy(model: AttributeModel, images: np.ndarray, labels: np.ndarray, blur: float = 0.0) -> dict:
