@@ -445,21 +445,28 @@ class _ColourClassifier:
                             torch.sigmoid(40 * (g - 0.3))], 1).numpy()  # fmt: skip
 
 
+def _red_edit_that_also_moves(axis: int, n: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """A 'red_top' direction along z[0] and z[axis] (8-d latents), n seeded latents and them
+    moved by red_top=+3: what ColourGenerator's keep-with tests edit."""
+    from progan.directions import edit
+
+    v = torch.zeros(8)
+    v[0], v[axis] = 1.0, 1.0
+    directions = {"red_top": (v / v.norm(), {"trait": "red_top"})}
+    z = latents_for_seeds(range(n), 8)
+    return directions, z, edit(z, directions, {"red_top": 3.0})
+
+
 def test_keep_unasked_holds_what_the_edit_direction_also_moved():
     # `edit --keep-with`: the red direction here also brightens the face (z[2]), which the
     # classifier sees as 'bright' and as a bluer bottom. No other direction is known, so the
     # conditioned edit cannot hold them; the search must, with the top still red.
     from faces_fakes import ColourGenerator
 
-    from progan.directions import edit
     from progan.faces.edit import keep_unasked
 
     G, clf = ColourGenerator(64), _ColourClassifier()
-    v = torch.zeros(8)
-    v[0], v[2] = 1.0, 1.0
-    directions = {"red_top": (v / v.norm(), {"trait": "red_top"})}
-    z = latents_for_seeds(range(40), 8)
-    moved = edit(z, directions, {"red_top": 3.0})
+    directions, z, moved = _red_edit_that_also_moves(2, 40)
     kept, info = keep_unasked(G, z, moved, {"red_top": 3.0}, directions, clf, seeds=range(40))
     p0, p1, p2 = (clf.predict(images_for_latents(G, x)) for x in (z, moved, kept))
     plain, held = np.abs(p1[:, 1:] - p0[:, 1:]).sum(1), np.abs(p2[:, 1:] - p0[:, 1:]).sum(1)
@@ -481,7 +488,6 @@ def test_keep_unasked_holds_each_side_of_the_face_that_the_whole_face_reading_mi
     # edit also moves z[3]; only the search that reads each side alone can undo that.
     from faces_fakes import ColourGenerator
 
-    from progan.directions import edit
     from progan.faces.attributes import mirrored_halves
     from progan.faces.edit import keep_unasked
 
@@ -502,11 +508,7 @@ def test_keep_unasked_holds_each_side_of_the_face_that_the_whole_face_reading_mi
             return torch.stack([torch.sigmoid(12 * (r - 0.45)), torch.sigmoid(30 * (g - 0.3))], 1).numpy()
 
     G, clf = TwoSided(64), RedAndGreen()
-    v = torch.zeros(8)
-    v[0], v[3] = 1.0, 1.0
-    directions = {"red_top": (v / v.norm(), {"trait": "red_top"})}
-    z = latents_for_seeds(range(24), 8)
-    moved = edit(z, directions, {"red_top": 3.0})
+    directions, z, moved = _red_edit_that_also_moves(3, 24)
     whole_before, whole_after = (clf.predict(images_for_latents(G, x))[:, 1] for x in (z, moved))
     assert np.allclose(whole_before, whole_after, atol=0.02)  # the whole face cannot see z[3]
     left = [clf.predict(mirrored_halves(images_for_latents(G, x))[0])[:, 1] for x in (z, moved)]
