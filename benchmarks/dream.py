@@ -8,7 +8,9 @@ Inputs (see the README's "Describe" section for the commands that make them):
     store's truth labels (its held-out accuracy per label is reported here too).
 
 What it writes (benchmarks/results/dream.json and dream-*.png):
-  - the oracle's attribute frequencies on --samples random samples against the data's;
+  - the oracle's attribute frequencies on --samples random samples against the data's, how often
+    it reads a sample's two eyes as one colour ("eyes_paired", each eye alone: `mirrored_halves`)
+    and each eye colour's frequency over single eyes ("per_eye_frequency_ratio");
   - `progan directions` on the snapshot (fitted here unless it already has them);
   - per sentence: describe's top 16 of --candidates (the product's ranking, measured faces),
     precision@16 = the share of them the oracle says match every asked trait, against the same
@@ -124,7 +126,7 @@ def main() -> int:
     from progan.directions import edit, load_directions, save_directions
     from progan.errors import UserError
     from progan.faces import describe as d
-    from progan.faces.attributes import load_attributes
+    from progan.faces.attributes import load_attributes, mirrored_halves
     from progan.faces.edit import fit_directions, sample_measurements
     from progan.faces.measure import measure_faces
     from progan.faces.words import understand
@@ -165,8 +167,21 @@ def main() -> int:
             n: {"samples": round(float(b), 4), "ratio": round(float(b / a), 3) if a > 0 else None}
             for n, a, b in zip(names, data_freq, (p2 > 0.5).mean(0), strict=True)
         }
+    # Each eye alone (the face's left half beside it mirrored, then its right half): how often the
+    # oracle reads both eyes as one colour (on the portraits about 90%; benchmarks/README.md, "The
+    # two eyes, read one at a time"), and each colour's share over both eyes against the data's.
+    eyes = [names.index(e) for e in EYES]
+    sides = [oracle.predict(h)[:, eyes].argmax(1) for h in mirrored_halves(samples)]
+    per_eye = np.bincount(np.concatenate(sides), minlength=len(eyes)) / (2 * len(samples))
+    result["eyes_paired"] = round(float((sides[0] == sides[1]).mean()), 4)
+    result["per_eye_frequency_ratio"] = {
+        e: round(float(f / data_freq[j]), 3) if data_freq[j] > 0 else None
+        for e, f, j in zip(EYES, per_eye, eyes, strict=True)
+    }
     save_image(grid(samples[:64], 8), RESULTS / f"{args.tag}-samples.png")
-    print(f"[{time.time() - t0:.0f}s] frequencies on {args.samples} samples", flush=True)
+    paired, per_eye_ratio = result["eyes_paired"], result["per_eye_frequency_ratio"]
+    print(f"[{time.time() - t0:.0f}s] frequencies on {args.samples} samples; eyes paired on "
+          f"{paired:.1%}, one eye at a time {per_eye_ratio}", flush=True)  # fmt: skip
     if args.attributes:
         result["with_attributes"] = with_classifier(args, G, oracle, p_samples, second, p2, t0)
         if args.only_attributes:
