@@ -121,12 +121,14 @@ def main() -> int:
     )
     args = ap.parse_args()
 
+    from oracle_blur import pair_reading  # benchmarks/oracle_blur.py: each eye read alone
+
     from progan.checkpoint import load_snapshot
     from progan.data.store import open_store
     from progan.directions import edit, load_directions, save_directions
     from progan.errors import UserError
     from progan.faces import describe as d
-    from progan.faces.attributes import load_attributes, mirrored_halves
+    from progan.faces.attributes import load_attributes
     from progan.faces.edit import fit_directions, sample_measurements
     from progan.faces.measure import measure_faces
     from progan.faces.words import understand
@@ -171,9 +173,9 @@ def main() -> int:
     # oracle reads both eyes as one colour (on the portraits about 90%; benchmarks/README.md, "The
     # two eyes, read one at a time"), and each colour's share over both eyes against the data's.
     eyes = [names.index(e) for e in EYES]
-    sides = [oracle.predict(h)[:, eyes].argmax(1) for h in mirrored_halves(samples)]
-    per_eye = np.bincount(np.concatenate(sides), minlength=len(eyes)) / (2 * len(samples))
-    result["eyes_paired"] = round(float((sides[0] == sides[1]).mean()), 4)
+    pair = pair_reading(oracle, samples, eyes)
+    per_eye = pair["per_eye_frequency"]
+    result["eyes_paired"] = pair["eyes_agree"]
     result["per_eye_frequency_ratio"] = {
         e: round(float(f / data_freq[j]), 3) if data_freq[j] > 0 else None
         for e, f, j in zip(EYES, per_eye, eyes, strict=True)

@@ -202,8 +202,9 @@ def read_samples(
         "samples": args.samples,
         "softness": softness,
         "eye_frequency_over_truth": {},
+        "eyes_agree": {},
+        "per_eye_frequency_over_truth": {},
     }
-    out["eyes_agree"], out["per_eye_frequency_over_truth"] = {}, {}
     read = {}
     print(f"\n{args.samples} samples of {snap.path}: eye-colour frequency (p > 0.5) / truth")
     print("| classifier | " + " | ".join(colours) + " |")
