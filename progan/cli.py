@@ -22,13 +22,25 @@ from progan.projection import cli as projection_cli
 from progan.studio import cli as studio_cli
 
 
-def studio_panels() -> list:
-    """The panels features add to `progan serve`: describe's box (progan/faces/studio_panel.py)
-    and "open a photo" (progan/projection/studio_panel.py)."""
-    from progan.faces.studio_panel import describe_panel
+def studio_panels(args: argparse.Namespace) -> list:
+    """The panels features add to `progan serve`: describe's box (progan/faces/studio_panel.py),
+    "open a photo" (progan/projection/studio_panel.py) and, with --keep-with, the button that holds
+    an edit's unasked traits (progan/faces/studio_panel.py)."""
+    from progan.faces.studio_panel import describe_panel, keep_panel
     from progan.projection.studio_panel import photo_panel
 
-    return [describe_panel(), photo_panel()]
+    extra = [keep_panel(args.keep_with)] if getattr(args, "keep_with", None) else []
+    return [describe_panel(), photo_panel(), *extra]
+
+
+def studio_panel_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the features' studio panels, on `progan serve`."""
+    parser.add_argument(
+        "--keep-with", metavar="CLASSIFIER",
+        help="a 'progan attributes fit' file: the face view gets a button that holds the traits an "
+        "edit did not ask for, as 'progan edit --keep-with' (edit along this classifier's directions: "
+        "'progan directions SNAPSHOT --attributes CLASSIFIER')",
+    )  # fmt: skip
 
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -37,7 +49,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     metrics_cli.register(subparsers)  # evaluate
     faces_cli.register(subparsers)  # faces measure
     commands.register_outputs(subparsers)  # video, export
-    studio_cli.register(subparsers, panels=studio_panels)  # serve
+    studio_cli.register(subparsers, panels=studio_panels, panel_arguments=studio_panel_arguments)  # serve
     pretrained_cli.register(subparsers)  # import
     faces_commands.register(subparsers)  # describe, attributes, directions, edit
     projection_cli.register(subparsers)  # project

@@ -63,7 +63,7 @@ def test_bad_requests_are_one_line_errors(client, payload, status, detail):
 def test_progan_serve_hands_the_describe_panel_to_the_studio():
     # The studio names no feature: `progan serve` gets describe's panel from the command layer.
     args = build_parser().parse_args(["serve", "runs"])
-    assert [(p.name, p.script.name) for p in args.panels()] == [
+    assert [(p.name, p.script.name) for p in args.panels(args)] == [
         ("describe", "describe_panel.js"),
         ("photo", "project_panel.js"),
     ]
@@ -99,3 +99,124 @@ def test_describe_shows_its_progress_and_can_be_cancelled(client, monkeypatch):
     assert answer["r"].status_code == 200 and body["cancelled"] and 0 < body["measured"] < 1000
     assert len(body["candidates"]) == 3 and not client.get("/api/ext/describe/progress").json()["running"]
     assert client.post("/api/ext/describe/cancel").json() == {"cancelled": False}
+
+
+# --- the keep-with panel (`progan serve --keep-with CLASSIFIER`) ------------------------------------
+
+
+@pytest.fixture
+def keeping(tmp_path):
+    """(test client of a studio with one 16x16 model with 'red' and 'smile' directions and the
+    keep-with panel of a classifier file reading 'red', 'smile' and 'bright', its snapshot, the
+    classifier file)."""
+    import torch
+    from helpers import tiny_run
+
+    from progan.directions import add_direction
+    from progan.faces.attributes import AttributeModel, AttributeNet, save_attributes
+    from progan.faces.studio_panel import keep_panel
+
+    snap = tiny_run(tmp_path / "runs" / "00000-faces", resolution=16)
+    for i, name in enumerate(["red", "smile"]):
+        add_direction(snap, name, torch.randn(16, generator=torch.Generator().manual_seed(i + 1)), 16)
+    torch.manual_seed(3)
+    net = AttributeNet(3, 16, 3, width=8)
+    clf = save_attributes(
+        tmp_path / "judge.attributes",
+        AttributeModel(["red", "smile", "bright"], "multilabel", 16, 3, net, {}),
+        width=8,
+    )
+    studio = Studio([tmp_path / "runs"], tmp_path / "state")
+    yield TestClient(create_app(studio, panels=[keep_panel(str(clf))])), snap, clf
+    studio.close()
+
+
+def test_keep_with_button_runs_the_edit_commands_search_and_opens_its_face(keeping):
+    # The panel's face is `keep_unasked` on the studio's own edit of the open face, with the seed
+    # seeding its moves: the same latent as calling it directly, kept as a stored latent that
+    # renders, the search's unasked change never above the plain edit's.
+    import torch
+
+    from progan.checkpoint import load_snapshot
+    from progan.directions import load_directions, move
+    from progan.faces.attributes import load_attributes
+    from progan.faces.edit import keep_unasked
+    from progan.sampling import latent_for_seed
+
+    client, snap, clf = keeping
+    assert {"name": "keep", "title": "keep-with judge.attributes", "script": "/ext/keep.js"} in client.get(
+        "/api/panels"
+    ).json()
+    assert "keep-run" in client.get("/ext/keep.js").text
+    assert client.get("/api/ext/keep/info").json() == {"classifier": "judge.attributes",
+                                                       "attributes": ["red", "smile", "bright"]}  # fmt: skip
+    r = client.post(
+        "/api/ext/keep/run", json={"model": "00000-faces", "seed": 7, "edits": {"red": 2.5, "smile": 0}}
+    )
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["model"] == "00000-faces" and len(out["latent"]) == 16
+
+    G = load_snapshot(snap).G_ema
+    z0 = latent_for_seed(7, 16)[None]
+    directions = load_directions(snap)
+    z1 = move(z0, directions, {"red": 2.5})
+    want, info = keep_unasked(G, z0, z1, {"red": 2.5}, directions, load_attributes(clf), seeds=[7])
+    assert info["unasked_change_after"] == pytest.approx(out["unasked_change_after"], abs=1e-6)
+    stored = client.app.state.studio.latents.get(client.app.state.studio.model("00000-faces"), out["latent"])[
+        0
+    ]
+    assert torch.allclose(stored, want[0], atol=1e-6)
+    png = client.get(f"/api/models/00000-faces/face.png?latent={out['latent']}")
+    assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    # The search moved this face (seeded, so always): a face of its own, not the plain edit.
+    assert out["unasked_change_after"] < out["unasked_change_before"]
+    assert not torch.allclose(stored, z1[0], atol=1e-4)
+
+
+@pytest.mark.parametrize(("payload", "status", "detail"), [
+    ({"model": "00000-faces", "seed": 1, "edits": {}}, 400, "move a direction slider first"),
+    ({"model": "00000-faces", "seed": 1, "edits": {"red": 0}}, 400, "move a direction slider first"),
+    ({"model": "00000-faces", "seed": 1, "edits": {"age": 1}}, 400, "no direction 'age'"),
+    ({"model": "00000-faces", "seed": 1, "edits": {"red": 99}}, 400, "out of range"),
+    ({"model": "nope", "seed": 1, "edits": {"red": 1}}, 404, "no model"),
+    ({"model": "00000-faces", "edits": {"red": 1}}, 400, "a face is a seed or a stored latent"),
+    ({"model": "00000-faces", "latent": "0123456789abcdef", "edits": {"red": 1}}, 400, "no stored latent"),
+])  # fmt: skip
+def test_keep_with_bad_requests_are_one_line_errors(keeping, payload, status, detail):
+    client, _, _ = keeping
+    r = client.post("/api/ext/keep/run", json=payload)
+    assert r.status_code == status and detail in r.json()["detail"] and "\n" not in r.json()["detail"]
+
+
+def test_keep_with_needs_the_classifiers_own_directions(keeping, tmp_path):
+    # A direction the classifier does not read cannot be held against it: the edit command's error.
+    import torch
+
+    from progan.directions import add_direction
+
+    client, snap, _ = keeping
+    add_direction(snap, "age", torch.randn(16, generator=torch.Generator().manual_seed(9)), 16)
+    studio = Studio([tmp_path / "runs"], tmp_path / "state2")
+    try:
+        from progan.faces.studio_panel import keep_panel
+
+        c = TestClient(create_app(studio, panels=[keep_panel(str(tmp_path / "judge.attributes"))]))
+        r = c.post("/api/ext/keep/run", json={"model": "00000-faces", "seed": 1, "edits": {"age": 1}})
+        assert r.status_code == 400 and "the classifier has no attribute 'age'" in r.json()["detail"]
+    finally:
+        studio.close()
+
+
+def test_progan_serve_keep_with_adds_the_panel_and_a_bad_file_stops_it_before_serving(tmp_path, capsys):
+    from progan.cli import main
+
+    args = build_parser().parse_args(["serve", "runs", "--keep-with", "judge.attributes"])
+    assert args.keep_with == "judge.attributes"
+    (tmp_path / "bad.attributes").write_bytes(b"not a classifier")
+    tiny_snapshot(tmp_path / "runs" / "faces16" / "snapshot-000001", 16)
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", str(tmp_path / "runs"), "--keep-with", str(tmp_path / "bad.attributes")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "bad.attributes is not a progan attribute classifier" in err and "\n" not in err

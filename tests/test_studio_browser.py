@@ -258,7 +258,7 @@ def test_open_a_photo_projects_it_with_progress_then_edits_it(tmp_path, monkeypa
             timeout=60_000,
         )  # fmt: skip
         page.wait_for_function(BIG_LOADED)
-        assert page.locator("#detail-title").inner_text().startswith("photo ")
+        assert page.locator("#detail-title").inner_text().startswith("latent ")
         assert "latent=" in page.locator("#big").get_attribute("src")
         page.wait_for_timeout(100)
         before = pixels(page.locator("#big").screenshot())
@@ -274,6 +274,57 @@ def test_open_a_photo_projects_it_with_progress_then_edits_it(tmp_path, monkeypa
             page.screenshot(path=shot, full_page=True)
         page.reload()  # the permalink in the address bar reopens the projected face, edit included
         page.wait_for_function(BIG_LOADED)
-        assert page.locator("#detail-title").inner_text().startswith("photo ")
+        assert page.locator("#detail-title").inner_text().startswith("latent ")
         assert "smile" in page.locator("#big").get_attribute("src")
+        assert errors == []
+
+
+def test_hold_the_rest_button_opens_the_searched_face_of_the_edit(tmp_path):
+    """`progan serve --keep-with FILE`: the face view's button is off until a slider moves, then
+    runs the keep-with search on the edited face and opens its result (a stored latent, no edits:
+    the sliders at 0), which the server renders as the search's latent."""
+    from progan.checkpoint import load_snapshot
+    from progan.directions import load_directions, move
+    from progan.faces.attributes import AttributeModel, AttributeNet, load_attributes, save_attributes
+    from progan.faces.edit import keep_unasked
+    from progan.faces.studio_panel import keep_panel
+    from progan.sampling import images_for_latents, latent_for_seed
+
+    snap = tiny_run(tmp_path / "runs" / "00000-faces", resolution=32)
+    add_direction(snap, "smile", torch.randn(16, generator=torch.Generator().manual_seed(1)), 16)
+    add_direction(snap, "red", torch.randn(16, generator=torch.Generator().manual_seed(2)), 16)
+    torch.manual_seed(3)
+    net = AttributeNet(3, 32, 3, width=8)
+    clf = save_attributes(
+        tmp_path / "judge.attributes",
+        AttributeModel(["smile", "red", "bright"], "multilabel", 32, 3, net, {}),
+        width=8,
+    )
+    with serving(tmp_path, panels=[keep_panel(str(clf))]) as url, browser_page(url) as (page, errors):
+        page.wait_for_function(ALL_FACES_LOADED, timeout=30_000)
+        page.locator("#grid .face").nth(5).click()
+        page.wait_for_function(BIG_LOADED)
+        page.wait_for_selector("#keep-run")
+        assert page.locator("#keep-run").is_disabled()  # nothing asked yet
+        page.locator("[data-direction=smile]").fill("3")
+        page.wait_for_function("() => document.getElementById('big').src.includes('smile')")
+        assert page.locator("#keep-run").is_enabled()
+        page.locator("#keep-run").click()
+        wait_for_text(page, "keep-status", "held: unasked change [0-9.]+ -> [0-9.]+", 60_000)
+        page.wait_for_function("() => document.getElementById('big').src.includes('latent=')")
+        page.wait_for_function(BIG_LOADED)
+        assert page.locator("#detail-title").inner_text().startswith("latent ")
+        assert "smile" not in page.locator("#big").get_attribute("src")
+        assert page.locator("[data-direction=smile]").input_value() == "0"
+        assert page.locator("#keep-run").is_disabled()
+        page.wait_for_timeout(100)
+        shown = page.evaluate("() => document.getElementById('big').src")
+        png = page.request.get(shown).body()
+        G = load_snapshot(snap).G_ema
+        z0 = latent_for_seed(5, 16)[None]
+        directions = load_directions(snap)
+        want, _ = keep_unasked(G, z0, move(z0, directions, {"smile": 3.0}), {"smile": 3.0}, directions,
+                               load_attributes(clf), seeds=[5])  # fmt: skip
+        expected = images_for_latents(G, want)[0].permute(1, 2, 0).numpy().astype(np.int16)
+        assert np.abs(pixels(png) - expected).max() <= 1  # the page shows the search's face
         assert errors == []

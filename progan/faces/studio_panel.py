@@ -1,4 +1,7 @@
-"""The studio's describe panel: a text box that runs `describe` on the open model and shows the
+"""The studio's face panels: describe (a text box that runs `describe`) and keep-with (a button that
+holds the traits an edit did not ask for).
+
+The describe panel: a text box that runs `describe` on the open model and shows the
 ranked candidates (the studio's own direction sliders move the chosen face along the fitted
 directions).
 
@@ -11,6 +14,16 @@ answer). Faces are measured downscaled to DEFAULT_MEASURE_SIZE as `progan descri
 them, in the server's worker thread (a measuring process would be started for every request).
 Everything is bounded: the text at MAX_TEXT characters, candidates at MAX_CANDIDATES, top at
 MAX_TOP, and one describe runs at a time per server (a second gets 503 until it finishes).
+
+The keep-with panel, served when `progan serve` is given `--keep-with CLASSIFIER` (a `progan
+attributes fit` file named on the server's command line; a client never names a file): POST
+/api/ext/keep/run with the open face as the page holds it ({"model", "seed" or "latent", "label",
+"edits", "blend", "t"}) runs `keep_unasked` on it, as `progan edit --keep-with` does: the edited
+latent is searched nearby for the face on which the classifier reads the traits not asked for (on
+the whole face and on each side) as before the edit. The result is kept as a stored latent
+(`Studio.latents`) and returned as {"latent": id, "unasked_change_before", "unasked_change_after"},
+which the page opens as a face with no edits. One search runs at a time (503 meanwhile); it runs on
+the studio's compute thread, where the renders run.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the request model from the handler's
@@ -104,3 +117,60 @@ def describe_panel():
         }
 
     return Panel(name="describe", title="Describe", router=router, script=SCRIPT)
+
+
+KEEP_SCRIPT = Path(__file__).with_name("keep_panel.js")
+
+
+def keep_panel(classifier_path: str):
+    """The `Panel` (progan.studio.app) that holds an edit's unasked traits with the classifier at
+    `classifier_path` (loaded now, so that a bad file stops `progan serve` before it listens)."""
+    from fastapi import APIRouter, HTTPException, Request
+
+    from progan.faces.attributes import load_attributes
+    from progan.faces.edit import keep_unasked
+    from progan.studio.app import Face, FaceIn, Panel
+
+    classifier = load_attributes(classifier_path)
+    name = Path(classifier_path).name
+    router = APIRouter()
+    running = threading.Lock()
+
+    def search(studio, m, face: Face) -> dict:
+        start = Face(face.seed, face.label, {}, face.blend, face.t, face.latent)
+        before, label = studio.face_latent(m, start)
+        after, _ = studio.face_latent(m, face)
+        device = next(m.G.parameters()).device
+        moved, info = keep_unasked(
+            m.G, before[None], after[None], face.edits, m.directions, classifier,
+            labels=None if label is None else label[None], seeds=[face.seed or 0],
+            device=device, precision=m.batcher.precision,
+        )  # fmt: skip
+        lid = studio.latents.add(m, moved[0], label, {"kept_from": face.to_dict(), "keep_with": name, **info})
+        return {"model": m.id, "latent": lid, "label": face.label, **info}
+
+    @router.get("/info")
+    def get_info() -> dict:
+        return {"classifier": name, "attributes": classifier.names}
+
+    @router.post("/run")
+    async def run(body: FaceIn, request: Request) -> dict:
+        studio = request.app.state.studio
+        try:
+            m = studio.model(body.model)
+        except KeyError:
+            raise HTTPException(404, f"no model '{body.model[:100]}'; GET /api/models lists them") from None
+        face = studio.check_face(m, Face(body.seed, body.label or None, body.edits, body.blend,
+                                         body.t if body.blend is not None else 0.0, body.latent))  # fmt: skip
+        edits = {k: v for k, v in face.edits.items() if v}
+        if not edits:
+            raise UserError("the face has no edit to hold the rest of; move a direction slider first")
+        face.edits = edits
+        if not running.acquire(blocking=False):
+            raise HTTPException(503, "a keep-with search is already running; try again when it has finished")
+        try:
+            return await asyncio.wrap_future(studio.compute.submit(search, studio, m, face))
+        finally:
+            running.release()
+
+    return Panel(name="keep", title=f"keep-with {name}", router=router, script=KEEP_SCRIPT)

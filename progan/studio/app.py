@@ -33,8 +33,9 @@ model id (the run directory's name), so they survive restarts and newer snapshot
 Extending the studio (how `describe` and other features add a panel)
 --------------------------------------------------------------------
 The studio names no feature: the command that starts it hands its panels in
-(`create_app(studio, panels=[...])`, `serve(..., panels=[...])`; `progan serve` gets describe's from
-progan/cli.py). A `Panel` has:
+(`create_app(studio, panels=[...])`, `serve(..., panels=[...])`; `progan serve` gets describe's, the
+photo box and keep-with's from progan/cli.py, which also adds the options they take to `serve`'s
+parser). A `Panel` has:
 
 - `router`: a FastAPI `APIRouter`, mounted at `/api/ext/<name>/`. Its handlers reach the studio
   through `request.app.state.studio` (`Studio.model(id)`, `Studio.face_latent(...)`,

@@ -10,9 +10,14 @@ from progan.cliargs import add_generation_arguments, need
 from progan.errors import UserError
 
 
-def register(subparsers: argparse._SubParsersAction, panels: Callable[[], list] = list) -> None:
-    """`progan serve`; `panels()` makes the extension panels it serves (called only when serving,
-    as panels need FastAPI): the command layer (progan/cli.py) hands in the features' panels."""
+def register(
+    subparsers: argparse._SubParsersAction,
+    panels: Callable[[argparse.Namespace], list] = lambda args: [],
+    panel_arguments: Callable[[argparse.ArgumentParser], None] = lambda parser: None,
+) -> None:
+    """`progan serve`; `panels(args)` makes the extension panels it serves (called only when
+    serving, as panels need FastAPI) and `panel_arguments(parser)` adds the options they take:
+    the command layer (progan/cli.py) hands in the features' panels."""
     p = subparsers.add_parser(
         "serve",
         help="the web studio: browse, blend, edit and keep faces (http://127.0.0.1:8000)",
@@ -34,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction, panels: Callable[[], list] 
     p.add_argument("--state-dir", help="where favourites.json and the latents of opened photos "
                    "(latents/) live (default ~/.local/share/progan/studio)")  # fmt: skip
     add_generation_arguments(p, batch=None, precisions=["auto", "fp32", "bf16"])
+    panel_arguments(p)
     p.set_defaults(func=run_serve, panels=panels)
 
 
@@ -52,5 +58,5 @@ def run_serve(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
     serve(args.source, host=args.host, port=args.port, state_dir=args.state_dir, device=str(device),
           precision=sampling_precision(args.precision, device), allow_hosts=args.allow_host,
-          panels=args.panels())  # fmt: skip
+          panels=args.panels(args))  # fmt: skip
     return 0

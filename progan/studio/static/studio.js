@@ -173,10 +173,10 @@
       const url = faceUrl(state.model, state);
       $("big").src = url;
       $("download").href = url;
-      $("download").download = `${state.model}-${state.latent ? `photo-${state.latent}` : `seed${state.seed}`}${state.blend !== null ? `-blend${state.blend}` : ""}.png`;
+      $("download").download = `${state.model}-${state.latent ? `latent-${state.latent}` : `seed${state.seed}`}${state.blend !== null ? `-blend${state.blend}` : ""}.png`;
       $("permalink").href = permalink();
       history.replaceState(null, "", permalink());
-      $("detail-title").textContent = (state.latent ? `photo ${state.latent}` : `seed ${state.seed}`) +
+      $("detail-title").textContent = (state.latent ? `latent ${state.latent}` : `seed ${state.seed}`) +
         (state.blend !== null ? ` \u2194 ${state.blend} (${Number(state.t).toFixed(2)})` : "");
       document.querySelectorAll("#grid .face").forEach((el) =>
         el.classList.toggle("selected", Number(el.dataset.seed) === state.seed));
@@ -240,7 +240,7 @@
     try {
       await api("/api/favourites", { method: "POST", headers: { "content-type": "application/json" },
                                       body: JSON.stringify(body) });
-      status(`kept ${state.latent ? "photo " + state.latent : "seed " + state.seed}`);
+      status(`kept ${state.latent ? "latent " + state.latent : "seed " + state.seed}`);
       loadFavourites();
     } catch (e) { status(e.message); }
   }
