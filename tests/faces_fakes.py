@@ -172,3 +172,23 @@ def shape_measure(images: torch.Tensor) -> list[Measurement]:
             Measurement(True, {"shape": category({"red": red, "blue": 1 - red}), "size": Trait(size, 1.0)})
         )
     return out
+
+
+def snapshot_with_classifier(
+    run_dir: Path, classifier_path: Path, names: list[str], resolution: int
+) -> tuple[Path, Path]:
+    """A tiny snapshot (tests/helpers.tiny_run) with a random direction for each of `names` but the
+    last, and a random-weight `progan attributes fit` file reading all of `names` at `resolution`:
+    a model and the classifier of its directions, for keep-with. (snapshot, classifier file)."""
+    from helpers import tiny_run
+
+    from progan.directions import add_direction
+    from progan.faces.attributes import AttributeModel, AttributeNet, save_attributes
+
+    snap = tiny_run(run_dir, resolution=resolution)
+    for i, name in enumerate(names[:-1]):
+        add_direction(snap, name, torch.randn(16, generator=torch.Generator().manual_seed(i + 1)), 16)
+    torch.manual_seed(3)
+    net = AttributeNet(3, resolution, len(names), width=8)
+    model = AttributeModel(list(names), "multilabel", resolution, 3, net, {})
+    return snap, save_attributes(classifier_path, model, width=8)

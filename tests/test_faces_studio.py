@@ -109,22 +109,12 @@ def keeping(tmp_path):
     """(test client of a studio with one 16x16 model with 'red' and 'smile' directions and the
     keep-with panel of a classifier file reading 'red', 'smile' and 'bright', its snapshot, the
     classifier file)."""
-    import torch
-    from helpers import tiny_run
+    from faces_fakes import snapshot_with_classifier
 
-    from progan.directions import add_direction
-    from progan.faces.attributes import AttributeModel, AttributeNet, save_attributes
     from progan.faces.studio_panel import keep_panel
 
-    snap = tiny_run(tmp_path / "runs" / "00000-faces", resolution=16)
-    for i, name in enumerate(["red", "smile"]):
-        add_direction(snap, name, torch.randn(16, generator=torch.Generator().manual_seed(i + 1)), 16)
-    torch.manual_seed(3)
-    net = AttributeNet(3, 16, 3, width=8)
-    clf = save_attributes(
-        tmp_path / "judge.attributes",
-        AttributeModel(["red", "smile", "bright"], "multilabel", 16, 3, net, {}),
-        width=8,
+    snap, clf = snapshot_with_classifier(
+        tmp_path / "runs" / "00000-faces", tmp_path / "judge.attributes", ["red", "smile", "bright"], 16
     )
     studio = Studio([tmp_path / "runs"], tmp_path / "state")
     yield TestClient(create_app(studio, panels=[keep_panel(str(clf))])), snap, clf

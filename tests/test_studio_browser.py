@@ -283,22 +283,17 @@ def test_hold_the_rest_button_opens_the_searched_face_of_the_edit(tmp_path):
     """`progan serve --keep-with FILE`: the face view's button is off until a slider moves, then
     runs the keep-with search on the edited face and opens its result (a stored latent, no edits:
     the sliders at 0), which the server renders as the search's latent."""
+    from faces_fakes import snapshot_with_classifier
+
     from progan.checkpoint import load_snapshot
     from progan.directions import load_directions, move
-    from progan.faces.attributes import AttributeModel, AttributeNet, load_attributes, save_attributes
+    from progan.faces.attributes import load_attributes
     from progan.faces.edit import keep_unasked
     from progan.faces.studio_panel import keep_panel
     from progan.sampling import images_for_latents, latent_for_seed
 
-    snap = tiny_run(tmp_path / "runs" / "00000-faces", resolution=32)
-    add_direction(snap, "smile", torch.randn(16, generator=torch.Generator().manual_seed(1)), 16)
-    add_direction(snap, "red", torch.randn(16, generator=torch.Generator().manual_seed(2)), 16)
-    torch.manual_seed(3)
-    net = AttributeNet(3, 32, 3, width=8)
-    clf = save_attributes(
-        tmp_path / "judge.attributes",
-        AttributeModel(["smile", "red", "bright"], "multilabel", 32, 3, net, {}),
-        width=8,
+    snap, clf = snapshot_with_classifier(
+        tmp_path / "runs" / "00000-faces", tmp_path / "judge.attributes", ["smile", "red", "bright"], 32
     )
     with serving(tmp_path, panels=[keep_panel(str(clf))]) as url, browser_page(url) as (page, errors):
         page.wait_for_function(ALL_FACES_LOADED, timeout=30_000)

@@ -49,7 +49,7 @@ def describe_panel():
     from progan.faces.measuring import DEFAULT_MEASURE_SIZE
     from progan.faces.words import understand
     from progan.sampling import MAX_SEED
-    from progan.studio.app import Panel
+    from progan.studio.app import Panel, model_or_404
 
     class DescribeIn(BaseModel):
         model: str = Field(max_length=200)
@@ -76,10 +76,7 @@ def describe_panel():
     @router.post("/run")
     async def run(body: DescribeIn, request: Request) -> dict:
         studio = request.app.state.studio
-        try:
-            m = studio.model(body.model)
-        except KeyError:
-            raise HTTPException(404, f"no model '{body.model[:100]}'; GET /api/models lists them") from None
+        m = model_or_404(studio, body.model)
         desc = understand(body.text, (), m.label_names)
         if not desc.wishes:
             raise UserError(f"nothing in the description is measured ({desc.unknown_line() or 'no words'})")
@@ -129,7 +126,7 @@ def keep_panel(classifier_path: str):
 
     from progan.faces.attributes import load_attributes
     from progan.faces.edit import keep_unasked
-    from progan.studio.app import Face, FaceIn, Panel
+    from progan.studio.app import Face, FaceIn, Panel, model_or_404
 
     classifier = load_attributes(classifier_path)
     name = Path(classifier_path).name
@@ -156,10 +153,7 @@ def keep_panel(classifier_path: str):
     @router.post("/run")
     async def run(body: FaceIn, request: Request) -> dict:
         studio = request.app.state.studio
-        try:
-            m = studio.model(body.model)
-        except KeyError:
-            raise HTTPException(404, f"no model '{body.model[:100]}'; GET /api/models lists them") from None
+        m = model_or_404(studio, body.model)
         face = studio.check_face(m, Face(body.seed, body.label or None, body.edits, body.blend,
                                          body.t if body.blend is not None else 0.0, body.latent))  # fmt: skip
         edits = {k: v for k, v in face.edits.items() if v}

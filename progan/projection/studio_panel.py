@@ -44,7 +44,7 @@ def photo_panel():
     from fastapi import APIRouter, HTTPException, Query, Request
 
     from progan.projection import project as pr
-    from progan.studio.app import Panel
+    from progan.studio.app import Panel, model_or_404
 
     router = APIRouter()
     running = threading.Lock()
@@ -108,10 +108,7 @@ def photo_panel():
         align: str = Query("auto", pattern="^(auto|on|off)$"),
     ) -> dict:
         studio = request.app.state.studio
-        try:
-            m = studio.model(model)
-        except KeyError:
-            raise HTTPException(404, f"no model '{model[:100]}'; GET /api/models lists them") from None
+        m = model_or_404(studio, model)
         # The BodyLimit middleware already stops a body over MAX_UPLOAD (Panel.max_body); this is
         # the cap of this route should it be mounted without it.
         body = await request.body()
