@@ -175,7 +175,11 @@ def shape_measure(images: torch.Tensor) -> list[Measurement]:
 
 
 def snapshot_with_classifier(
-    run_dir: Path, classifier_path: Path, names: list[str], resolution: int
+    run_dir: Path,
+    classifier_path: Path,
+    names: list[str],
+    resolution: int,
+    label_names: list[str] | None = None,
 ) -> tuple[Path, Path]:
     """A tiny snapshot (tests/helpers.tiny_run) with a random direction for each of `names` but the
     last, and a random-weight `progan attributes fit` file reading all of `names` at `resolution`:
@@ -185,7 +189,7 @@ def snapshot_with_classifier(
     from progan.directions import add_direction
     from progan.faces.attributes import AttributeModel, AttributeNet, save_attributes
 
-    snap = tiny_run(run_dir, resolution=resolution)
+    snap = tiny_run(run_dir, resolution=resolution, label_names=label_names)
     for i, name in enumerate(names[:-1]):
         add_direction(snap, name, torch.randn(16, generator=torch.Generator().manual_seed(i + 1)), 16)
     torch.manual_seed(3)

@@ -164,6 +164,46 @@ def test_keep_with_button_runs_the_edit_commands_search_and_opens_its_face(keepi
     assert not torch.allclose(stored, z1[0], atol=1e-4)
 
 
+def test_keep_with_on_a_conditional_model_searches_with_the_faces_label_and_keeps_it(tmp_path):
+    # The label row is the one the page asked for: the search renders with it, and the stored
+    # latent keeps it, so the opened face is that label's face.
+    import torch
+    from faces_fakes import snapshot_with_classifier
+
+    from progan.checkpoint import load_snapshot
+    from progan.directions import load_directions, move
+    from progan.faces.attributes import load_attributes
+    from progan.faces.edit import keep_unasked
+    from progan.faces.studio_panel import keep_panel
+    from progan.sampling import labels_for, latent_for_seed
+
+    snap, clf = snapshot_with_classifier(
+        tmp_path / "runs" / "00000-pets", tmp_path / "judge.attributes", ["red", "smile", "bright"], 16,
+        label_names=["cat", "dog", "fox"],
+    )  # fmt: skip
+    studio = Studio([tmp_path / "runs"], tmp_path / "state")
+    try:
+        client = TestClient(create_app(studio, panels=[keep_panel(str(clf))]))
+        ask = {"model": "00000-pets", "seed": 4, "label": "dog", "edits": {"red": 2.0}}
+        r = client.post("/api/ext/keep/run", json=ask)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        z, row = studio.latents.get(studio.model("00000-pets"), out["latent"])
+        dog = labels_for(3, [4], "dog", ["cat", "dog", "fox"])
+        assert torch.equal(row, dog[0]) and out["label"] == "dog"
+        G, directions = load_snapshot(snap).G_ema, load_directions(snap)
+        z0 = latent_for_seed(4, 16)[None]
+        want, _ = keep_unasked(G, z0, move(z0, directions, {"red": 2.0}), {"red": 2.0}, directions,
+                               load_attributes(clf), labels=dog, seeds=[4])  # fmt: skip
+        assert torch.allclose(z, want[0], atol=1e-6)
+        cat, _ = keep_unasked(G, z0, move(z0, directions, {"red": 2.0}), {"red": 2.0}, directions,
+                              load_attributes(clf), labels=labels_for(3, [4], "cat", ["cat", "dog", "fox"]),
+                              seeds=[4])  # fmt: skip
+        assert not torch.allclose(cat, want)  # the label changes the search: it was used
+    finally:
+        studio.close()
+
+
 @pytest.mark.parametrize(("payload", "status", "detail"), [
     ({"model": "00000-faces", "seed": 1, "edits": {}}, 400, "move a direction slider first"),
     ({"model": "00000-faces", "seed": 1, "edits": {"red": 0}}, 400, "move a direction slider first"),
