@@ -282,7 +282,8 @@ def test_open_a_photo_projects_it_with_progress_then_edits_it(tmp_path, monkeypa
 def test_hold_the_rest_button_opens_the_searched_face_of_the_edit(tmp_path):
     """`progan serve --keep-with FILE`: the face view's button is off until a slider moves, then
     runs the keep-with search on the edited face and opens its result (a stored latent, no edits:
-    the sliders at 0), which the server renders as the search's latent."""
+    the sliders at 0), which the server renders as the search's latent. Set
+    PROGAN_STUDIO_KEEP_SCREENSHOT=FILE.png to save the page (docs/images/studio-keep.png)."""
     from faces_fakes import snapshot_with_classifier
 
     from progan.checkpoint import load_snapshot
@@ -313,6 +314,9 @@ def test_hold_the_rest_button_opens_the_searched_face_of_the_edit(tmp_path):
         assert page.locator("[data-direction=smile]").input_value() == "0"
         assert page.locator("#keep-run").is_disabled()
         page.wait_for_timeout(100)
+        shot = os.environ.get("PROGAN_STUDIO_KEEP_SCREENSHOT")
+        if shot:
+            page.screenshot(path=shot, full_page=True)
         shown = page.evaluate("() => document.getElementById('big').src")
         png = page.request.get(shown).body()
         G = load_snapshot(snap).G_ema

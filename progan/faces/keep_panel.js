@@ -35,8 +35,8 @@
       const r = await studio.api("/api/ext/keep/run", {
         method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
       });
-      $("keep-status").textContent = `held: unasked change ${r.unasked_change_before.toFixed(2)} -> ` +
-        `${r.unasked_change_after.toFixed(2)}`;
+      $("keep-status").textContent = `held: unasked change ${r.unasked_change_before.toFixed(3)} -> ` +
+        `${r.unasked_change_after.toFixed(3)}`;
       studio.open({ model: r.model, seed: null, latent: r.latent, label: r.label || "", edits: {}, blend: null, t: 0 });
     } catch (err) {
       $("keep-status").textContent = `hold the rest: ${err.message}`;
