@@ -21,6 +21,8 @@ Two measurements on the portraits themselves (no trained generator needed):
     python benchmarks/eye_pairing.py --control-images 0 --footprint-draws 20 \
         --images d-paper-mirror-difference=12800,oracle-net-mirror-difference=32000,d-paper=192000 \
         --out benchmarks/results/eye-pairing-long.json                       # 40 minutes
+    python benchmarks/eye_pairing.py --control-images 0 --footprint-draws 20 \
+        --images d-paper-mirror-difference=48000 --out benchmarks/results/eye-pairing-mirror.json   # 9 min
     python benchmarks/eye_pairing.py --images "" --control-images 0 --footprint-resolutions 64,128 \
         --out benchmarks/results/eye-pairing-footprint.json                  # the footprint alone, 2 minutes
     python benchmarks/eye_pairing.py --images d-paper=640,oracle-net=640 --control-images 640 \
