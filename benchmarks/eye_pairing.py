@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from progan.data.portraits import HAIR, HAIR_LCH, IRIS, IRIS_LCH, draw_truth, render
+from progan.data.portraits import HAIR, HAIR_LCH, IRIS, IRIS_LCH, draw_truth, lch_in_box, render
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RES = 64
@@ -51,9 +51,8 @@ def recoloured(t: dict, part: str, names: tuple[str, ...], boxes: dict, rng: np.
     """The same draw with `part` (hair or iris) moved to another of its colour boxes."""
     t = copy.deepcopy(t)
     cat = names[(names.index(t[part]) + 1 + int(rng.integers(len(names) - 1))) % len(names)]
-    (l0, l1), (c0, c1), (h0, h1) = boxes[cat]
     t[part] = cat
-    t[f"{part}_lch"] = [float(rng.uniform(l0, l1)), float(rng.uniform(c0, c1)), float(rng.uniform(h0, h1))]
+    t[f"{part}_lch"] = lch_in_box(rng, boxes[cat])
     return t
 
 

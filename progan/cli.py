@@ -29,7 +29,7 @@ def studio_panels(args: argparse.Namespace) -> list:
     from progan.faces.studio_panel import describe_panel, keep_panel
     from progan.projection.studio_panel import photo_panel
 
-    extra = [keep_panel(args.keep_with)] if getattr(args, "keep_with", None) else []
+    extra = [keep_panel(args.keep_with)] if args.keep_with else []
     return [describe_panel(), photo_panel(), *extra]
 
 

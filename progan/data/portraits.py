@@ -228,6 +228,11 @@ def _uniform(rng: np.random.Generator, box: tuple[float, float], n: int) -> np.n
     return rng.uniform(box[0], box[1], n)
 
 
+def lch_in_box(rng: np.random.Generator, box: tuple) -> list[float]:
+    """A colour drawn uniformly in a ((L0, L1), (C0, C1), (h0, h1)) box: [L, C, h]."""
+    return [float(rng.uniform(lo, hi)) for lo, hi in box]
+
+
 def draw_truth(n: int, seed: int) -> list[dict]:
     """n independent draws of every attribute and nuisance (continuous values and categories)."""
     rng = np.random.default_rng(seed)
@@ -236,13 +241,8 @@ def draw_truth(n: int, seed: int) -> list[dict]:
         t: dict = {}
         for part, names, boxes in (("hair", HAIR, HAIR_LCH), ("iris", IRIS, IRIS_LCH)):
             cat = names[rng.integers(len(names))]
-            (l0, l1), (c0, c1), (h0, h1) = boxes[cat]
             t[part] = cat
-            t[f"{part}_lch"] = [
-                float(rng.uniform(l0, l1)),
-                float(rng.uniform(c0, c1)),
-                float(rng.uniform(h0, h1)),
-            ]
+            t[f"{part}_lch"] = lch_in_box(rng, boxes[cat])
         shape = list(WIDTH_BANDS)[rng.integers(3)]
         t["face"] = shape
         t["width"] = float(rng.uniform(*WIDTH_BANDS[shape]))

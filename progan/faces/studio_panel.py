@@ -29,6 +29,7 @@ the studio's compute thread, where the renders run.
 # No `from __future__ import annotations` here: FastAPI reads the request model from the handler's
 # annotations, and the model is defined inside describe_panel() (pydantic is imported lazily).
 import asyncio
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -134,14 +135,12 @@ def keep_panel(classifier_path: str):
     running = threading.Lock()
 
     def search(studio, m, face: Face) -> dict:
-        start = Face(face.seed, face.label, {}, face.blend, face.t, face.latent)
-        before, label = studio.face_latent(m, start)
+        before, label = studio.face_latent(m, dataclasses.replace(face, edits={}))
         after, _ = studio.face_latent(m, face)
-        device = next(m.G.parameters()).device
         moved, info = keep_unasked(
             m.G, before[None], after[None], face.edits, m.directions, classifier,
             labels=None if label is None else label[None], seeds=[face.seed or 0],
-            device=device, precision=m.batcher.precision,
+            device=m.batcher.device, precision=m.batcher.precision,
         )  # fmt: skip
         lid = studio.latents.add(m, moved[0], label, {"kept_from": face.to_dict(), "keep_with": name, **info})
         return {"model": m.id, "latent": lid, "label": face.label, **info}
@@ -154,8 +153,7 @@ def keep_panel(classifier_path: str):
     async def run(body: FaceIn, request: Request) -> dict:
         studio = request.app.state.studio
         m = model_or_404(studio, body.model)
-        face = studio.check_face(m, Face(body.seed, body.label or None, body.edits, body.blend,
-                                         body.t if body.blend is not None else 0.0, body.latent))  # fmt: skip
+        face = studio.check_face(m, body.to_face())
         edits = {k: v for k, v in face.edits.items() if v}
         if not edits:
             raise UserError("the face has no edit to hold the rest of; move a direction slider first")

@@ -766,6 +766,11 @@ class FaceIn(BaseModel):
     t: float = Field(0.0, ge=0.0, le=1.0)
     note: str = Field("", max_length=200)
 
+    def to_face(self) -> Face:
+        """The face asked for (a blend weight counts only with a blend seed)."""
+        return Face(self.seed, self.label or None, self.edits, self.blend,
+                    self.t if self.blend is not None else 0.0, self.latent)  # fmt: skip
+
 
 def model_or_404(studio: Studio, mid: str) -> Model:
     """The studio's model `mid`, for the studio's and the panels' handlers; a one-line 404 if none."""
@@ -850,8 +855,7 @@ def create_app(studio: Studio, panels: Sequence[Panel] = ()) -> FastAPI:
     @api.post("/favourites", status_code=201)
     def add_favourite(face: FaceIn) -> dict:
         m = get_model(face.model)
-        f = Face(face.seed, face.label or None, face.edits, face.blend,
-                 face.t if face.blend is not None else 0.0, face.latent)  # fmt: skip
+        f = face.to_face()
         studio.check_face(m, f)
         studio.face_latent(m, f)  # labels checked too: only faces that render are kept
         return studio.favourites.add({"model": m.id, **f.to_dict(), "note": face.note})
