@@ -140,6 +140,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--no-fused-scale", dest="fused_scale", action="store_false", default=None,
                    help="D pools after its activations, as the paper's table (default: the "
                         "official code's fused conv+downscale, then the activation; faster)")  # fmt: skip
+    g.add_argument("--d-mirror-difference", action="store_true", default=None,
+                   help="not the paper: D also sees the image minus its mirror image, so that a face "
+                        "whose halves disagree (two eye colours) costs G more; for aligned, "
+                        "mirror-symmetric data such as faces (benchmarks/README.md, issue 29)")  # fmt: skip
     g.add_argument("--no-labels", dest="conditional", action="store_false", default=None,
                    help="ignore the store's labels (unconditional model)")  # fmt: skip
     g.add_argument("--mirror", action="store_true", default=None, help="random x-flips of the reals")

@@ -30,7 +30,10 @@ from progan.planner import final_reserve
 from progan.schedule import PRESETS, Schedule
 
 # The network fields a user chooses; resolution, channels and label size come from the store.
-NETWORK_OPTIONS = ("latent_size", "fmap_base", "fmap_decay", "fmap_max", "mbstd_group_size", "fused_scale")
+NETWORK_OPTIONS = (
+    "latent_size", "fmap_base", "fmap_decay", "fmap_max", "mbstd_group_size", "fused_scale",
+    "d_mirror_difference",
+)  # fmt: skip
 
 
 @dataclass
@@ -99,14 +102,16 @@ class TrainOptions:
     fmap_max: InitVar[int | None] = None
     mbstd_group_size: InitVar[int | None] = None
     fused_scale: InitVar[bool | None] = None
+    d_mirror_difference: InitVar[bool | None] = None
 
     def __post_init__(
-        self, latent_size, fmap_base, fmap_decay, fmap_max, mbstd_group_size, fused_scale
+        self, latent_size, fmap_base, fmap_decay, fmap_max, mbstd_group_size, fused_scale, d_mirror_difference
     ) -> None:
         if isinstance(self.network, dict):
             self.network = NetworkConfig.from_dict(self.network)
         given = dict(latent_size=latent_size, fmap_base=fmap_base, fmap_decay=fmap_decay, fmap_max=fmap_max,
-                     mbstd_group_size=mbstd_group_size, fused_scale=fused_scale)  # fmt: skip
+                     mbstd_group_size=mbstd_group_size, fused_scale=fused_scale,
+                     d_mirror_difference=d_mirror_difference)  # fmt: skip
         given = {k: v for k, v in given.items() if v is not None}
         if given:
             self.network = dataclasses.replace(self.network, **given)
@@ -185,7 +190,8 @@ class RunSpec:
             f"ranks {self.world_size}, seed {o.seed}, x-flips {'on' if o.mirror else 'off'}",
             f"network: latent {n.latent_size}, fmap_base {n.fmap_base}, fmap_max {n.fmap_max}, "
             f"fmap_decay {n.fmap_decay:g}, mbstd group {n.mbstd_group_size}, "
-            f"D downscale {'fused (official code)' if n.fused_scale else 'after the activation (paper)'}",
+            f"D downscale {'fused (official code)' if n.fused_scale else 'after the activation (paper)'}"
+            + (", D also sees the image minus its mirror image (not the paper)" * n.d_mirror_difference),
             f"loss: {', '.join(f'{k} {v}' for k, v in asdict(self.loss).items())}",
             f"G_ema: {self.ema.describe()}",
             (
@@ -267,6 +273,7 @@ NETWORK_OPTION_FIELDS = {
     "latent_size": Field("int", 1, 8192), "fmap_base": Field("int", 1, 2**20),
     "fmap_decay": Field("float", 1e-6, 16), "fmap_max": Field("int", 1, 8192),
     "mbstd_group_size": Field("int", 0, 1024), "fused_scale": Field("bool"),
+    "d_mirror_difference": Field("bool"),
 }  # fmt: skip
 
 

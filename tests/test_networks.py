@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -111,3 +113,45 @@ def test_stage_validation():
         NetworkConfig(resolution=48)
     with pytest.raises(ValueError):
         NetworkConfig(resolution=2048)
+
+
+def _paper_twin(mirrored: Discriminator) -> Discriminator:
+    """A paper D with every weight of `mirrored`, its fromRGB layers keeping the image's half."""
+    paper = Discriminator(dataclasses.replace(mirrored.config, d_mirror_difference=False))
+    state = mirrored.state_dict()
+    c = mirrored.config.channels
+    for res, layer in mirrored.fromrgb.items():
+        # Equalized learning rate: the run-time He constant follows the fan-in (6 against 3).
+        ratio = layer.scale / paper.fromrgb[res].scale
+        state[f"fromrgb.{res}.weight"] = state[f"fromrgb.{res}.weight"][:, :c] * ratio
+    paper.load_state_dict(state)
+    return paper
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0])
+def test_mirror_difference_d_sees_only_what_breaks_the_symmetry(alpha):
+    # The opt-in D (issue 29) reads [x, x - flip(x)]. On a mirror-symmetric image the second half is
+    # zero, so it scores the image as a paper D with the same weights does; recolour one side (one
+    # eye) and the two disagree. Checked in the fade too, where the low path sees the pair pooled.
+    torch.manual_seed(0)
+    mirrored = Discriminator(NetworkConfig(resolution=16, d_mirror_difference=True, **SMALL))
+    assert mirrored.fromrgb["16"].weight.shape[1] == 6 and mirrored.fromrgb["8"].weight.shape[1] == 6
+    paper = _paper_twin(mirrored)
+    half = torch.randn(4, 3, 16, 8)
+    symmetric = torch.cat([half, half.flip(3)], dim=3)
+    one_side = symmetric.clone()
+    one_side[:, :, 5:8, 2:5] += 1.0  # one "eye" recoloured
+    with torch.no_grad():
+        for D in (mirrored, paper):
+            D.set_stage(16, alpha)
+        torch.testing.assert_close(mirrored(symmetric), paper(symmetric))
+        assert (mirrored(one_side) - paper(one_side)).abs().min() > 1e-4
+
+
+def test_mirror_difference_is_off_by_default_and_stays_the_papers_d():
+    cfg = NetworkConfig(resolution=16, **SMALL)
+    assert not cfg.d_mirror_difference
+    assert Discriminator(cfg).fromrgb["16"].weight.shape[1] == 3
+    # Snapshots saved before the option are paper Ds.
+    saved = {k: v for k, v in cfg.to_dict().items() if k != "d_mirror_difference"}
+    assert NetworkConfig.from_dict(saved).d_mirror_difference is False

@@ -423,3 +423,18 @@ def test_progress_bar_ends_exactly_at_the_total(tiny_store, tmp_path, capsys):
     assert not [w for w in caught if "clamping frac" in str(w.message)]
     err = capsys.readouterr().err
     assert "100%|" in err and "| 0.480/0.480 kimg" in err and "<-" not in err
+
+
+def test_the_mirror_difference_d_trains_through_a_fade_and_resumes(tiny_store, tmp_path):
+    # `--d-mirror-difference` (issue 29, not the paper) is a network option: saved with the run,
+    # fixed on resume, and D's fromRGB layers take the image and its mirror difference (6 channels).
+    args = tiny_train_args(tiny_store.path, tmp_path / "runs", kimg=0.2, d_mirror_difference=True)
+    assert run_cli(["train", *args]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run / "options.json").read_text())["network"]["d_mirror_difference"] is True
+    assert run_cli(["train", "--resume", str(run), "--kimg", "0.28", "--no-progress"]) == 0
+    last = run / "snapshot-000000.280"
+    state = json.loads((last / "state.json").read_text())
+    assert state["network"]["d_mirror_difference"] is True and state["stage"]["resolution"] == 16
+    weights = load_file(str(last / "model.safetensors"))
+    assert weights["D.fromrgb.16.weight"].shape[1] == 6 and weights["D.fromrgb.8.weight"].shape[1] == 6
