@@ -178,6 +178,9 @@ class RunSpec:
     def describe(self) -> str:
         """A readable summary: the run, its network per resolution and its schedule, phase by phase."""
         o, n, s = self.options, self.network, self.schedule
+        downscale = "fused (official code)" if n.fused_scale else "after the activation (paper)"
+        if n.d_mirror_difference:
+            downscale += ", D also sees the image minus its mirror image (not the paper)"
         head = f"resume {self.resume} at {self.start_nimg / 1000:g} kimg" if self.resume else "new run"
         lines = [
             f"{head}: data {o.data}, {n.resolution}x{n.resolution}, {n.channels} channel(s), "
@@ -190,8 +193,7 @@ class RunSpec:
             f"ranks {self.world_size}, seed {o.seed}, x-flips {'on' if o.mirror else 'off'}",
             f"network: latent {n.latent_size}, fmap_base {n.fmap_base}, fmap_max {n.fmap_max}, "
             f"fmap_decay {n.fmap_decay:g}, mbstd group {n.mbstd_group_size}, "
-            f"D downscale {'fused (official code)' if n.fused_scale else 'after the activation (paper)'}"
-            + (", D also sees the image minus its mirror image (not the paper)" * n.d_mirror_difference),
+            f"D downscale {downscale}",
             f"loss: {', '.join(f'{k} {v}' for k, v in asdict(self.loss).items())}",
             f"G_ema: {self.ema.describe()}",
             (
