@@ -256,9 +256,9 @@ class Discriminator(_StageMixin, nn.Module):
         nf = config.nf
         self.fromrgb = nn.ModuleDict()
         self.blocks = nn.ModuleDict()
+        in_channels = config.channels * (2 if config.d_mirror_difference else 1)  # [x, x - flip(x)]
         for lg in range(2, log2(config.resolution) + 1):
             res = 2**lg
-            in_channels = config.channels * (2 if config.d_mirror_difference else 1)
             self.fromrgb[str(res)] = EqualizedConv2d(in_channels, nf(lg - 1), 1)
             if lg >= 3:
                 self.blocks[str(res)] = DiscriminatorBlock(nf(lg - 1), nf(lg - 2), config.fused_scale)
