@@ -381,6 +381,8 @@ NETWORK_FIELDS = {
     "label_size": Field("int", 0, 2**16), "fmap_base": Field("int", 1, 2**20),
     "fmap_decay": Field("float", 1e-6, 16),
     "fmap_max": Field("int", 1, 8192), "mbstd_group_size": Field("int", 0, 1024),
+    # Absent from snapshots saved before the options (NetworkConfig.from_dict reads them as off).
+    "fused_scale": Field("bool", optional=True), "d_mirror_difference": Field("bool", optional=True),
 }  # fmt: skip
 
 

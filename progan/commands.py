@@ -127,6 +127,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--lr", type=positive(float), help="one learning rate for every resolution")
     g.add_argument(
+        "--d-lr-ratio",
+        type=positive(float),
+        metavar="R",
+        help=f"D's learning rate R times G's (not the paper: a faster critic) {d('d_lr_ratio')}",
+    )
+    g.add_argument(
         "--gp-interval",
         type=positive(int),
         help=f"the gradient penalty on one D update in N, weighted N (lazy) {d('gp_interval')}",

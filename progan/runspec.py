@@ -55,6 +55,9 @@ class TrainOptions:
     total_kimg: float | None = None
     batch: int | None = None  # one minibatch for every resolution, overriding the preset's table
     lr: float | None = None  # one learning rate for every resolution
+    # D's learning rate as a multiple of G's (the schedule's); 1 is the paper. Above 1, the two
+    # time-scale update rule (Heusel et al. 2017): a critic that follows G faster.
+    d_lr_ratio: float = 1.0
     network: NetworkConfig = field(default_factory=NetworkConfig)
     conditional: bool = True  # use the store's labels when it has any
     mirror: bool = False
@@ -195,6 +198,12 @@ class RunSpec:
             f"fmap_decay {n.fmap_decay:g}, mbstd group {n.mbstd_group_size}, "
             f"D downscale {downscale}",
             f"loss: {', '.join(f'{k} {v}' for k, v in asdict(self.loss).items())}",
+            "learning rates: "
+            + (
+                "G and D as in the table (paper)"
+                if o.d_lr_ratio == 1
+                else f"G as in the table, D {o.d_lr_ratio:g}x G's (two time-scales, not the paper)"
+            ),
             f"G_ema: {self.ema.describe()}",
             (
                 f"schedule (preset {o.preset}): {s.training_kimg:g} kimg stable + {s.transition_kimg:g} kimg "
@@ -256,6 +265,7 @@ OPTION_FIELDS = {
     "transition_kimg": Field("float", 1e-3, 1e9, optional=True),
     "total_kimg": Field("float", 1e-3, 1e9, optional=True),
     "batch": Field("int", 1, 2**16, optional=True), "lr": Field("float", 1e-12, 1e3, optional=True),
+    "d_lr_ratio": Field("float", 1e-3, 1e3),
     "conditional": Field("bool"), "mirror": Field("bool"),
     "ema_beta": Field("float", 0.0, below=1.0, optional=True),
     "ema_kimg": Field("float", 0.0, 1e9), "ema_rampup": Field("float", 0.0, 1e3, optional=True),

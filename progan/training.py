@@ -52,6 +52,11 @@ def make_optimizer(module: torch.nn.Module, lr: float, device: torch.device) -> 
     )
 
 
+def make_optimizers(t: Trainer, lr: float) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    """G's and D's Adam at `lr`, the schedule's rate; D's at --d-lr-ratio times it."""
+    return make_optimizer(t.G, lr, t.device), make_optimizer(t.D, lr * t.opts.d_lr_ratio, t.device)
+
+
 def flag_nonfinite(params: list[torch.nn.Parameter]) -> torch.Tensor:
     """1.0 when any gradient holds inf/nan, else 0.0, as a device tensor (no host sync)."""
     grads = [p.grad for p in params if p.grad is not None]
@@ -131,8 +136,7 @@ class Trainer:
         for m in (self.G, self.D, self.G_ema):
             m.to(self.device, memory_format=self.memory_format)
             distributed.broadcast_parameters(m, ctx)
-        self.opt_G = make_optimizer(self.G, self.schedule.at(0).lr, self.device)
-        self.opt_D = make_optimizer(self.D, self.schedule.at(0).lr, self.device)
+        self.opt_G, self.opt_D = make_optimizers(self, self.schedule.at(0).lr)
         self.g_params, self.d_params = list(self.G.parameters()), list(self.D.parameters())
         self.loader = BatchLoader(self.store, opts.seed, opts.mirror, ctx.rank, ctx.world_size)
         self.gen = torch.Generator(self.device).manual_seed(opts.seed)
@@ -252,12 +256,11 @@ class Trainer:
             if self.resolution:
                 self._on_grow(self.resolution)
                 # Adam's moments are reset when a new resolution starts fading in (paper, TF code).
-                self.opt_G = make_optimizer(self.G, stage.lr, self.device)
-                self.opt_D = make_optimizer(self.D, stage.lr, self.device)
+                self.opt_G, self.opt_D = make_optimizers(self, stage.lr)
             self.resolution = stage.resolution
-        for opt in (self.opt_G, self.opt_D):
+        for opt, lr in ((self.opt_G, stage.lr), (self.opt_D, stage.lr * self.opts.d_lr_ratio)):
             for group in opt.param_groups:
-                group["lr"] = stage.lr
+                group["lr"] = lr
         self._enter_phase(stage)
 
     def _enter_phase(self, stage: Stage) -> None:
@@ -631,8 +634,7 @@ def measure_speeds(
 
 
 def _steps_per_second(t: Trainer, stage: Stage, seconds: float) -> float:
-    t.opt_G = make_optimizer(t.G, stage.lr, t.device)
-    t.opt_D = make_optimizer(t.D, stage.lr, t.device)
+    t.opt_G, t.opt_D = make_optimizers(t, stage.lr)
     t._enter_phase(stage)
     # The first steps at a shape set up kernels and memory: not timed. One whole cycle of the lazy
     # penalty (gp_interval D updates, the first penalized), so both kinds of update are set up;

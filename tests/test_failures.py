@@ -199,6 +199,7 @@ CASES = [
     ("resume huge latent", _state(lambda s: {**s, "network": {**s["network"], "latent_size": 10**12}}),
      ["latent_size"]),
     ("resume ema_beta 7", _state(lambda s: {**s, "options": {**s["options"], "ema_beta": 7}}), ["ema_beta"]),
+    ("resume d_lr_ratio 0", _state(lambda s: {**s, "options": {**s["options"], "d_lr_ratio": 0}}), ["d_lr_ratio"]),
     ("resume no loader", _state(lambda s: {k: v for k, v in s.items() if k != "loader"}), ["loader"]),
     ("resume loader rng", _state(lambda s: {**s, "loader": {**s["loader"], "rng": {"x": 1}}}), ["loader"]),
     # generate
@@ -209,6 +210,8 @@ CASES = [
     ("generate state resolution 2^40", _state(lambda s: {**s, "network": {**s["network"], "resolution": 2**40}},
      "generate"), ["resolution"]),
     ("generate stage text", _state(lambda s: {**s, "stage": "x"}, "generate"), ["stage"]),
+    ("generate mirror difference text", _state(lambda s: {**s, "network": {**s["network"], "d_mirror_difference": "yes"}},
+     "generate"), ["d_mirror_difference"]),
     ("generate garbage weights", lambda t, s, n, m: (n.joinpath("model.safetensors").write_bytes(b"\0" * 64),
      ["generate", n, "--grid", t / "g.png", "--device", "cpu"])[1], ["model.safetensors"]),
     ("generate --outdir is a file", lambda t, s, n, m: (t.joinpath("f").write_text("x"),

@@ -109,6 +109,8 @@ def test_dry_run_prints_the_spec_and_makes_nothing(tiny_store, tmp_path, capsys)
     assert "D downscale after the activation (paper)" in text and "mirror image" not in text
     assert run_cli([*argv[:-1], "--d-mirror-difference"]) == 0
     assert "D also sees the image minus its mirror image (not the paper)" in capsys.readouterr().out
+    assert run_cli([*argv[:-1], "--d-lr-ratio", "3"]) == 0
+    assert "D 3x G's (two time-scales, not the paper)" in capsys.readouterr().out
     # A typo in a metric name fails at once, not at the first metric tick.
     assert run_cli(["train", "--data", tiny_store.path, "--metrics", "swd,fdi"]) == 2
     assert "unknown metric(s) fdi" in capsys.readouterr().err

@@ -111,6 +111,48 @@ def test_ema_and_adam_reset(tiny_store, tmp_path):
     assert t.opt_G.param_groups[0]["lr"] == 2e-3
 
 
+def _first_step_moves(store, outdir, **options) -> tuple[Trainer, torch.Tensor, torch.Tensor]:
+    """A fresh trainer's first step at 4x4: how far it moved G's and D's weights."""
+    t = Trainer(tiny_spec(store, outdir, **options))
+    stage = Stage(4, 1.0, 8, 1e-3)
+    t._set_stage(stage)
+    g0, d0 = ([p.detach().clone() for p in m.parameters()] for m in (t.G, t.D))
+    t.step(stage, {})
+    moves = [torch.cat([(p.detach() - q).flatten() for p, q in zip(m.parameters(), w0, strict=True)])
+             for m, w0 in ((t.G, g0), (t.D, d0))]  # fmt: skip
+    return t, *moves
+
+
+def test_d_lr_ratio_moves_d_that_many_times_further_and_is_kept_through_a_grow(tiny_store, tmp_path):
+    # `--d-lr-ratio` (issue 29, not the paper): D's Adam runs at R times the schedule's rate, G's
+    # at the rate itself. On Adam's first step (beta1 0) each weight moves by lr * g / (|g| + eps),
+    # so with the same start and the same minibatch (D updates first, from the same gradient), D
+    # moves exactly R times as far. G's gradient then comes from a different D, but G's weights
+    # still move by about lr each (Adam's first step is lr * sign(g) where |g| >> eps), not R * lr.
+    _, g1, d1 = _first_step_moves(tiny_store, tmp_path / "a")
+    t, g3, d3 = _first_step_moves(tiny_store, tmp_path / "b", d_lr_ratio=3.0)
+    torch.testing.assert_close(d3, 3 * d1)
+    assert d1.abs().max().item() == pytest.approx(1e-3, rel=1e-3)
+    assert [g.abs().max().item() for g in (g1, g3)] == pytest.approx([1e-3, 1e-3], rel=1e-3)
+    # The ratio holds on every lr the schedule sets, and through the fresh Adam of a new resolution.
+    for stage in (Stage(4, 1.0, 8, 5e-4), Stage(8, 0.0, 8, 2e-3), Stage(8, 0.5, 8, 1e-3)):
+        t._set_stage(stage)
+        assert t.opt_G.param_groups[0]["lr"] == stage.lr
+        assert t.opt_D.param_groups[0]["lr"] == pytest.approx(3 * stage.lr)
+
+
+def test_d_lr_ratio_is_saved_and_kept_on_resume(tiny_store, tmp_path):
+    args = tiny_train_args(tiny_store.path, tmp_path / "runs", kimg=0.08, d_lr_ratio=2.5)
+    assert run_cli(["train", *args]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run / "options.json").read_text())["d_lr_ratio"] == 2.5
+    t = Trainer.from_snapshot(run, {"total_kimg": 0.16})
+    d_lr, g_lr = (opt.param_groups[0]["lr"] for opt in (t.opt_D, t.opt_G))
+    assert t.opts.d_lr_ratio == 2.5 and d_lr == pytest.approx(2.5 * g_lr)
+    # A ratio out of range fails at once with one line.
+    assert run_cli(["train", *tiny_train_args(tiny_store.path, tmp_path / "bad", d_lr_ratio=5000)]) == 2
+
+
 def _cpu_trainer(store, outdir, precision: str = "fp16") -> Trainer:
     t = Trainer(tiny_spec(store, outdir, precision=precision, device="cpu"))
     if t.scaler is not None:
