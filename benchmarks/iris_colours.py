@@ -1,0 +1,268 @@
+"""Where a portraits generator puts its irises in colour, against where the portraits have them.
+
+The oracle says how often a model's samples have grey or brown eyes; it does not say what the
+others look like: an iris of another class, or a colour between the classes that the oracle
+must file somewhere. This script reads colour itself, with no network (`eye_lab`: each eye's
+iris found near the portraits' painted one as the patch farthest from the skin around it, its
+colour in CIELAB), on fresh portraits whose truth is known and on a snapshot's G_ema samples
+(dream.py's seeds, 10,000,000 on).
+
+- A linear discriminant (scikit-learn) fitted on the portraits' eyes names each eye's class; its
+  accuracy on other portraits (about 80%: a 2x4-pixel iris beside its pupil and lids) says how
+  well this reading sees the painted colour, and its confusions apply to samples alike.
+- Every eye gets its Mahalanobis distance to the nearest class (each class's own covariance); an
+  eye farther than the portraits' 99th percentile for that class lies between the classes.
+- `--picture` draws both, the portraits' eyes coloured by their class and the samples' in black,
+  in the a*-b* plane and in chroma against lightness.
+
+    .venv/bin/python benchmarks/iris_colours.py --snapshot RUN [RUN/snapshot-...] --picture P.png
+
+Writes benchmarks/results/iris-colours.json (about 30 s for 2,000 portraits and samples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+RES = 64
+
+
+def iris_cores(res: int = RES) -> tuple[np.ndarray, np.ndarray]:
+    """The left and right eye's iris core at `res`: the base face's painted-iris mask (drawn at
+    2 * res, as `render` paints) box-reduced to `res`, where it covers more than half a pixel."""
+    from progan.data import portraits as P
+
+    mask = P.base_portrait(2 * res).iris.astype(np.float32)
+    cover = mask.reshape(res, 2, res, 2).mean((1, 3))
+    core = cover > 0.5
+    left = core.copy()
+    left[:, res // 2 :] = False
+    return left, core & ~left
+
+
+SEARCH = 4  # pixels: the nuisance shift, rotation and scale and the face width move an eye this far
+BOX = (2, 4)  # rows, columns: the iris at 64x64 (the painted core is 2-3 rows by 4-5 columns)
+
+
+def eye_lab(images: np.ndarray, cores: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """(N, 2, 3): each uint8 NCHW image's left and right iris as L*, and a*, b* over the skin's.
+
+    Each eye is looked for within SEARCH pixels of the painted iris core: the skin is the median
+    colour of that window's border, and the iris the BOX whose pixels lie farthest from it in
+    CIELAB (mean distance); its colour is the median of that box. a* and b* are taken relative to
+    the skin's, since the portraits' white balance tints the whole face (0.94-1.06 per channel)."""
+    from scipy.ndimage import uniform_filter
+    from skimage.color import rgb2lab
+
+    lab = rgb2lab(images.transpose(0, 2, 3, 1).astype(np.float32) / 255.0)
+    out = np.zeros((len(images), 2, 3), np.float32)
+    for e, core in enumerate(cores):
+        ys, xs = np.nonzero(core)
+        y0, y1, x0, x1 = ys.min() - SEARCH, ys.max() + 1 + SEARCH, xs.min() - SEARCH, xs.max() + 1 + SEARCH
+        for i, window in enumerate(lab[:, y0:y1, x0:x1]):
+            border = np.concatenate([window[0], window[-1], window[:, 0], window[:, -1]])
+            skin = np.median(border, 0)
+            far = uniform_filter(np.linalg.norm(window - skin, axis=-1), BOX, mode="constant")
+            y, x = np.unravel_index(far.argmax(), far.shape)
+            box = window[
+                max(y - BOX[0] // 2, 0) : y + (BOX[0] + 1) // 2,
+                max(x - BOX[1] // 2, 0) : x + (BOX[1] + 1) // 2,
+            ]
+            out[i, e] = np.median(box.reshape(-1, 3), 0) - [0, skin[1], skin[2]]
+    return out
+
+
+def lch(lab: np.ndarray) -> np.ndarray:
+    """L*, C*, hue in degrees from L*, a*, b* (last axis)."""
+    c = np.hypot(lab[..., 1], lab[..., 2])
+    h = np.degrees(np.arctan2(lab[..., 2], lab[..., 1])) % 360
+    return np.stack([lab[..., 0], c, h], -1)
+
+
+class IrisReader:
+    """Names an eye's class from its CIELAB and says how far it lies from every class."""
+
+    def __init__(self, lab: np.ndarray, classes: np.ndarray, n_classes: int) -> None:
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+        self.lda = LinearDiscriminantAnalysis().fit(lab, classes)
+        self.means = np.stack([lab[classes == k].mean(0) for k in range(n_classes)])
+        self.inv_cov = np.stack([np.linalg.inv(np.cov(lab[classes == k].T)) for k in range(n_classes)])
+        own = self.distances(lab)[np.arange(len(lab)), classes]
+        self.p99 = np.array([np.quantile(own[classes == k], 0.99) for k in range(n_classes)])
+
+    def distances(self, lab: np.ndarray) -> np.ndarray:
+        """(N, K) Mahalanobis distance of each eye to each class, under that class's covariance."""
+        d = lab[:, None, :] - self.means[None]
+        return np.sqrt(np.einsum("nki,kij,nkj->nk", d, self.inv_cov, d))
+
+    def read(self, lab: np.ndarray) -> dict:
+        """Each eye's class, and whether it lies within the 99th percentile of its nearest class."""
+        dist = self.distances(lab)
+        nearest = dist.argmin(1)
+        return {
+            "class": self.lda.predict(lab),
+            "nearest": nearest,
+            "inside": dist[np.arange(len(lab)), nearest] <= self.p99[nearest],
+        }
+
+
+def summary(reader: IrisReader, lab: np.ndarray, names: list[str], base_rate: np.ndarray) -> dict:
+    """Per-eye class frequencies (over `base_rate`), the share between the classes, the pairing."""
+    n = len(lab)
+    flat = reader.read(lab.reshape(-1, 3))
+    cls = flat["class"].reshape(n, 2)
+    freq = np.bincount(cls.ravel(), minlength=len(names)) / cls.size
+    inside = flat["inside"].reshape(n, 2)
+    nearest = flat["nearest"].reshape(n, 2)
+    both_inside = inside.all(1)
+    per_class_lch = lch(lab.reshape(-1, 3))
+    return {
+        "eyes": int(cls.size),
+        "per_eye_frequency": {k: round(float(f), 4) for k, f in zip(names, freq, strict=True)},
+        "per_eye_frequency_over_portraits": {
+            k: round(float(f / b), 3) for k, f, b in zip(names, freq, base_rate, strict=True)
+        },
+        "between_classes": round(float(1 - inside.mean()), 4),
+        "inside_by_nearest_class": {
+            k: round(float(inside.ravel()[nearest.ravel() == i].mean()), 4) if (nearest == i).any() else None
+            for i, k in enumerate(names)
+        },
+        "eyes_one_class": round(float((cls[:, 0] == cls[:, 1]).mean()), 4),
+        "whole_face_both_inside_and_one_class": {
+            k: round(float((both_inside & (cls[:, 0] == i) & (cls[:, 1] == i)).mean()), 4)
+            for i, k in enumerate(names)
+        },
+        "lch_by_class": {
+            k: [round(float(v), 1) for v in per_class_lch[flat["class"] == i].mean(0)]
+            if (flat["class"] == i).any()
+            else None
+            for i, k in enumerate(names)
+        },
+    }
+
+
+def picture(path: str, portraits: np.ndarray, classes: np.ndarray, samples: dict[str, np.ndarray]) -> None:
+    """Panels of 256x256: the a*-b* plane over the skin's (a* -50..30 across, b* -60..20 up),
+    and lightness (0..100 up) against that b* (across); the portraits' eyes in their class's mean
+    colour, then a pair of panels per snapshot, its samples' eyes in black over the portraits'."""
+    from PIL import Image, ImageDraw
+    from skimage.color import lab2rgb
+
+    from progan.data import portraits as P
+
+    size = 256
+
+    def to_px(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
+        return np.clip((v - lo) / (hi - lo) * (size - 1), 0, size - 1)
+
+    def points(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ab = np.stack([to_px(lab[:, 1], -50, 30), size - 1 - to_px(lab[:, 2], -60, 20)], 1)
+        lb = np.stack([to_px(lab[:, 2], -60, 20), size - 1 - to_px(lab[:, 0], 0, 100)], 1)
+        return ab, lb
+
+    # Each class drawn in its painted colour (the eyes' measured a*, b* are over the skin's).
+    centres = np.array([[np.mean(r) for r in box] for box in P.IRIS_LCH.values()])  # L*, C*, hue
+    hue = np.radians(centres[:, 2])
+    painted = np.stack([centres[:, 0], centres[:, 1] * np.cos(hue), centres[:, 1] * np.sin(hue)], 1)
+    class_rgb = [tuple(int(v) for v in 255 * lab2rgb(c[None, None])[0, 0]) for c in painted]
+    pale = [tuple(int(255 - (255 - v) * 0.35) for v in c) for c in class_rgb]
+    rows = [("portraits", None)] + list(samples.items())
+    canvas = Image.new("RGB", (2 * size + 10, len(rows) * (size + 24)), "white")
+    draw = ImageDraw.Draw(canvas)
+    p_ab, p_cl = points(portraits)
+    for r, (title, lab) in enumerate(rows):
+        y0 = r * (size + 24) + 20
+        draw.text(
+            (4, y0 - 16), f"{title}: a*-b* over the skin's (left), L* against that b* (right)", fill="black"
+        )
+        for x0, pts in ((0, p_ab), (size + 10, p_cl)):
+            draw.rectangle([x0, y0, x0 + size - 1, y0 + size - 1], outline="grey")
+            for (x, y), k in zip(pts, classes, strict=True):
+                colour = class_rgb[k] if lab is None else pale[k]
+                draw.point((x0 + x, y0 + y), fill=colour)
+        if lab is not None:
+            s_ab, s_cl = points(lab)
+            for x0, pts in ((0, s_ab), (size + 10, s_cl)):
+                for x, y in pts:
+                    draw.rectangle([x0 + x, y0 + y, x0 + x + 1, y0 + y + 1], fill="black")
+    tmp = Path(path).with_suffix(".tmp.png")
+    canvas.save(tmp)
+    tmp.replace(path)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--snapshot", nargs="*", default=[], help="portraits models (runs or snapshots)")
+    ap.add_argument("--portraits", type=int, default=2000, help="fresh portraits to fit the reader on")
+    ap.add_argument("--seed", type=int, default=23, help="their seed (the dream build's stores use 0, 7, 11)")
+    ap.add_argument("--samples", type=int, default=2000)
+    ap.add_argument("--out", default=str(RESULTS / "iris-colours.json"))
+    ap.add_argument("--picture", help="PNG of the portraits' eyes and the samples' in colour space")
+    args = ap.parse_args()
+
+    import torch
+
+    from progan.checkpoint import load_snapshot
+    from progan.data import portraits as P
+    from progan.sampling import images_for_latents, latents_for_seeds
+
+    torch.set_grad_enabled(False)
+    names = list(P.IRIS)
+    cores = iris_cores()
+    truth = P.draw_truth(2 * args.portraits, args.seed)
+    portraits = P.render(truth, RES)
+    lab = eye_lab(portraits, cores)
+    cls = np.array([names.index(t["iris"]) for t in truth])
+    fit, test = slice(0, args.portraits), slice(args.portraits, None)
+    reader = IrisReader(lab[fit].reshape(-1, 3), np.repeat(cls[fit], 2), len(names))
+    base_rate = np.bincount(cls[fit], minlength=len(names)) / args.portraits
+    read = reader.read(lab[test].reshape(-1, 3))
+    accuracy = float((read["class"] == np.repeat(cls[test], 2)).mean())
+    result: dict = {
+        "portraits": args.portraits,
+        "seed": args.seed,
+        "core_pixels": [int(c.sum()) for c in cores],
+        "reader_accuracy_on_other_portraits": round(accuracy, 4),
+        "painted_lch_by_class": {
+            k: [round(float(v), 1) for v in np.mean([t["iris_lch"] for t in truth if t["iris"] == k], 0)]
+            for k in names
+        },
+        "portraits_read": summary(reader, lab[test], names, base_rate),
+        "samples": {},
+    }
+    print(f"iris cores {result['core_pixels']} px; the reader names the painted class of "
+          f"{accuracy:.1%} of other portraits' eyes; "
+          f"{result['portraits_read']['between_classes']:.1%} of them lie between the classes")  # fmt: skip
+    sample_lab = {}
+    for snapshot in args.snapshot:
+        snap = load_snapshot(snapshot, device="cpu")
+        G = snap.G_ema
+        if G.resolution != RES:
+            raise SystemExit(f"{snapshot}: its G draws {G.resolution}x{G.resolution}, not {RES}x{RES}")
+        z = latents_for_seeds(range(10_000_000, 10_000_000 + args.samples), G.latent_size)
+        x = eye_lab(images_for_latents(G, z, batch=64).numpy(), cores)
+        s = summary(reader, x, names, base_rate)
+        kimg = f"{snap.kimg:g} kimg"
+        result["samples"][kimg] = {"snapshot": str(snap.path), **s}
+        sample_lab[kimg] = x.reshape(-1, 3)
+        ratios = ", ".join(f"{k} {v:.2f}x" for k, v in s["per_eye_frequency_over_portraits"].items())
+        print(f"{snap.path}: per eye {ratios}; between the classes {s['between_classes']:.1%}; "
+              f"one class {s['eyes_one_class']:.1%}")  # fmt: skip
+    if args.picture:
+        picture(args.picture, lab[fit].reshape(-1, 3), np.repeat(cls[fit], 2), sample_lab)
+        print(f"wrote {args.picture}")
+    tmp = Path(args.out).with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,59 @@
+"""benchmarks/iris_colours.py: the network-free iris reader the portraits build is checked with."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+iris_colours = pytest.importorskip("iris_colours")
+
+
+def _aligned(truth: list[dict]) -> list[dict]:
+    """The same faces with no nuisance move, no glasses and a neutral width: eyes where painted."""
+    return [{**t, "rotation_deg": 0.0, "scale": 1.0, "shift": [0.0, 0.0], "width": 1.0, "eyeglasses": False}
+            for t in truth]  # fmt: skip
+
+
+def test_each_eye_reads_nearest_its_painted_colour():
+    from skimage.color import rgb2lab
+
+    from progan.data import portraits as P
+
+    names = list(P.IRIS)
+    truth = P.draw_truth(60, 5)
+    faces = _aligned([next(t for t in truth if t["iris"] == k) for k in names])
+    images = P.render(faces, iris_colours.RES)
+    lab = iris_colours.eye_lab(images, iris_colours.iris_cores())  # (5, 2, 3): L*, a* and b* over the skin's
+    # The painted colour, over the same skin: the median of the face's skin mask at 64x64.
+    skin = P.base_portrait(2 * iris_colours.RES).skin.reshape(64, 2, 64, 2).mean((1, 3)) > 0.9
+    for k, (image, eyes) in enumerate(zip(images, lab, strict=True)):
+        skin_ab = np.median(rgb2lab(image.transpose(1, 2, 0)[skin] / 255.0), 0)[1:]
+        painted = [_over_skin(t["iris_lch"], skin_ab) for t in faces]  # every class, on this face's skin
+        for eye in eyes:
+            # The iris at 64x64 is 2-3 pixels tall and shares them with the pupil and lids: its
+            # median is not the painted colour, but it lies nearer it than any other class's.
+            distance = [np.linalg.norm(eye - p) for p in painted]
+            assert int(np.argmin(distance)) == k, (names[k], eye, painted[k])
+
+
+def _over_skin(lch: list[float], skin_ab: np.ndarray) -> np.ndarray:
+    """L*, and a*, b* over the skin's, of an L*, C*, hue colour."""
+    L, C, h = lch
+    return np.array([L, C * np.cos(np.radians(h)) - skin_ab[0], C * np.sin(np.radians(h)) - skin_ab[1]])
+
+
+def test_the_reader_counts_classes_and_what_lies_between_them():
+    rng = np.random.default_rng(0)
+    centres = np.array([[50.0, -20, -20], [50, 20, 20], [20, 0, 0]])
+    lab = np.concatenate([c + rng.normal(0, 2, (300, 3)) for c in centres])
+    classes = np.repeat(np.arange(3), 300)
+    reader = iris_colours.IrisReader(lab, classes, 3)
+    faces = np.stack([centres[[0, 0, 2, 2, 1]], centres[[0, 1, 2, 2, 1]]], 1)  # (5 faces, 2 eyes, 3)
+    faces[4, 1] = [35, 0, 0]  # between the classes: 7.5 standard deviations from the nearest
+    s = iris_colours.summary(reader, faces, ["a", "b", "c"], np.full(3, 1 / 3))
+    # The eye between the classes is still named (the discriminant's nearest: c), and counted apart.
+    assert s["per_eye_frequency"] == {"a": 0.3, "b": 0.2, "c": 0.5}
+    assert s["eyes_one_class"] == 0.6 and s["between_classes"] == 0.1
+    assert s["whole_face_both_inside_and_one_class"] == {"a": 0.2, "b": 0.0, "c": 0.4}
