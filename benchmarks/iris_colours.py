@@ -10,12 +10,17 @@ colour in CIELAB), on fresh portraits whose truth is known and on a snapshot's G
 - A linear discriminant (scikit-learn) fitted on the portraits' eyes names each eye's class; its
   accuracy on other portraits (about 80%: a 2x4-pixel iris beside its pupil and lids) says how
   well this reading sees the painted colour, and its confusions apply to samples alike.
+- How mixed an iris is: the mean a*-b* distance of its pixels from its median colour. A painted
+  iris is one colour with a little texture; a model's may be a speckle of several.
 - Every eye gets its Mahalanobis distance to the nearest class (each class's own covariance); an
   eye farther than the portraits' 99th percentile for that class lies between the classes.
 - `--picture` draws both, the portraits' eyes coloured by their class and the samples' in black,
   in the a*-b* plane and in chroma against lightness.
 
-    .venv/bin/python benchmarks/iris_colours.py --snapshot RUN [RUN/snapshot-...] --picture P.png
+    .venv/bin/python benchmarks/iris_colours.py --snapshot RUN [RUN/snapshot-...] --picture P.png --eyes E.png
+
+`--eyes` shows the irises themselves: the eye band of 24 portraits, then of 24 samples of each
+snapshot, five times enlarged.
 
 Writes benchmarks/results/iris-colours.json (about 30 s for 2,000 portraits and samples).
 """
@@ -49,8 +54,9 @@ SEARCH = 4  # pixels: the nuisance shift, rotation and scale and the face width 
 BOX = (2, 4)  # rows, columns: the iris at 64x64 (the painted core is 2-3 rows by 4-5 columns)
 
 
-def eye_lab(images: np.ndarray, cores: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """(N, 2, 3): each uint8 NCHW image's left and right iris as L*, and a*, b* over the skin's.
+def eye_lab(images: np.ndarray, cores: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 2, 3): each uint8 NCHW image's left and right iris as L*, and a*, b* over the skin's;
+    and (N, 2): how mixed each iris's colour is, the mean a*-b* distance of its pixels from it.
 
     Each eye is looked for within SEARCH pixels of the painted iris core: the skin is the median
     colour of that window's border, and the iris the BOX whose pixels lie farthest from it in
@@ -61,6 +67,7 @@ def eye_lab(images: np.ndarray, cores: tuple[np.ndarray, np.ndarray]) -> np.ndar
 
     lab = rgb2lab(images.transpose(0, 2, 3, 1).astype(np.float32) / 255.0)
     out = np.zeros((len(images), 2, 3), np.float32)
+    spread = np.zeros((len(images), 2), np.float32)
     for e, core in enumerate(cores):
         ys, xs = np.nonzero(core)
         y0, y1, x0, x1 = ys.min() - SEARCH, ys.max() + 1 + SEARCH, xs.min() - SEARCH, xs.max() + 1 + SEARCH
@@ -73,8 +80,19 @@ def eye_lab(images: np.ndarray, cores: tuple[np.ndarray, np.ndarray]) -> np.ndar
                 max(y - BOX[0] // 2, 0) : y + (BOX[0] + 1) // 2,
                 max(x - BOX[1] // 2, 0) : x + (BOX[1] + 1) // 2,
             ]
-            out[i, e] = np.median(box.reshape(-1, 3), 0) - [0, skin[1], skin[2]]
-    return out
+            px = box.reshape(-1, 3)
+            colour = np.median(px, 0)
+            out[i, e] = colour - [0, skin[1], skin[2]]
+            spread[i, e] = np.linalg.norm(px[:, 1:] - colour[1:], axis=1).mean()
+    return out, spread
+
+
+def eye_strip(images: np.ndarray) -> np.ndarray:
+    """HWC uint8: the eye band (rows 24-35, columns 16-47 at 64x64) of 24 NCHW images, 4 across."""
+    band = images[:24, :, 24:36, 16:48].transpose(0, 2, 3, 1)
+    return np.concatenate(
+        [np.concatenate(list(band[r * 4 : r * 4 + 4]), 1) for r in range(len(band) // 4)], 0
+    )
 
 
 def lch(lab: np.ndarray) -> np.ndarray:
@@ -202,8 +220,16 @@ def main() -> int:
     ap.add_argument("--portraits", type=int, default=2000, help="fresh portraits to fit the reader on")
     ap.add_argument("--seed", type=int, default=23, help="their seed (the dream build's stores use 0, 7, 11)")
     ap.add_argument("--samples", type=int, default=2000)
+    ap.add_argument(
+        "--grids",
+        nargs="*",
+        default=[],
+        help="dream.py's sample grids (RESULTS/TAG-samples.png, 8x8 faces): "
+        "how mixed the irises of models no longer at hand were",
+    )
     ap.add_argument("--out", default=str(RESULTS / "iris-colours.json"))
     ap.add_argument("--picture", help="PNG of the portraits' eyes and the samples' in colour space")
+    ap.add_argument("--eyes", help="PNG of 24 portraits' eyes beside 24 samples' of each snapshot (5x)")
     args = ap.parse_args()
 
     import torch
@@ -217,7 +243,7 @@ def main() -> int:
     cores = iris_cores()
     truth = P.draw_truth(2 * args.portraits, args.seed)
     portraits = P.render(truth, RES)
-    lab = eye_lab(portraits, cores)
+    lab, spread = eye_lab(portraits, cores)
     cls = np.array([names.index(t["iris"]) for t in truth])
     fit, test = slice(0, args.portraits), slice(args.portraits, None)
     reader = IrisReader(lab[fit].reshape(-1, 3), np.repeat(cls[fit], 2), len(names))
@@ -234,29 +260,54 @@ def main() -> int:
             for k in names
         },
         "portraits_read": summary(reader, lab[test], names, base_rate),
+        "portraits_colour_spread_median": round(float(np.median(spread[test])), 2),
         "samples": {},
     }
     print(f"iris cores {result['core_pixels']} px; the reader names the painted class of "
           f"{accuracy:.1%} of other portraits' eyes; "
           f"{result['portraits_read']['between_classes']:.1%} of them lie between the classes")  # fmt: skip
-    sample_lab = {}
+    sample_lab, strips = {}, [eye_strip(portraits[test][:24])]
     for snapshot in args.snapshot:
         snap = load_snapshot(snapshot, device="cpu")
         G = snap.G_ema
         if G.resolution != RES:
             raise SystemExit(f"{snapshot}: its G draws {G.resolution}x{G.resolution}, not {RES}x{RES}")
         z = latents_for_seeds(range(10_000_000, 10_000_000 + args.samples), G.latent_size)
-        x = eye_lab(images_for_latents(G, z, batch=64).numpy(), cores)
+        images = images_for_latents(G, z, batch=64).numpy()
+        x, x_spread = eye_lab(images, cores)
+        strips.append(eye_strip(images[:24]))
         s = summary(reader, x, names, base_rate)
         kimg = f"{snap.kimg:g} kimg"
-        result["samples"][kimg] = {"snapshot": str(snap.path), **s}
+        result["samples"][kimg] = {
+            "snapshot": str(snap.path), "colour_spread_median": round(float(np.median(x_spread)), 2), **s,
+        }  # fmt: skip
         sample_lab[kimg] = x.reshape(-1, 3)
         ratios = ", ".join(f"{k} {v:.2f}x" for k, v in s["per_eye_frequency_over_portraits"].items())
         print(f"{snap.path}: per eye {ratios}; between the classes {s['between_classes']:.1%}; "
-              f"one class {s['eyes_one_class']:.1%}")  # fmt: skip
+              f"one class {s['eyes_one_class']:.1%}; colour spread in an iris {np.median(x_spread):.1f} "
+              f"(portraits {np.median(spread[test]):.1f})")  # fmt: skip
+    for path in args.grids:
+        from PIL import Image
+
+        g = np.asarray(Image.open(path).convert("RGB"))
+        if g.shape != (8 * RES, 8 * RES, 3):
+            raise SystemExit(f"{path}: not an 8x8 grid of {RES}x{RES} faces (dream.py's TAG-samples.png)")
+        faces = g.reshape(8, RES, 8, RES, 3).transpose(0, 2, 4, 1, 3).reshape(64, 3, RES, RES)
+        _, grid_spread = eye_lab(np.ascontiguousarray(faces), cores)
+        result.setdefault("grids", {})[Path(path).name] = round(float(np.median(grid_spread)), 2)
+        print(f"{path}: colour spread in an iris {np.median(grid_spread):.1f} (128 eyes)")
     if args.picture:
         picture(args.picture, lab[fit].reshape(-1, 3), np.repeat(cls[fit], 2), sample_lab)
         print(f"wrote {args.picture}")
+    if args.eyes:
+        from PIL import Image
+
+        gap = np.full((strips[0].shape[0], 8, 3), 255, np.uint8)
+        row = np.concatenate([part for strip in strips for part in (strip, gap)][:-1], 1)
+        tmp = Path(args.eyes).with_suffix(".tmp.png")
+        Image.fromarray(row).resize((row.shape[1] * 5, row.shape[0] * 5), Image.NEAREST).save(tmp)
+        tmp.replace(args.eyes)
+        print(f"wrote {args.eyes}")
     tmp = Path(args.out).with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(args.out)

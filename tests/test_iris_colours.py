@@ -25,7 +25,7 @@ def test_each_eye_reads_nearest_its_painted_colour():
     truth = P.draw_truth(60, 5)
     faces = _aligned([next(t for t in truth if t["iris"] == k) for k in names])
     images = P.render(faces, iris_colours.RES)
-    lab = iris_colours.eye_lab(images, iris_colours.iris_cores())  # (5, 2, 3): L*, a* and b* over the skin's
+    lab, spread = iris_colours.eye_lab(images, iris_colours.iris_cores())  # L*, a* and b* over the skin's
     # The painted colour, over the same skin: the median of the face's skin mask at 64x64.
     skin = P.base_portrait(2 * iris_colours.RES).skin.reshape(64, 2, 64, 2).mean((1, 3)) > 0.9
     for k, (image, eyes) in enumerate(zip(images, lab, strict=True)):
@@ -57,3 +57,26 @@ def test_the_reader_counts_classes_and_what_lies_between_them():
     assert s["per_eye_frequency"] == {"a": 0.3, "b": 0.2, "c": 0.5}
     assert s["eyes_one_class"] == 0.6 and s["between_classes"] == 0.1
     assert s["whole_face_both_inside_and_one_class"] == {"a": 0.2, "b": 0.0, "c": 0.4}
+
+
+def test_a_speckled_iris_reads_as_mixed_and_a_uniform_one_does_not():
+    from skimage.color import rgb2lab
+
+    cores = iris_colours.iris_cores()
+    image = np.full((2, 3, 64, 64), 200, np.uint8)  # skin: light grey
+    for core in cores:
+        ys, xs = np.nonzero(core)
+        rows, cols = slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1)
+        image[:, :, rows, cols] = np.array([40, 90, 200], np.uint8)[:, None, None]  # a blue iris
+        # The second face's iris is a checkerboard of that blue and a yellow.
+        checker = (np.add.outer(np.arange(64), np.arange(64)) % 2 == 1)[rows, cols]
+        patch = image[1, :, rows, cols]
+        patch[:, checker] = np.array([200, 180, 30], np.uint8)[:, None]
+        image[1, :, rows, cols] = patch
+    lab, spread = iris_colours.eye_lab(image, cores)
+    blue, yellow = (
+        rgb2lab(np.array(c, np.float32)[None, None] / 255)[0, 0] for c in ([40, 90, 200], [200, 180, 30])
+    )
+    assert spread[0].max() < 0.01
+    # 2x4 pixels, half of each colour: the median lies halfway, every pixel half the distance away.
+    assert spread[1] == pytest.approx(np.full(2, np.linalg.norm(blue[1:] - yellow[1:]) / 2), rel=0.02)
