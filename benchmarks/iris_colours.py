@@ -15,7 +15,7 @@ colour in CIELAB), on fresh portraits whose truth is known and on a snapshot's G
 - Every eye gets its Mahalanobis distance to the nearest class (each class's own covariance); an
   eye farther than the portraits' 99th percentile for that class lies between the classes.
 - `--picture` draws both, the portraits' eyes coloured by their class and the samples' in black,
-  in the a*-b* plane and in chroma against lightness.
+  in the a*-b* plane (over the skin's) and as lightness against b*.
 
     .venv/bin/python benchmarks/iris_colours.py --snapshot RUN [RUN/snapshot-...] --picture P.png --eyes E.png
 
@@ -28,7 +28,6 @@ Writes benchmarks/results/iris-colours.json (about 30 s for 2,000 portraits and 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -95,13 +94,6 @@ def eye_strip(images: np.ndarray) -> np.ndarray:
     )
 
 
-def lch(lab: np.ndarray) -> np.ndarray:
-    """L*, C*, hue in degrees from L*, a*, b* (last axis)."""
-    c = np.hypot(lab[..., 1], lab[..., 2])
-    h = np.degrees(np.arctan2(lab[..., 2], lab[..., 1])) % 360
-    return np.stack([lab[..., 0], c, h], -1)
-
-
 class IrisReader:
     """Names an eye's class from its CIELAB and says how far it lies from every class."""
 
@@ -139,7 +131,6 @@ def summary(reader: IrisReader, lab: np.ndarray, names: list[str], base_rate: np
     inside = flat["inside"].reshape(n, 2)
     nearest = flat["nearest"].reshape(n, 2)
     both_inside = inside.all(1)
-    per_class_lch = lch(lab.reshape(-1, 3))
     return {
         "eyes": int(cls.size),
         "per_eye_frequency": {k: round(float(f), 4) for k, f in zip(names, freq, strict=True)},
@@ -156,8 +147,8 @@ def summary(reader: IrisReader, lab: np.ndarray, names: list[str], base_rate: np
             k: round(float((both_inside & (cls[:, 0] == i) & (cls[:, 1] == i)).mean()), 4)
             for i, k in enumerate(names)
         },
-        "lch_by_class": {
-            k: [round(float(v), 1) for v in per_class_lch[flat["class"] == i].mean(0)]
+        "lab_over_skin_by_class": {  # the mean reading (L*, and a*, b* over the skin's) of each class
+            k: [round(float(v), 1) for v in lab.reshape(-1, 3)[flat["class"] == i].mean(0)]
             if (flat["class"] == i).any()
             else None
             for i, k in enumerate(names)
@@ -173,6 +164,7 @@ def picture(path: str, portraits: np.ndarray, classes: np.ndarray, samples: dict
     from skimage.color import lab2rgb
 
     from progan.data import portraits as P
+    from progan.images import save_image
 
     size = 256
 
@@ -209,9 +201,7 @@ def picture(path: str, portraits: np.ndarray, classes: np.ndarray, samples: dict
             for x0, pts in ((0, s_ab), (size + 10, s_cl)):
                 for x, y in pts:
                     draw.rectangle([x0 + x, y0 + y, x0 + x + 1, y0 + y + 1], fill="black")
-    tmp = Path(path).with_suffix(".tmp.png")
-    canvas.save(tmp)
-    tmp.replace(path)
+    save_image(np.asarray(canvas), path)
 
 
 def main() -> int:
@@ -234,8 +224,9 @@ def main() -> int:
 
     import torch
 
-    from progan.checkpoint import load_snapshot
+    from progan.checkpoint import load_snapshot, write_json_atomic
     from progan.data import portraits as P
+    from progan.images import save_image
     from progan.sampling import images_for_latents, latents_for_seeds
 
     torch.set_grad_enabled(False)
@@ -300,17 +291,11 @@ def main() -> int:
         picture(args.picture, lab[fit].reshape(-1, 3), np.repeat(cls[fit], 2), sample_lab)
         print(f"wrote {args.picture}")
     if args.eyes:
-        from PIL import Image
-
         gap = np.full((strips[0].shape[0], 8, 3), 255, np.uint8)
         row = np.concatenate([part for strip in strips for part in (strip, gap)][:-1], 1)
-        tmp = Path(args.eyes).with_suffix(".tmp.png")
-        Image.fromarray(row).resize((row.shape[1] * 5, row.shape[0] * 5), Image.NEAREST).save(tmp)
-        tmp.replace(args.eyes)
+        save_image(row.repeat(5, 0).repeat(5, 1), args.eyes)  # five times enlarged, pixels kept square
         print(f"wrote {args.eyes}")
-    tmp = Path(args.out).with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(args.out)
+    write_json_atomic(Path(args.out), result)
     print(f"wrote {args.out}")
     return 0
 

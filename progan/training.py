@@ -52,9 +52,15 @@ def make_optimizer(module: torch.nn.Module, lr: float, device: torch.device) -> 
     )
 
 
+def learning_rates(t: Trainer, lr: float) -> tuple[float, float]:
+    """G's and D's learning rates for the schedule's `lr`: G's is `lr`, D's --d-lr-ratio times it."""
+    return lr, lr * t.opts.d_lr_ratio
+
+
 def make_optimizers(t: Trainer, lr: float) -> tuple[torch.optim.Adam, torch.optim.Adam]:
-    """G's and D's Adam at `lr`, the schedule's rate; D's at --d-lr-ratio times it."""
-    return make_optimizer(t.G, lr, t.device), make_optimizer(t.D, lr * t.opts.d_lr_ratio, t.device)
+    """G's and D's Adam at their `learning_rates`."""
+    g_lr, d_lr = learning_rates(t, lr)
+    return make_optimizer(t.G, g_lr, t.device), make_optimizer(t.D, d_lr, t.device)
 
 
 def flag_nonfinite(params: list[torch.nn.Parameter]) -> torch.Tensor:
@@ -258,7 +264,7 @@ class Trainer:
                 # Adam's moments are reset when a new resolution starts fading in (paper, TF code).
                 self.opt_G, self.opt_D = make_optimizers(self, stage.lr)
             self.resolution = stage.resolution
-        for opt, lr in ((self.opt_G, stage.lr), (self.opt_D, stage.lr * self.opts.d_lr_ratio)):
+        for opt, lr in zip((self.opt_G, self.opt_D), learning_rates(self, stage.lr), strict=True):
             for group in opt.param_groups:
                 group["lr"] = lr
         self._enter_phase(stage)
