@@ -22,6 +22,12 @@ colour in CIELAB), on fresh portraits whose truth is known and on a snapshot's G
 `--eyes` shows the irises themselves: the eye band of 24 portraits, then of 24 samples of each
 snapshot, five times enlarged.
 
+`--oracle ORACLE` asks whether a mixed iris is what the oracle misreads. It speckles the
+portraits' own irises (`iris_pixels`) with zero-mean noise (`speckle`: Gaussian, or a coin-flip
+of blue and yellow) up to and past the samples' spread, and reads them with the oracle. It also
+reads every snapshot's samples both ways: for the faces whose two eyes the colour reading files in
+one class, the oracle's class (`oracle_by_colour`). `--blends` pictures the faces grey by colour.
+
 Writes benchmarks/results/iris-colours.json (about 30 s for 2,000 portraits and samples).
 """
 
@@ -156,6 +162,122 @@ def summary(reader: IrisReader, lab: np.ndarray, names: list[str], base_rate: np
     }
 
 
+def iris_pixels(truth: list[dict], res: int = RES) -> np.ndarray:
+    """(N, res, res) bool: each portrait's own iris pixels, after its nuisance moves: where the
+    same truth rendered with the iris painted black (or white, for a light iris) differs from it
+    by more than 12 levels in some channel."""
+    from progan.data import portraits as P
+
+    other = [
+        {**t, "iris_lch": [100.0, 0.0, 0.0] if t["iris_lch"][0] < 50 else [0.0, 0.0, 0.0]} for t in truth
+    ]
+    a, b = P.render(truth, res).astype(np.int16), P.render(other, res).astype(np.int16)
+    return np.abs(a - b).max(1) > 12
+
+
+SPECKLES = ("gaussian", "blue-yellow")
+
+
+def speckle(images: np.ndarray, mask: np.ndarray, amount: float, kind: str, seed: int = 0) -> np.ndarray:
+    """uint8 NCHW images with zero-mean colour noise added to the pixels of `mask` (N, H, W) only.
+
+    - "gaussian": a* and b* each N(0, amount), L* N(0, amount / 2), independently per pixel;
+    - "blue-yellow": b* moved by +amount or -amount, a fair coin per pixel (a speckle of blue and
+      yellow pixels around the painted colour, the colours a model's irises are mixed of).
+    Either way the iris's mean colour stays the painted one; only how mixed it is changes."""
+    from skimage.color import lab2rgb, rgb2lab
+
+    if kind not in SPECKLES:
+        raise ValueError(f"speckle kind {kind!r}: one of {SPECKLES}")
+    rng = np.random.default_rng(seed)
+    lab = rgb2lab(images.transpose(0, 2, 3, 1).astype(np.float32) / 255.0)
+    n = int(mask.sum())
+    if kind == "gaussian":
+        lab[mask] += rng.normal(0.0, amount, (n, 3)) * np.array([0.5, 1.0, 1.0])
+    else:
+        lab[mask, 2] += amount * rng.choice([-1.0, 1.0], n)
+    lab[..., 0] = np.clip(lab[..., 0], 0, 100)
+    rgb = np.clip(lab2rgb(lab), 0, 1)
+    out = (rgb * 255).round().astype(np.uint8).transpose(0, 3, 1, 2)
+    keep = ~np.repeat(mask[:, None], 3, 1)  # the rest exactly as it was (no CIELAB round trip)
+    out[keep] = images[keep]
+    return out
+
+
+def oracle_eye_reading(model, images: np.ndarray) -> np.ndarray:
+    """(N,) the class index (portraits.IRIS order) of each face's likeliest eye colour."""
+    from progan.data import portraits as P
+
+    cols = [list(model.names).index(f"{k}_eyes") for k in P.IRIS]
+    return model.predict(images)[:, cols].argmax(1)
+
+
+def oracle_by_colour(colour_class: np.ndarray, oracle_class: np.ndarray, names: list[str]) -> dict:
+    """For the faces whose two eyes the colour reading files in one class: how the oracle reads
+    them (class -> {oracle's class: count}), and how often it agrees."""
+    one = colour_class[:, 0] == colour_class[:, 1]
+    table = {
+        k: {
+            o: int(((colour_class[:, 0] == i) & one & (oracle_class == j)).sum()) for j, o in enumerate(names)
+        }
+        for i, k in enumerate(names)
+    }
+    agree = float((oracle_class[one] == colour_class[one, 0]).mean()) if one.any() else float("nan")
+    return {"faces_one_colour": int(one.sum()), "oracle_reads": table, "oracle_agrees": round(agree, 4)}
+
+
+def oracle_under_speckle(
+    oracle, truth: list[dict], portraits: np.ndarray, cores, amounts: list[float], names: list[str]
+) -> list[dict]:
+    """The oracle on the portraits with their irises speckled (`speckle`): for each kind and
+    amount, how mixed the irises then read, and how often the oracle still names the painted class."""
+    mask = iris_pixels(truth)
+    true = np.array([names.index(t["iris"]) for t in truth])
+    rows = []
+    for kind in SPECKLES:
+        for amount in [0.0, *amounts] if kind == SPECKLES[0] else amounts:
+            x = speckle(portraits, mask, amount, kind) if amount else portraits
+            _, spread = eye_lab(x, cores)
+            read = oracle_eye_reading(oracle, x)
+            counts = np.maximum(np.bincount(true, minlength=len(names)), 1)
+            freq = np.bincount(read, minlength=len(names)) / counts
+            rows.append({
+                "kind": kind, "amount": amount, "colour_spread_median": round(float(np.median(spread)), 2),
+                "oracle_accuracy": round(float((read == true).mean()), 4),
+                "frequency_over_truth": {k: round(float(f), 3) for k, f in zip(names, freq, strict=True)},
+            })  # fmt: skip
+            print(f"portraits, {kind} speckle {amount:g}: colour spread "
+                  f"{rows[-1]['colour_spread_median']:.1f}, the oracle names the painted class of "
+                  f"{rows[-1]['oracle_accuracy']:.1%}")  # fmt: skip
+    return rows
+
+
+def blends_picture(
+    path: str, samples: np.ndarray, colour_class: np.ndarray, oracle_class: np.ndarray,
+    portraits: np.ndarray, portrait_class: np.ndarray,
+) -> None:  # fmt: skip
+    """Three panels of 12 eye bands, 5x: samples grey by colour (both eyes) that the oracle files
+    elsewhere, samples grey by both readers, portraits with grey eyes."""
+    from progan.data import portraits as P
+    from progan.images import save_image
+
+    grey = P.IRIS.index("grey")
+    both_grey = (colour_class == grey).all(1)
+    panels = [
+        samples[both_grey & (oracle_class != grey)], samples[both_grey & (oracle_class == grey)],
+        portraits[portrait_class == grey],
+    ]  # fmt: skip
+    bands = []
+    for faces in panels:
+        band = np.full((12, 3, 16, 40), 255, np.uint8)
+        band[: min(12, len(faces))] = faces[:12, :, 22:38, 12:52]
+        rows = band.transpose(0, 2, 3, 1).reshape(3, 4, 16, 40, 3)
+        bands.append(np.concatenate([np.concatenate(list(r), 1) for r in rows], 0))
+    gap = np.full((bands[0].shape[0], 6, 3), 255, np.uint8)
+    sheet = np.concatenate([bands[0], gap, bands[1], gap, bands[2]], 1)
+    save_image(sheet.repeat(5, 0).repeat(5, 1), path)
+
+
 def picture(path: str, portraits: np.ndarray, classes: np.ndarray, samples: dict[str, np.ndarray]) -> None:
     """Panels of 256x256: the a*-b* plane over the skin's (a* -50..30 across, b* -60..20 up),
     and lightness (0..100 up) against that b* (across); the portraits' eyes in their class's mean
@@ -220,6 +342,17 @@ def main() -> int:
     ap.add_argument("--out", default=str(RESULTS / "iris-colours.json"))
     ap.add_argument("--picture", help="PNG of the portraits' eyes and the samples' in colour space")
     ap.add_argument("--eyes", help="PNG of 24 portraits' eyes beside 24 samples' of each snapshot (5x)")
+    ap.add_argument(
+        "--oracle",
+        help="an oracle ('progan attributes fit' on the portraits): read speckled portraits with it, "
+        "and each snapshot's samples beside the colour reading",
+    )
+    ap.add_argument("--speckle", default="3,5,7,9,12", help="speckle amounts (CIELAB units) for --oracle")
+    ap.add_argument(
+        "--blends",
+        help="PNG (with --oracle): 12 samples whose irises read grey by colour and another class by the "
+        "oracle, 12 read grey by both, 12 portraits with grey eyes (the eye band, 5x)",
+    )
     args = ap.parse_args()
 
     import torch
@@ -257,6 +390,22 @@ def main() -> int:
     print(f"iris cores {result['core_pixels']} px; the reader names the painted class of "
           f"{accuracy:.1%} of other portraits' eyes; "
           f"{result['portraits_read']['between_classes']:.1%} of them lie between the classes")  # fmt: skip
+    oracle = None
+    if args.oracle:
+        from progan.faces.attributes import load_attributes
+
+        oracle = load_attributes(args.oracle)
+        result["oracle"] = {"path": args.oracle, "speckled_portraits": oracle_under_speckle(
+            oracle, [truth[i] for i in range(args.portraits, 2 * args.portraits)], portraits[test], cores,
+            [float(a) for a in args.speckle.split(",")], names,
+        )}  # fmt: skip
+        # The same cross-reading on the portraits: how far the two readers agree where both see well.
+        table = oracle_by_colour(
+            read["class"].reshape(-1, 2), oracle_eye_reading(oracle, portraits[test]), names
+        )
+        result["oracle"]["portraits_by_colour"] = table
+        print(f"portraits whose eyes read one class by colour: {table['faces_one_colour']}; the oracle "
+              f"agrees on {table['oracle_agrees']:.1%}")  # fmt: skip
     sample_lab, strips = {}, [eye_strip(portraits[test][:24])]
     for snapshot in args.snapshot:
         snap = load_snapshot(snapshot, device="cpu")
@@ -277,6 +426,17 @@ def main() -> int:
         print(f"{snap.path}: per eye {ratios}; between the classes {s['between_classes']:.1%}; "
               f"one class {s['eyes_one_class']:.1%}; colour spread in an iris {np.median(x_spread):.1f} "
               f"(portraits {np.median(spread[test]):.1f})")  # fmt: skip
+        if oracle is not None:
+            colour_class = reader.read(x.reshape(-1, 3))["class"].reshape(-1, 2)
+            oracle_class = oracle_eye_reading(oracle, images)
+            table = oracle_by_colour(colour_class, oracle_class, names)
+            result["samples"][kimg]["oracle_by_colour"] = table
+            print(f"  faces whose eyes read one class by colour: {table['faces_one_colour']}; the oracle "
+                  f"agrees on {table['oracle_agrees']:.1%}; grey by colour, by the oracle: "
+                  f"{table['oracle_reads']['grey']}")  # fmt: skip
+            if args.blends and len(sample_lab) == 1:
+                blends_picture(args.blends, images, colour_class, oracle_class, portraits[test], cls[test])
+                print(f"wrote {args.blends}")
     for path in args.grids:
         from PIL import Image
 

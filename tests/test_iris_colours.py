@@ -80,3 +80,55 @@ def test_a_speckled_iris_reads_as_mixed_and_a_uniform_one_does_not():
     assert spread[0].max() < 0.01
     # 2x4 pixels, half of each colour: the median lies halfway, every pixel half the distance away.
     assert spread[1] == pytest.approx(np.full(2, np.linalg.norm(blue[1:] - yellow[1:]) / 2), rel=0.02)
+
+
+def test_speckle_mixes_only_the_iris_and_keeps_its_mean_colour():
+    from skimage.color import rgb2lab
+
+    images = np.zeros((4, 3, 32, 32), np.uint8)
+    images[:] = np.array([90, 110, 140], np.uint8)[:, None, None]  # a greyish blue
+    mask = np.zeros((4, 32, 32), bool)
+    mask[:, 8:24, 8:24] = True
+    base = rgb2lab(images[0, :, 0, 0][None, None] / 255.0)[0, 0]
+    for kind in iris_colours.SPECKLES:
+        out = iris_colours.speckle(images, mask, 6.0, kind, seed=1)
+        keep = ~np.repeat(mask[:, None], 3, 1)
+        assert (out[keep] == images[keep]).all()  # nothing outside the mask moves
+        lab = rgb2lab(out.transpose(0, 2, 3, 1) / 255.0)[mask]
+        assert np.abs(lab.mean(0) - base).max() < 0.5  # zero-mean: the iris's mean colour stays
+        if kind == "blue-yellow":
+            # Every pixel's b* moved by the amount, one way or the other (8-bit rounding aside).
+            assert np.abs(np.abs(lab[:, 2] - base[2]) - 6.0).max() < 1.0
+            assert np.abs(lab[:, 1] - base[1]).max() < 1.5
+        else:
+            assert 4.5 < lab[:, 2].std() < 7.5 and 2.0 < lab[:, 0].std() < 4.0
+    with pytest.raises(ValueError, match="speckle kind"):
+        iris_colours.speckle(images, mask, 6.0, "pink")
+
+
+def test_iris_pixels_are_each_portraits_own_painted_iris():
+    from progan.data import portraits as P
+
+    truth = P.draw_truth(6, 3)
+    mask = iris_colours.iris_pixels(truth)
+    cores = iris_colours.iris_cores()
+    near = np.zeros_like(cores[0])
+    for core in cores:  # the painted cores, widened by the nuisance moves' reach
+        ys, xs = np.nonzero(core)
+        s = iris_colours.SEARCH
+        near[ys.min() - s : ys.max() + 1 + s, xs.min() - s : xs.max() + 1 + s] = True
+    for face, t in zip(mask, truth, strict=True):
+        assert 15 <= face.sum() <= 80, face.sum()  # two irises of about 2x4 to 4x6 pixels
+        assert not (face & ~near).any(), t  # all of them around the eyes
+        assert face[:, :32].any() and face[:, 32:].any()  # both eyes
+
+
+def test_oracle_by_colour_counts_only_faces_whose_eyes_agree():
+    names = ["a", "b", "c"]
+    colour = np.array([[0, 0], [0, 0], [1, 1], [2, 2], [0, 1]])
+    oracle = np.array([0, 1, 1, 1, 2])
+    t = iris_colours.oracle_by_colour(colour, oracle, names)
+    assert t["faces_one_colour"] == 4
+    assert t["oracle_reads"]["a"] == {"a": 1, "b": 1, "c": 0}
+    assert t["oracle_reads"]["c"] == {"a": 0, "b": 1, "c": 0}
+    assert t["oracle_agrees"] == 0.5  # a->a and b->b of the four
