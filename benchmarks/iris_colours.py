@@ -92,9 +92,10 @@ def eye_lab(images: np.ndarray, cores: tuple[np.ndarray, np.ndarray]) -> tuple[n
     return out, spread
 
 
-def eye_strip(images: np.ndarray) -> np.ndarray:
-    """HWC uint8: the eye band (rows 24-35, columns 16-47 at 64x64) of 24 NCHW images, 4 across."""
-    band = images[:24, :, 24:36, 16:48].transpose(0, 2, 3, 1)
+def eye_strip(images: np.ndarray, rows: slice = slice(24, 36), cols: slice = slice(16, 48)) -> np.ndarray:
+    """HWC uint8: the eye band (by default rows 24-35, columns 16-47 at 64x64) of up to 24 NCHW
+    images, 4 across."""
+    band = images[:24, :, rows, cols].transpose(0, 2, 3, 1)
     return np.concatenate(
         [np.concatenate(list(band[r * 4 : r * 4 + 4]), 1) for r in range(len(band) // 4)], 0
     )
@@ -233,13 +234,13 @@ def oracle_under_speckle(
     amount, how mixed the irises then read, and how often the oracle still names the painted class."""
     mask = iris_pixels(truth)
     true = np.array([names.index(t["iris"]) for t in truth])
+    counts = np.maximum(np.bincount(true, minlength=len(names)), 1)
     rows = []
     for kind in SPECKLES:
         for amount in [0.0, *amounts] if kind == SPECKLES[0] else amounts:
             x = speckle(portraits, mask, amount, kind) if amount else portraits
             _, spread = eye_lab(x, cores)
             read = oracle_eye_reading(oracle, x)
-            counts = np.maximum(np.bincount(true, minlength=len(names)), 1)
             freq = np.bincount(read, minlength=len(names)) / counts
             rows.append({
                 "kind": kind, "amount": amount, "colour_spread_median": round(float(np.median(spread)), 2),
@@ -269,10 +270,9 @@ def blends_picture(
     ]  # fmt: skip
     bands = []
     for faces in panels:
-        band = np.full((12, 3, 16, 40), 255, np.uint8)
-        band[: min(12, len(faces))] = faces[:12, :, 22:38, 12:52]
-        rows = band.transpose(0, 2, 3, 1).reshape(3, 4, 16, 40, 3)
-        bands.append(np.concatenate([np.concatenate(list(r), 1) for r in rows], 0))
+        twelve = np.full((12, *faces.shape[1:]), 255, np.uint8)  # white where fewer than 12
+        twelve[: min(12, len(faces))] = faces[:12]
+        bands.append(eye_strip(twelve, rows=slice(22, 38), cols=slice(12, 52)))
     gap = np.full((bands[0].shape[0], 6, 3), 255, np.uint8)
     sheet = np.concatenate([bands[0], gap, bands[1], gap, bands[2]], 1)
     save_image(sheet.repeat(5, 0).repeat(5, 1), path)
