@@ -9,6 +9,8 @@
 #     MINUTES=80 FINAL_SHARE=0.8 FMAP_BASE=2048 TAG=dream-wide bash benchmarks/dream_build.sh WORKDIR   # the fifth (a wider 64x64 block)
 #     D_MIRROR=1 TAG=dream-mirror bash benchmarks/dream_build.sh WORKDIR   # the seventh: D also sees the image minus its mirror image
 #     D_MIRROR=1 LR=0.001 D_LR_RATIO=3 TAG=dream-ttur bash benchmarks/dream_build.sh WORKDIR   # the eighth: and D at 3x G's rate
+#     MINUTES=85 FINAL_SHARE=0.7 FMAP_BASE=2048 D_MIRROR=1 TAG=dream-wide-mirror bash benchmarks/dream_build.sh WORKDIR   # the ninth
+#     MINUTES=75 FINAL_SHARE=0.7 FMAP_BASE=2048 D_MIRROR=1 BATCH=32 SNAPSHOT_TICKS=3 TAG=dream-batch32 bash benchmarks/dream_build.sh WORKDIR   # the tenth
 #
 # Everything lands in WORKDIR (stores, run, oracle, the classifier describe uses, picks/best.png, log.txt with each step's wall time); dream.py
 # writes benchmarks/results/$TAG.json and its pictures. Each step is skipped when its output is
@@ -23,6 +25,8 @@ FMAP_BASE=${FMAP_BASE:-1024}  # 2048: twice the feature maps at 32x32 and 64x64 
 LR=${LR:-0.002}  # the learning rate (G's, and D's unless D_LR_RATIO)
 D_LR_RATIO=${D_LR_RATIO:-1}  # e.g. 3: `train --d-lr-ratio 3` (not the paper: D's rate 3x G's, two time-scales)
 D_MIRROR=${D_MIRROR:-0}  # 1: `train --d-mirror-difference` (not the paper: D also sees the image minus its mirror image)
+BATCH=${BATCH:-16}  # the minibatch at every resolution (32: the official 1-GPU table's at 64x64)
+SNAPSHOT_TICKS=${SNAPSHOT_TICKS:-}  # e.g. 3: a snapshot every 12 kimg (the default 10 ticks: 40 kimg)
 BLUR=${BLUR:-0}  # e.g. 1: the oracle and the classifier trained with `attributes fit --blur 1`
 TAG=${TAG:-dream-build}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -42,7 +46,7 @@ step "portraits store" "$WORK/portraits64" progan prepare --portraits "$PORTRAIT
 step "held-out store" "$WORK/heldout64" progan prepare --portraits 64 "$WORK/heldout64" --resolution 64 --seed 7
 step "training ($MINUTES min)" "$WORK/runs/00000-portraits64w" \
     progan train --data "$WORK/portraits64" --name portraits64w --outdir "$WORK/runs" --minutes "$MINUTES" \
-    --batch 16 --lr "$LR" --d-lr-ratio "$D_LR_RATIO" --latent-size 128 --fmap-base "$FMAP_BASE" --fmap-max 128 --mirror --no-labels ${FINAL_SHARE:+--final-share "$FINAL_SHARE"} \
+    --batch "$BATCH" ${SNAPSHOT_TICKS:+--snapshot-ticks "$SNAPSHOT_TICKS"} --lr "$LR" --d-lr-ratio "$D_LR_RATIO" --latent-size 128 --fmap-base "$FMAP_BASE" --fmap-max 128 --mirror --no-labels ${FINAL_SHARE:+--final-share "$FINAL_SHARE"} \
     $( [ "$D_MIRROR" = 1 ] && echo --d-mirror-difference )
 step "oracle ($EPOCHS epochs)" "$WORK/oracle.attributes" \
     progan attributes fit "$WORK/portraits64" --out "$WORK/oracle.attributes" --epochs "$EPOCHS" --blur "$BLUR"
