@@ -11,6 +11,7 @@
 #     D_MIRROR=1 LR=0.001 D_LR_RATIO=3 TAG=dream-ttur bash benchmarks/dream_build.sh WORKDIR   # the eighth: and D at 3x G's rate
 #     MINUTES=85 FINAL_SHARE=0.7 FMAP_BASE=2048 D_MIRROR=1 TAG=dream-wide-mirror bash benchmarks/dream_build.sh WORKDIR   # the ninth
 #     MINUTES=75 FINAL_SHARE=0.7 FMAP_BASE=2048 D_MIRROR=1 BATCH=32 SNAPSHOT_TICKS=3 TAG=dream-batch32 bash benchmarks/dream_build.sh WORKDIR   # the tenth
+#     MINUTES=80 FINAL_SHARE=0.5 FMAP_BASE=2048 D_MIRROR=1 BATCH=32 SNAPSHOT_TICKS=3 TAG=dream-share50 bash benchmarks/dream_build.sh WORKDIR   # the eleventh
 #
 # Everything lands in WORKDIR (stores, run, oracle, the classifier describe uses, picks/best.png, log.txt with each step's wall time); dream.py
 # writes benchmarks/results/$TAG.json and its pictures. Each step is skipped when its output is
