@@ -14,7 +14,8 @@ over its true frequency: the number benchmarks/dream.py reports for a generator'
     .venv/bin/python benchmarks/oracle_blur.py --oracle A B --snapshot RUN/snapshot-000200 RUN/snapshot-000240
 
 Writes benchmarks/results/oracle-blur.json (about 30 s on 2 CPU cores for 1,000 portraits). With
---snapshot it also reads --samples of each snapshot's G_ema samples (dream.py's seeds) with every
+--snapshot it also reads --samples of each snapshot's G_ema samples (dream.py's seeds; with
+--weights G, those of the training G, whose moving average G_ema is) with every
 classifier: eye-colour frequencies over the fresh portraits' truth, how often the first two
 classifiers name another eye colour, and with --grid a picture of up to 16 such faces (3x, each
 column: first classifier's reading over the second's in the JSON's "disagreements"). It also
@@ -54,6 +55,12 @@ def main() -> int:
         "--snapshot", nargs="+", default=[], help="portraits models (snapshots): read their G_ema samples too"
     )
     ap.add_argument("--samples", type=int, default=2000)
+    ap.add_argument(
+        "--weights",
+        choices=("G_ema", "G"),
+        default="G_ema",
+        help="which generator of a training snapshot draws the samples (G: its last iterate, not the mean)",
+    )
     ap.add_argument("--grid", help="PNG of up to 16 samples the first two classifiers read differently")
     args = ap.parse_args()
 
@@ -182,6 +189,13 @@ def read_samples(
 
     snap = load_snapshot(snapshot, device="cpu")
     G = snap.G_ema
+    if args.weights == "G":  # G's own weights into the same network, at the same stage
+        from progan.checkpoint import MODEL_FILE, load_module, load_tensors
+
+        tensors = load_tensors(snap.path / MODEL_FILE)
+        if not any(k.startswith("G.") for k in tensors):
+            raise SystemExit(f"{snap.path}: holds G_ema only; --weights G needs a training snapshot")
+        load_module(G, "G", tensors, snap.path / MODEL_FILE)
     if G.resolution != 64:
         raise SystemExit(
             f"{snapshot}: its G draws {G.resolution}x{G.resolution}; the portraits' classifiers read 64x64"
@@ -199,6 +213,7 @@ def read_samples(
         print(f"{snap.path} ({where}): fine detail {sharpness:.1f}, as the portraits' at {as_blurred:.2f} px")
     out: dict = {
         "snapshot": str(snap.path),
+        "weights": args.weights,
         "samples": args.samples,
         "softness": softness,
         "eye_frequency_over_truth": {},
