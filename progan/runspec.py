@@ -145,11 +145,13 @@ def option_default(name: str):
 # What a finished run has beyond its last snapshot: a run killed before writing them resumes to.
 FINAL_FILES = ("fakes-final.png", "growth.png")
 
-# Options that may change when a run is resumed; everything else is fixed by the snapshot.
+# Options that may change when a run is resumed; everything else is fixed by the snapshot. `lr`
+# (like `batch`) replaces the per-resolution table from the resumed step on: a fine-tune at a
+# lower rate. Adam's moments carry over; its step size follows the new rate at once.
 RESUME_OVERRIDABLE = {
-    "total_kimg", "batch", "tick_kimg", "snapshot_ticks", "image_ticks", "device", "precision", "progress",
-    "metrics", "metrics_every", "metrics_num", "inception_weights", "deterministic", "channels_last",
-    "compile", "minutes",
+    "total_kimg", "batch", "lr", "tick_kimg", "snapshot_ticks", "image_ticks", "device", "precision",
+    "progress", "metrics", "metrics_every", "metrics_num", "inception_weights", "deterministic",
+    "channels_last", "compile", "minutes",
 }  # fmt: skip
 
 

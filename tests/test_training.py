@@ -153,6 +153,27 @@ def test_d_lr_ratio_is_saved_and_kept_on_resume(tiny_store, tmp_path):
     assert run_cli(["train", *tiny_train_args(tiny_store.path, tmp_path / "bad", d_lr_ratio=5000)]) == 2
 
 
+def test_resume_at_another_learning_rate_keeps_the_ratio_and_the_rest(tiny_store, tmp_path):
+    from safetensors.torch import load_file
+
+    args = tiny_train_args(tiny_store.path, tmp_path / "runs", kimg=0.08, d_lr_ratio=2.0)
+    assert run_cli(["train", *args]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    saved = json.loads((run / "options.json").read_text())
+    t = Trainer.from_snapshot(run, {"total_kimg": 0.16, "lr": 1e-4})
+    restored = len(t.opt_G.state)  # Adam's moments from the snapshot (a fresh Adam has none)
+    t._set_stage(t.schedule.at(t.nimg / 1000))  # what the loop does before its first step
+    g_lr, d_lr = (opt.param_groups[0]["lr"] for opt in (t.opt_G, t.opt_D))
+    assert g_lr == pytest.approx(1e-4) and d_lr == pytest.approx(2e-4)
+    assert t.opts.lr == 1e-4 and saved["lr"] != 1e-4
+    # Only the rate moved: the weights and Adam's moments are the snapshot's.
+    (snap,) = sorted(run.glob("snapshot-*"))[-1:]
+    weights = load_file(str(snap / "model.safetensors"))
+    for name, value in t.G.state_dict().items():
+        assert torch.equal(value.cpu(), weights[f"G.{name}"])
+    assert restored > 0
+
+
 def _cpu_trainer(store, outdir, precision: str = "fp16") -> Trainer:
     t = Trainer(tiny_spec(store, outdir, precision=precision, device="cpu"))
     if t.scaler is not None:
