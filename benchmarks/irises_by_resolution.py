@@ -44,13 +44,12 @@ def to_resolution(images: np.ndarray, resolution: int) -> np.ndarray:
 
 def eye_reading(model, images: np.ndarray, eyes: list[int]) -> dict[str, np.ndarray | float]:
     """Each eye colour's share on whole faces and one eye at a time, and how often both eyes of a
-    face are read as one colour (progan.faces.attributes.mirrored_halves)."""
-    from progan.faces.attributes import mirrored_halves
+    face are read as one colour (oracle_blur.pair_reading, the one-eye reading of every table)."""
+    from oracle_blur import pair_reading  # benchmarks/ is on sys.path when a script here runs
 
     whole = np.bincount(model.predict(images)[:, eyes].argmax(1), minlength=len(eyes)) / len(images)
-    left, right = (model.predict(half)[:, eyes].argmax(1) for half in mirrored_halves(images))
-    per_eye = np.bincount(np.concatenate([left, right]), minlength=len(eyes)) / (2 * len(images))
-    return {"whole": whole, "per_eye": per_eye, "agree": float((left == right).mean())}
+    pair = pair_reading(model, images, eyes)
+    return {"whole": whole, "per_eye": pair["per_eye_frequency"], "agree": pair["eyes_agree"]}
 
 
 def main() -> int:

@@ -166,7 +166,7 @@ def test_resume_at_another_learning_rate_keeps_the_ratio_and_the_rest(tiny_store
     g_lr, d_lr = (opt.param_groups[0]["lr"] for opt in (t.opt_G, t.opt_D))
     assert g_lr == pytest.approx(1e-4) and d_lr == pytest.approx(2e-4)
     assert t.opts.lr == 1e-4 and saved["lr"] != 1e-4
-    # Only the rate moved: the weights and Adam's moments are the snapshot's.
+    # Only the rate moved: the weights are the snapshot's, and Adam's moments were restored.
     (snap,) = sorted(run.glob("snapshot-*"))[-1:]
     weights = load_file(str(snap / "model.safetensors"))
     for name, value in t.G.state_dict().items():
